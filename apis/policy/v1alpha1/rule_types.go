@@ -27,23 +27,23 @@ type Rule struct {
 	// A single empty rule (`[{}]`) turns on default deny without allowing
 	// anything.
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=32
 	Ingress []IngressRule `json:"ingress,omitempty"`
 
 	// IngressDeny lists the rules that deny traffic into the selected pods.
 	// A deny beats every allow.
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=32
 	IngressDeny []IngressDenyRule `json:"ingressDeny,omitempty"`
 
 	// Egress lists the rules that allow traffic out of the selected pods.
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=32
 	Egress []EgressRule `json:"egress,omitempty"`
 
 	// EgressDeny lists the rules that deny traffic out of the selected pods.
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=32
 	EgressDeny []EgressDenyRule `json:"egressDeny,omitempty"`
 
 	// Labels identify the rule; they appear in traces and flow events.
@@ -102,12 +102,12 @@ type IngressRule struct {
 	// ToPorts restricts the rule to these destination ports, optionally
 	// with L7 rules.
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
 	// ICMPs restricts the rule to these ICMP types.
 	// +optional
-	// +kubebuilder:validation:MaxItems=40
+	// +kubebuilder:validation:MaxItems=8
 	ICMPs []ICMPRule `json:"icmps,omitempty"`
 }
 
@@ -119,11 +119,11 @@ type IngressDenyRule struct {
 	IngressCommonRule `json:",inline"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortDenyRule `json:"toPorts,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=40
+	// +kubebuilder:validation:MaxItems=8
 	ICMPs []ICMPRule `json:"icmps,omitempty"`
 }
 
@@ -140,12 +140,12 @@ type IngressCommonRule struct {
 
 	// FromCIDR selects peers outside the cluster by address prefix.
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=128
 	FromCIDR []CIDR `json:"fromCIDR,omitempty"`
 
 	// FromCIDRSet selects peers by prefix with exceptions.
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=32
 	FromCIDRSet []CIDRRule `json:"fromCIDRSet,omitempty"`
 
 	// FromEntities selects peers by entity.
@@ -168,11 +168,11 @@ type EgressRule struct {
 	ToFQDNs []FQDNSelector `json:"toFQDNs,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortRule `json:"toPorts,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=40
+	// +kubebuilder:validation:MaxItems=8
 	ICMPs []ICMPRule `json:"icmps,omitempty"`
 }
 
@@ -184,11 +184,11 @@ type EgressDenyRule struct {
 	EgressCommonRule `json:",inline"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=16
 	ToPorts []PortDenyRule `json:"toPorts,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=40
+	// +kubebuilder:validation:MaxItems=8
 	ICMPs []ICMPRule `json:"icmps,omitempty"`
 }
 
@@ -199,11 +199,11 @@ type EgressCommonRule struct {
 	ToEndpoints []EndpointSelector `json:"toEndpoints,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=128
 	ToCIDR []CIDR `json:"toCIDR,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=32
 	ToCIDRSet []CIDRRule `json:"toCIDRSet,omitempty"`
 
 	// +optional
@@ -228,7 +228,7 @@ type CIDRRule struct {
 	Cidr CIDR `json:"cidr"`
 	// ExceptCIDRs are sub-prefixes of cidr that the rule does not select.
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=16
 	ExceptCIDRs []CIDR `json:"except,omitempty"`
 }
 
@@ -343,7 +343,7 @@ type PortProtocol struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.rules) || !has(self.rules.dns) || !has(self.ports) || self.ports.all(p, !has(p.endPort) || p.endPort == 0 || string(p.endPort) == p.port)",message="DNS rules cannot be used with port ranges"
 type PortRule struct {
 	// +optional
-	// +kubebuilder:validation:MaxItems=40
+	// +kubebuilder:validation:MaxItems=16
 	Ports []PortProtocol `json:"ports,omitempty"`
 
 	// TerminatingTLS is the certificate the proxy presents to the client
@@ -372,7 +372,7 @@ type PortRule struct {
 // PortDenyRule lists ports of a deny rule.
 type PortDenyRule struct {
 	// +optional
-	// +kubebuilder:validation:MaxItems=40
+	// +kubebuilder:validation:MaxItems=16
 	Ports []PortProtocol `json:"ports,omitempty"`
 }
 
@@ -410,10 +410,10 @@ type L7Rules struct {
 	// +kubebuilder:validation:MaxItems=256
 	HTTP []PortRuleHTTP `json:"http,omitempty"`
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=128
 	Kafka []PortRuleKafka `json:"kafka,omitempty"`
 	// +optional
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=128
 	DNS []PortRuleDNS `json:"dns,omitempty"`
 }
 
@@ -530,6 +530,7 @@ type ICMPField struct {
 	Family string `json:"family,omitempty"`
 	// Type is a number 0-255 or a name such as EchoRequest.
 	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="type(self) == string || (self >= 0 && self <= 255)",message="ICMP type must be between 0 and 255 or a name"
 	Type *intstr.IntOrString `json:"type"`
 }

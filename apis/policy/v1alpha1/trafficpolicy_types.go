@@ -55,7 +55,7 @@ type TrafficPolicy struct {
 
 	// Specs is a list of rules, as in Cilium.
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=8
 	Specs []Rule `json:"specs,omitempty"`
 
 	// +optional
@@ -90,7 +90,7 @@ type ClusterTrafficPolicy struct {
 	Spec *Rule `json:"spec,omitempty"`
 
 	// +optional
-	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:MaxItems=8
 	Specs []Rule `json:"specs,omitempty"`
 
 	// +optional
