@@ -1,0 +1,119 @@
+package loader
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+)
+
+// The Cilium kinds the loader converts.
+var (
+	CiliumNetworkPolicy            = schema.GroupVersionKind{Group: "cilium.io", Version: "v2", Kind: "CiliumNetworkPolicy"}
+	CiliumClusterwideNetworkPolicy = schema.GroupVersionKind{Group: "cilium.io", Version: "v2", Kind: "CiliumClusterwideNetworkPolicy"}
+)
+
+// unsupportedCiliumFields are fields of Cilium's rule types (Cilium 1.18)
+// that Portcullis does not implement, with the reason. They are looked
+// for by name anywhere in a rule except inside label selectors and rule
+// labels, where keys are user data.
+var unsupportedCiliumFields = map[string]string{
+	"fromRequires":      "requirements on peer labels (fromRequires) are deprecated in Cilium and not implemented",
+	"toRequires":        "requirements on peer labels (toRequires) are deprecated in Cilium and not implemented",
+	"fromGroups":        "cloud provider groups (fromGroups) are not implemented",
+	"toGroups":          "cloud provider groups (toGroups) are not implemented",
+	"fromNodes":         "node peers (fromNodes) are not implemented; use fromEntities host/remote-node",
+	"toNodes":           "node peers (toNodes) are not implemented; use toEntities host/remote-node",
+	"authentication":    "mutual authentication is not implemented",
+	"listener":          "Envoy listeners are not implemented",
+	"l7proto":           "generic L7 parsers (l7proto) are not implemented; only http, kafka and dns",
+	"l7":                "generic L7 rules (l7) are not implemented; only http, kafka and dns",
+	"cidrGroupRef":      "CiliumCIDRGroup references are not implemented; list the prefixes",
+	"cidrGroupSelector": "CiliumCIDRGroup selectors are not implemented; list the prefixes",
+	"log":               "per-policy flow logging (log) is not implemented",
+}
+
+// opaqueRuleFields hold user data (label keys) and are not searched for
+// unsupported field names.
+var opaqueRuleFields = map[string]bool{
+	"endpointSelector": true,
+	"nodeSelector":     true,
+	"fromEndpoints":    true,
+	"toEndpoints":      true,
+	"selector":         true, // toServices[].k8sServiceSelector.selector
+	"labels":           true,
+	"headers":          true,
+	"headerMatches":    true,
+}
+
+// ConvertCilium converts a CiliumNetworkPolicy or
+// CiliumClusterwideNetworkPolicy to a TrafficPolicy or ClusterTrafficPolicy
+// in place: it sets apiVersion and kind and drops status (Cilium's status
+// has another shape and is observed state, not intent). It returns an
+// error for every Cilium field Portcullis does not implement, and an error
+// for any other kind. Unknown fields are left for strict decoding to
+// report.
+func ConvertCilium(u *unstructured.Unstructured) field.ErrorList {
+	gvk := u.GroupVersionKind()
+	if gvk != CiliumNetworkPolicy && gvk != CiliumClusterwideNetworkPolicy {
+		return field.ErrorList{field.NotSupported(field.NewPath("kind"), gvk.Kind,
+			[]string{CiliumNetworkPolicy.Kind, CiliumClusterwideNetworkPolicy.Kind})}
+	}
+	var errs field.ErrorList
+	for _, fe := range convertCilium(u) {
+		errs = append(errs, &field.Error{Type: field.ErrorTypeForbidden, Field: fe.path, Detail: fe.err.Error()})
+	}
+	return errs
+}
+
+// convertCilium is ConvertCilium for a CNP or CCNP, keeping the error
+// sentinels.
+func convertCilium(u *unstructured.Unstructured) []fieldErr {
+	if u.GroupVersionKind() == CiliumClusterwideNetworkPolicy {
+		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("ClusterTrafficPolicy"))
+	} else {
+		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("TrafficPolicy"))
+	}
+	delete(u.Object, "status")
+	return unsupportedFields(u.Object)
+}
+
+// unsupportedFields finds Cilium-only fields in the spec and specs of a
+// TrafficPolicy-shaped object.
+func unsupportedFields(obj map[string]any) []fieldErr {
+	var errs []fieldErr
+	if spec, ok := obj["spec"]; ok {
+		errs = append(errs, findUnsupported(field.NewPath("spec"), spec)...)
+	}
+	if specs, ok := obj["specs"].([]any); ok {
+		for i, s := range specs {
+			errs = append(errs, findUnsupported(field.NewPath("specs").Index(i), s)...)
+		}
+	}
+	return errs
+}
+
+func findUnsupported(path *field.Path, v any) []fieldErr {
+	var errs []fieldErr
+	switch v := v.(type) {
+	case map[string]any:
+		for _, k := range sortedKeys(v) {
+			if why, bad := unsupportedCiliumFields[k]; bad {
+				errs = append(errs, fieldErr{path.Child(k).String(), fmt.Errorf("%w: %s", ErrUnsupportedField, why)})
+				continue
+			}
+			if opaqueRuleFields[k] {
+				continue
+			}
+			errs = append(errs, findUnsupported(path.Child(k), v[k])...)
+		}
+	case []any:
+		for i, e := range v {
+			errs = append(errs, findUnsupported(path.Index(i), e)...)
+		}
+	}
+	return errs
+}
