@@ -346,8 +346,8 @@ spec:
 		wantField: "spec.egress[0].toPorts[0]",
 		wantMsg:   "DNS rules cannot be used with port ranges",
 	}, {
-		name: "too many ingress rules",
-		doc: tpHead + "spec:\n  endpointSelector: {}\n  ingress:\n" + strings.Repeat("  - fromEntities: [world]\n", 33),
+		name:      "too many ingress rules",
+		doc:       tpHead + "spec:\n  endpointSelector: {}\n  ingress:\n" + strings.Repeat("  - fromEntities: [world]\n", 33),
 		wantField: "spec.ingress",
 		wantMsg:   "must have at most 32 items",
 	}, {
