@@ -1,0 +1,106 @@
+package policy_test
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/l7"
+	"portcullis.dev/portcullis/policy/loader"
+)
+
+// load builds a repository from files and YAML snippets. Arguments that
+// contain a newline are YAML; others are paths.
+func load(t testing.TB, mode policy.Mode, inputs ...string) *policy.Repository {
+	t.Helper()
+	r := policy.NewRepository(policy.Options{})
+	r.SetMode(mode, false)
+	var l loader.Loader
+	for i, in := range inputs {
+		var res *loader.Result
+		var err error
+		if strings.Contains(in, "\n") {
+			res, err = l.LoadBytes("snippet"+string(rune('0'+i))+".yaml", []byte(in))
+		} else {
+			res, err = l.Load(in)
+		}
+		if err != nil {
+			t.Fatalf("loading %q: %v", in, err)
+		}
+		for _, d := range res.Documents {
+			if ns, ok := d.Object.(*corev1.Namespace); ok {
+				r.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations["policy.portcullis.dev/audit-mode"] == "true")
+				continue
+			}
+			if _, errs := r.UpsertPolicy(d.Object); len(errs) > 0 {
+				t.Fatalf("%s: %v", d.Source, errs.ToAggregate())
+			}
+		}
+	}
+	return r
+}
+
+// peer parses "ip:1.2.3.4", "entity:world" or labels "a=b,c=d".
+func peer(t testing.TB, s string) policy.TracePeer {
+	t.Helper()
+	switch {
+	case strings.HasPrefix(s, "ip:"):
+		return policy.TracePeer{IP: netip.MustParseAddr(s[3:])}
+	case strings.HasPrefix(s, "entity:"):
+		return policy.TracePeer{Entity: s[7:]}
+	}
+	ls, err := policy.ParseLabels(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy.TracePeer{Labels: ls}
+}
+
+// flow is a traced flow with an optional L7 request: http "METHOD PATH",
+// kafka "apikey:topic[,topic]", dns name.
+type flow struct {
+	src, dst string
+	port     uint16
+	proto    uint8
+	http     string
+	header   http.Header
+	kafka    string
+	dns      string
+	sni      string
+}
+
+func trace(t testing.TB, r *policy.Repository, f flow) *policy.TraceResult {
+	t.Helper()
+	req := policy.TraceRequest{Src: peer(t, f.src), Dst: peer(t, f.dst), Port: f.port, Proto: f.proto, DNS: f.dns, SNI: f.sni}
+	if req.Proto == 0 {
+		req.Proto = policy.ProtoTCP
+	}
+	if f.http != "" {
+		m, p, _ := strings.Cut(f.http, " ")
+		h := f.header
+		if h == nil {
+			h = http.Header{}
+		}
+		req.HTTP = &l7.HTTPRequest{Method: m, Path: p, Header: h}
+	}
+	if f.kafka != "" {
+		k, topics, _ := strings.Cut(f.kafka, ":")
+		key, ok := l7.KafkaAPIKeyByName(k)
+		if !ok {
+			t.Fatalf("unknown kafka api key %q", k)
+		}
+		req.Kafka = &l7.KafkaRequest{APIKey: key, ClientID: "test"}
+		if topics != "" {
+			req.Kafka.Topics = strings.Split(topics, ",")
+		}
+	}
+	res, err := r.Trace(req)
+	if err != nil {
+		t.Fatalf("trace %+v: %v", f, err)
+	}
+	return res
+}
