@@ -143,11 +143,11 @@ type Options struct {
 }
 
 type compiler struct {
-	opts     Options
-	key      PolicyKey
-	ns       string
-	selUsed  []Selector
-	errs     field.ErrorList
+	opts    Options
+	key     PolicyKey
+	ns      string
+	selUsed []Selector
+	errs    field.ErrorList
 }
 
 func (c *compiler) use(s Selector) Selector {

@@ -24,8 +24,8 @@ func TestCiliumDocScenarios(t *testing.T) {
 		wantL4 string
 	}
 	scenarios := []struct {
-		name  string
-		files []string
+		name   string
+		files  []string
 		checks []check
 	}{
 		{

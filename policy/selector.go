@@ -204,7 +204,7 @@ func peerSelector(sel *v1alpha1.EndpointSelector, namespace string, fld *field.P
 // ports but no peers.
 type allSelector struct{}
 
-func (allSelector) Key() string                          { return "all" }
+func (allSelector) Key() string                         { return "all" }
 func (allSelector) matches(*Repository, *Identity) bool { return true }
 
 // entitySelectors returns the selectors of an entity, as Cilium defines
