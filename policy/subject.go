@@ -516,19 +516,25 @@ func (ds *dirState) computePeer(r *Repository, id NumericIdentity) {
 		delete(ds.perID, id)
 		return
 	}
-	es := ds.entries(ds.forPeer(func(s Selector) bool {
-		cs := r.selectors[s.Key()]
-		if cs.universal {
-			return true
-		}
-		_, ok := cs.selected[id]
-		return ok
-	}))
+	es := ds.entries(ds.forPeer(r.selectsLocked(id)))
 	if sameEntries(es, ds.wildcard) {
 		delete(ds.perID, id)
 		return
 	}
 	ds.perID[id] = es
+}
+
+// selectsLocked returns a function telling whether a selector selects the
+// peer identity.
+func (r *Repository) selectsLocked(peer NumericIdentity) func(Selector) bool {
+	return func(s Selector) bool {
+		cs := r.selectors[s.Key()]
+		if cs.universal {
+			return true
+		}
+		_, ok := cs.selected[peer]
+		return ok
+	}
 }
 
 // updatePeer refreshes one peer identity in both directions.

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 
 	"portcullis.dev/portcullis/policy/l7"
@@ -169,14 +170,7 @@ func (r *Repository) traceSideLocked(d Direction, subject *Identity, key string,
 	if ns := r.namespaces[ei.ep.Namespace]; ns != nil && ns.audit {
 		side.Audit = true
 	}
-	pr := ds.forPeer(func(s Selector) bool {
-		cs := r.selectors[s.Key()]
-		if cs.universal {
-			return true
-		}
-		_, ok := cs.selected[peer.ID]
-		return ok
-	})
+	pr := ds.forPeer(r.selectsLocked(peer.ID))
 	side.Decision = ds.decide(pr, req.Proto, req.Port)
 	allowed := side.Decision.Verdict != Deny
 	if side.Decision.Verdict == Redirect {
@@ -277,4 +271,32 @@ func mismatch(kind string, p l7.Parser) string {
 		kind = "TLS"
 	}
 	return fmt.Sprintf("the port is redirected to the %s parser; a %s request is refused", p, strings.ToUpper(kind))
+}
+
+// Decide returns the decision for one direction of a flow of a local
+// endpoint with a peer identity, with every contributing rule. It is the
+// function the map state encodes; ok is false for an unknown endpoint or
+// identity.
+func (r *Repository) Decide(namespace, name string, d Direction, peer NumericIdentity, proto uint8, port uint16) (dec Decision, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ei := r.endpoints[namespace+"/"+name]
+	if ei == nil || r.ids[peer] == nil {
+		return Decision{}, false
+	}
+	ds := r.subjects[ei.id].dirs[d]
+	pr := ds.forPeer(r.selectsLocked(peer))
+	return ds.decide(pr, proto, port), true
+}
+
+// Identities lists every identity, sorted by number.
+func (r *Repository) Identities() []*Identity {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Identity, 0, len(r.ids))
+	for _, e := range r.ids {
+		out = append(out, e.ident)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
