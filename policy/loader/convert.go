@@ -32,7 +32,7 @@ func Convert(w io.Writer, r *Result) error {
 		var err error
 		switch d.Source.Kind {
 		case CiliumNetworkPolicy.Kind, CiliumClusterwideNetworkPolicy.Kind:
-			fmt.Fprintf(&buf, "# Converted from %s %s (%s).\n", d.Source.Kind, nsName(d.Source.Namespace, d.Source.Name), d.Source)
+			fmt.Fprintf(&buf, "# Converted from %s.\n", d.Source)
 			text, err = Marshal(d.Object)
 		default:
 			text, err = asYAML(d.Raw)

@@ -356,7 +356,7 @@ func (st *state) loadObject(src Source, m map[string]any, raw []byte, inList boo
 			st.warn(src, "skipped: %s does not affect policy verdicts", kind)
 			return
 		}
-		st.fail(src, "kind", unknownKind(gvk))
+		st.fail(src, "", unknownKind(gvk))
 	}
 }
 
@@ -391,6 +391,11 @@ func newObject(gvk schema.GroupVersionKind) (runtime.Object, bool) {
 }
 
 func unknownKind(gvk schema.GroupVersionKind) error {
+	for _, gv := range []schema.GroupVersion{v1alpha1.GroupVersion, CiliumNetworkPolicy.GroupVersion(), corev1.SchemeGroupVersion} {
+		if _, ok := newObject(gv.WithKind(gvk.Kind)); ok && gv.Group == gvk.Group {
+			return fmt.Errorf("%w %q: apiVersion %q is not known; use %q", ErrUnknownKind, gvk.Kind, gvk.GroupVersion().String(), gv.String())
+		}
+	}
 	known := "the loader reads TrafficPolicy, ClusterTrafficPolicy and AdminTrafficPolicy (policy.portcullis.dev/v1alpha1), " +
 		"CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2) and Namespace (v1)"
 	return fmt.Errorf("%w %q (apiVersion %q): %s", ErrUnknownKind, gvk.Kind, gvk.GroupVersion().String(), known)

@@ -18,7 +18,9 @@ func (r *Result) Objects() []runtime.Object {
 
 // TrafficPolicies returns the TrafficPolicies, converted
 // CiliumNetworkPolicies included, in order.
-func (r *Result) TrafficPolicies() []*v1alpha1.TrafficPolicy { return collect[*v1alpha1.TrafficPolicy](r) }
+func (r *Result) TrafficPolicies() []*v1alpha1.TrafficPolicy {
+	return collect[*v1alpha1.TrafficPolicy](r)
+}
 
 // ClusterTrafficPolicies returns the ClusterTrafficPolicies, converted
 // CiliumClusterwideNetworkPolicies included, in order.
