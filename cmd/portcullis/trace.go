@@ -1,0 +1,320 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/l7"
+)
+
+// traceFlags are the flags of `policy trace`, as given.
+type traceFlags struct {
+	files                 []string
+	src, srcIP, srcEntity string
+	dst, dstIP, dstEntity string
+	dport                 string
+	http, httpHost        string
+	httpHeaders           []string
+	kafka, kafkaClientID  string
+	kafkaAPIVersion       int16
+	dns, sni              string
+	mode                  string
+	audit                 bool
+	output                string
+}
+
+// peerSpec is a traced peer as given on the command line.
+type peerSpec struct {
+	// Kind is "pod", "ip" or "entity".
+	Kind  string
+	Value string
+	Peer  policy.TracePeer
+}
+
+// traceInput is a parsed trace command line.
+type traceInput struct {
+	src, dst peerSpec
+	req      policy.TraceRequest
+	mode     policy.Mode
+	audit    bool
+	json     bool
+}
+
+func newTraceCommand() *cobra.Command {
+	var f traceFlags
+	cmd := &cobra.Command{
+		Use:   "trace -f FILE_OR_DIR (--src LABELS | --src-ip IP | --src-entity NAME) (--dst LABELS | --dst-ip IP | --dst-entity NAME) --dport PORT[/PROTO]",
+		Short: "Explain whether a flow (and an L7 request) is allowed",
+		Long: `Trace loads the policy files, places the source and the destination (pods
+given by labels, addresses or entities) and explains, side by side, what
+the source's egress policy and the destination's ingress policy decide for
+the flow: at L4 (allow, deny or redirect to the proxy) and, for a
+redirected port, for the L7 request given by --http, --kafka, --dns or
+--sni.
+
+LABELS is a comma-separated list of key=value (a k8s: prefix is optional).
+io.kubernetes.pod.namespace=NS puts the pod in namespace NS (default
+"default") and io.cilium.k8s.policy.serviceaccount=SA gives its service
+account. A pod given by labels is a local endpoint; an address is one only
+if it belongs to a local endpoint, and an entity never is.
+
+The last line of the text output is "Final verdict: ALLOWED", "DENIED" or
+"AUDITED". The exit status is 0 whatever the verdict, 1 for bad input
+files, 2 for a bad command line.`,
+		Example: `  portcullis policy trace -f examples/starwars \
+      --src org=empire,class=tiefighter --dst org=empire,class=deathstar \
+      --dport 80 --http 'PUT /v1/exhaust-port'
+  portcullis policy trace -f examples/kafka --src app=empire-hq --dst app=kafka \
+      --dport 9092 --kafka produce:empire-announce -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, err := parseTraceFlags(cmd, &f)
+			if err != nil {
+				return err
+			}
+			return runTrace(cmd.OutOrStdout(), cmd.ErrOrStderr(), f.files, in)
+		},
+	}
+	fl := cmd.Flags()
+	addFileFlag(cmd, &f.files)
+	fl.StringVar(&f.src, "src", "", "source pod labels, k=v[,k=v...]")
+	fl.StringVar(&f.srcIP, "src-ip", "", "source address")
+	fl.StringVar(&f.srcEntity, "src-entity", "", "source entity (host, world, unmanaged, health, init, remote-node, kube-apiserver, ingress)")
+	fl.StringVar(&f.dst, "dst", "", "destination pod labels, k=v[,k=v...]")
+	fl.StringVar(&f.dstIP, "dst-ip", "", "destination address")
+	fl.StringVar(&f.dstEntity, "dst-entity", "", "destination entity (as --src-entity)")
+	fl.StringVar(&f.dport, "dport", "", "destination port and protocol, PORT[/TCP|UDP|SCTP|ICMP|ICMPv6] (default TCP; for ICMP the port is the ICMP type)")
+	fl.StringVar(&f.http, "http", "", "HTTP request to trace, 'METHOD PATH' (a gRPC call is 'POST /package.Service/Method')")
+	fl.StringVar(&f.httpHost, "http-host", "", "Host header of the HTTP request")
+	fl.StringArrayVar(&f.httpHeaders, "http-header", nil, "header of the HTTP request, 'Name: value'; repeatable")
+	fl.StringVar(&f.kafka, "kafka", "", "Kafka request to trace, 'APIKEY[:TOPIC[,TOPIC...]]'; APIKEY is a name (produce, fetch, metadata, ...), a number, or a role (produce, consume = fetch)")
+	fl.StringVar(&f.kafkaClientID, "kafka-client-id", "", "client ID of the Kafka request")
+	fl.Int16Var(&f.kafkaAPIVersion, "kafka-api-version", 0, "API version of the Kafka request")
+	fl.StringVar(&f.dns, "dns", "", "DNS name looked up, for a port redirected to the DNS proxy")
+	fl.StringVar(&f.sni, "sni", "", "TLS server name (SNI) of the connection")
+	fl.StringVar(&f.mode, "mode", string(policy.ModeDefault), "enforcement mode: default (allow what no policy selects), always (deny it) or never (enforce nothing)")
+	fl.BoolVar(&f.audit, "audit", false, "global audit mode: report denials as AUDITED and allow the flow")
+	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	_ = cmd.MarkFlagRequired("dport")
+	cmd.MarkFlagsMutuallyExclusive("src", "src-ip", "src-entity")
+	cmd.MarkFlagsOneRequired("src", "src-ip", "src-entity")
+	cmd.MarkFlagsMutuallyExclusive("dst", "dst-ip", "dst-entity")
+	cmd.MarkFlagsOneRequired("dst", "dst-ip", "dst-entity")
+	cmd.MarkFlagsMutuallyExclusive("http", "kafka", "dns")
+	return cmd
+}
+
+// parseTraceFlags checks and parses the flags; its errors are usage
+// errors.
+func parseTraceFlags(cmd *cobra.Command, f *traceFlags) (*traceInput, error) {
+	in := &traceInput{audit: f.audit}
+	var err error
+	if in.src, err = parsePeer(cmd, "src", f.src, f.srcIP, f.srcEntity); err != nil {
+		return nil, err
+	}
+	if in.dst, err = parsePeer(cmd, "dst", f.dst, f.dstIP, f.dstEntity); err != nil {
+		return nil, err
+	}
+	in.req.Src, in.req.Dst = in.src.Peer, in.dst.Peer
+	if in.req.Port, in.req.Proto, err = parsePort(f.dport); err != nil {
+		return nil, fmt.Errorf("--dport: %w", err)
+	}
+	changed := cmd.Flags().Changed
+	if (changed("http-host") || changed("http-header")) && !changed("http") {
+		return nil, errors.New("--http-host and --http-header need --http")
+	}
+	if (changed("kafka-client-id") || changed("kafka-api-version")) && !changed("kafka") {
+		return nil, errors.New("--kafka-client-id and --kafka-api-version need --kafka")
+	}
+	if changed("http") {
+		if in.req.HTTP, err = parseHTTP(f.http, f.httpHost, f.httpHeaders); err != nil {
+			return nil, err
+		}
+	}
+	if changed("kafka") {
+		if in.req.Kafka, err = parseKafka(f.kafka); err != nil {
+			return nil, fmt.Errorf("--kafka: %w", err)
+		}
+		in.req.Kafka.ClientID = f.kafkaClientID
+		if f.kafkaAPIVersion < 0 {
+			return nil, fmt.Errorf("--kafka-api-version: %d is negative", f.kafkaAPIVersion)
+		}
+		in.req.Kafka.APIVersion = f.kafkaAPIVersion
+	}
+	if changed("dns") {
+		if strings.TrimSpace(f.dns) == "" {
+			return nil, errors.New("--dns: empty name")
+		}
+		in.req.DNS = strings.TrimSpace(f.dns)
+	}
+	if changed("sni") {
+		if strings.TrimSpace(f.sni) == "" {
+			return nil, errors.New("--sni: empty server name")
+		}
+		in.req.SNI = strings.TrimSpace(f.sni)
+		if in.req.HTTP != nil {
+			in.req.HTTP.ServerName = in.req.SNI
+		}
+	}
+	if in.mode, err = policy.ParseMode(f.mode); err != nil {
+		return nil, fmt.Errorf("--mode: %w", err)
+	}
+	switch f.output {
+	case "text":
+	case "json":
+		in.json = true
+	default:
+		return nil, fmt.Errorf("--output: unknown format %q (want text or json)", f.output)
+	}
+	return in, nil
+}
+
+// parsePeer reads the one flag of --NAME, --NAME-ip and --NAME-entity
+// that was given.
+func parsePeer(cmd *cobra.Command, name, labels, ip, entity string) (peerSpec, error) {
+	changed := cmd.Flags().Changed
+	switch {
+	case changed(name):
+		ls, err := policy.ParseLabels(labels)
+		if err != nil {
+			return peerSpec{}, fmt.Errorf("--%s: %w", name, err)
+		}
+		for _, l := range ls {
+			if l.Source == policy.SourceReserved {
+				return peerSpec{}, fmt.Errorf("--%s: reserved label %s: use --%s-entity instead", name, l, name)
+			}
+		}
+		return peerSpec{Kind: "pod", Value: labels, Peer: policy.TracePeer{Labels: ls}}, nil
+	case changed(name + "-ip"):
+		a, err := netip.ParseAddr(strings.TrimSpace(ip))
+		if err != nil {
+			return peerSpec{}, fmt.Errorf("--%s-ip: %w", name, err)
+		}
+		return peerSpec{Kind: "ip", Value: a.String(), Peer: policy.TracePeer{IP: a}}, nil
+	case changed(name + "-entity"):
+		e := strings.TrimSpace(entity)
+		if _, ok := policy.ReservedIdentityByName(e); !ok {
+			return peerSpec{}, fmt.Errorf("--%s-entity: unknown entity %q (want host, world, unmanaged, health, init, remote-node, kube-apiserver or ingress)", name, entity)
+		}
+		return peerSpec{Kind: "entity", Value: e, Peer: policy.TracePeer{Entity: e}}, nil
+	}
+	return peerSpec{}, fmt.Errorf("one of --%[1]s, --%[1]s-ip or --%[1]s-entity is required", name)
+}
+
+// parsePort parses PORT[/PROTO]; for ICMP and ICMPv6 the port is the
+// message type.
+func parsePort(s string) (uint16, uint8, error) {
+	ps, protoName, hasProto := strings.Cut(strings.TrimSpace(s), "/")
+	proto := policy.ProtoTCP
+	if hasProto {
+		var err error
+		switch strings.ToUpper(protoName) {
+		case "TCP", "UDP", "SCTP", "ICMP", "ICMPV6":
+			proto, err = policy.ParseProto(protoName)
+		default:
+			err = fmt.Errorf("unknown protocol %q (want TCP, UDP, SCTP, ICMP or ICMPv6)", protoName)
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	if proto == policy.ProtoICMP || proto == policy.ProtoICMPv6 {
+		n, err := strconv.ParseUint(ps, 10, 8)
+		if err != nil {
+			return 0, 0, fmt.Errorf("ICMP type %q is not a number from 0 to 255", ps)
+		}
+		return uint16(n), proto, nil
+	}
+	n, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || n == 0 {
+		return 0, 0, fmt.Errorf("port %q is not a number from 1 to 65535", ps)
+	}
+	return uint16(n), proto, nil
+}
+
+// parseHTTP builds the HTTP request of --http 'METHOD PATH', --http-host
+// and --http-header 'Name: value'.
+func parseHTTP(reqLine, host string, headers []string) (*l7.HTTPRequest, error) {
+	method, path, _ := strings.Cut(strings.TrimSpace(reqLine), " ")
+	path = strings.TrimSpace(path)
+	if method == "" || path == "" || strings.ContainsAny(path, " \t") {
+		return nil, fmt.Errorf("--http: %q is not 'METHOD PATH'", reqLine)
+	}
+	req := &l7.HTTPRequest{Method: method, Path: path, Host: host, Header: http.Header{}}
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("--http-header: %q is not 'Name: value'", h)
+		}
+		req.Header.Add(name, strings.TrimSpace(value))
+	}
+	return req, nil
+}
+
+// parseKafka parses 'APIKEY[:TOPIC[,TOPIC...]]': APIKEY is an API key name
+// or number, or a role (produce is the produce key, consume the fetch key).
+func parseKafka(s string) (*l7.KafkaRequest, error) {
+	keyName, topics, _ := strings.Cut(strings.TrimSpace(s), ":")
+	keyName = strings.TrimSpace(keyName)
+	var key int16
+	if n, err := strconv.ParseInt(keyName, 10, 16); err == nil {
+		if n < 0 {
+			return nil, fmt.Errorf("API key %d is negative", n)
+		}
+		key = int16(n)
+	} else if k, ok := l7.KafkaAPIKeyByName(keyName); ok {
+		key = k
+	} else if strings.EqualFold(keyName, l7.KafkaRoleConsume) {
+		key, _ = l7.KafkaAPIKeyByName("fetch")
+	} else {
+		return nil, fmt.Errorf("unknown API key or role %q (want a name such as produce, fetch or metadata, a number, or the role consume)", keyName)
+	}
+	req := &l7.KafkaRequest{APIKey: key}
+	if topics != "" {
+		for _, t := range strings.Split(topics, ",") {
+			t = strings.TrimSpace(t)
+			if t == "" {
+				return nil, fmt.Errorf("empty topic in %q", topics)
+			}
+			req.Topics = append(req.Topics, t)
+		}
+	}
+	return req, nil
+}
+
+// runTrace loads the files, traces the flow and writes the explanation.
+func runTrace(stdout, stderr io.Writer, files []string, in *traceInput) error {
+	repo := policy.NewRepository(policy.Options{})
+	repo.SetMode(in.mode, in.audit)
+	res, err := loadRepository(repo, files)
+	if err != nil {
+		return err
+	}
+	printWarnings(stderr, res)
+	tr, err := repo.Trace(in.req)
+	if err != nil {
+		return inputErrorf("tracing: %v", err)
+	}
+	var out []byte
+	if in.json {
+		out, err = renderJSON(in, tr)
+		if err != nil {
+			return inputErrorf("rendering the trace: %v", err)
+		}
+	} else {
+		out = renderText(in, tr)
+	}
+	if _, err := stdout.Write(out); err != nil {
+		return inputErrorf("writing the trace: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/loader"
+)
+
+func newValidateCommand() *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "validate -f FILE_OR_DIR [-f ...]",
+		Short: "Check policy files as the API server and the engine would",
+		Long: `Validate loads every file strictly, checks each policy against the CRD
+schema and CEL rules, and compiles it with the policy engine. It prints
+every problem found, in every file, one per line, and exits with status 1
+if there is any; otherwise it prints a summary and exits with status 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runValidate(cmd.OutOrStdout(), cmd.ErrOrStderr(), files)
+		},
+	}
+	addFileFlag(cmd, &files)
+	return cmd
+}
+
+func runValidate(stdout, stderr io.Writer, files []string) error {
+	l := newLoader()
+	res, err := l.Load(files...)
+	if err != nil {
+		return &inputError{problems: validateEach(l, files, err)}
+	}
+	if problems := compile(policy.NewRepository(policy.Options{}), res); len(problems) > 0 {
+		return &inputError{problems: problems}
+	}
+	printWarnings(stderr, res)
+	if _, err := fmt.Fprintln(stdout, summary(res)); err != nil {
+		return inputErrorf("writing the summary: %v", err)
+	}
+	return nil
+}
+
+// validateEach completes a failed load's problems with the engine's: the
+// loader returns no documents when any file is bad, so each file that has
+// no loader problem is loaded and compiled alone.
+func validateEach(l *loader.Loader, files []string, loadErr error) []string {
+	problems := loadProblems(loadErr)
+	bad := map[string]bool{}
+	if errs, ok := errors.AsType[loader.Errors](loadErr); ok {
+		for _, e := range errs {
+			bad[e.Source.File] = true
+		}
+	}
+	repo := policy.NewRepository(policy.Options{})
+	for _, f := range expandPaths(files) {
+		if f == "-" || bad[f] {
+			continue // standard input can be read only once
+		}
+		res, err := l.Load(f)
+		if err != nil {
+			continue
+		}
+		problems = append(problems, compile(repo, res)...)
+	}
+	return problems
+}
+
+// summary is `N documents valid (a KindA, b KindB)`, kinds as written,
+// with the number of skipped documents if any.
+func summary(res *loader.Result) string {
+	counts := map[string]int{}
+	for _, d := range res.Documents {
+		counts[d.Source.Kind]++
+	}
+	kinds := make([]string, 0, len(counts))
+	for k := range counts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s valid", len(res.Documents), plural(len(res.Documents), "document", "documents"))
+	if len(kinds) > 0 {
+		parts := make([]string, len(kinds))
+		for i, k := range kinds {
+			parts[i] = fmt.Sprintf("%d %s", counts[k], k)
+		}
+		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
+	}
+	if n := len(res.Skipped); n > 0 {
+		fmt.Fprintf(&b, ", %d skipped", n)
+	}
+	return b.String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// printWarnings prints the loader's warnings on stderr.
+func printWarnings(stderr io.Writer, res *loader.Result) {
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+}
+
+func newConvertCommand() *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "convert -f FILE_OR_DIR [-f ...]",
+		Short: "Rewrite CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy as Portcullis kinds",
+		Long: `Convert loads and checks the files like validate, then writes them to
+standard output as one YAML stream: CiliumNetworkPolicy and
+CiliumClusterwideNetworkPolicy documents become TrafficPolicy and
+ClusterTrafficPolicy with the same rules; every other document is written
+as it was.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runConvert(cmd.OutOrStdout(), cmd.ErrOrStderr(), files)
+		},
+	}
+	addFileFlag(cmd, &files)
+	return cmd
+}
+
+func runConvert(stdout, stderr io.Writer, files []string) error {
+	res, err := loadRepository(policy.NewRepository(policy.Options{}), files)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := loader.Convert(&buf, res); err != nil {
+		return inputErrorf("converting: %v", err)
+	}
+	printWarnings(stderr, res)
+	if _, err := stdout.Write(buf.Bytes()); err != nil {
+		return inputErrorf("writing converted policies: %v", err)
+	}
+	return nil
+}
