@@ -37,7 +37,19 @@
 //
 // Namespaced policies without metadata.namespace get "default", as kubectl
 // would give them; a namespace on a cluster-scoped object is dropped with a
-// warning.
+// warning. Metadata is checked as the API server would check it (a DNS
+// name, valid labels and annotations).
+//
+// Two documents with the same kind, namespace and name (a converted
+// CiliumNetworkPolicy counts as a TrafficPolicy) are an error when they
+// differ, since one would replace the other in a cluster, and a warning
+// when they are identical (the same file given twice, say).
+//
+// # Convert
+//
+// Convert backs `portcullis policy convert`: it writes the Cilium documents
+// as TrafficPolicy and ClusterTrafficPolicy YAML and every other document as
+// it was written.
 //
 // # Errors
 //

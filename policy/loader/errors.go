@@ -110,6 +110,9 @@ func (e *Error) Error() string {
 	}
 	var fe *field.Error
 	switch {
+	case errors.As(e.Err, &fe) && (fe.Field == "" || fe.Field == "<nil>"):
+		// An error about the whole object (a nil field.Path).
+		b.WriteString(fe.ErrorBody())
 	case errors.As(e.Err, &fe):
 		// field.Error renders its own path.
 		b.WriteString(fe.Error())
@@ -175,7 +178,11 @@ type fieldErr struct {
 func fieldErrs(list field.ErrorList) []fieldErr {
 	out := make([]fieldErr, 0, len(list))
 	for _, fe := range list {
-		out = append(out, fieldErr{path: fe.Field, err: fe})
+		path := fe.Field
+		if path == "<nil>" { // field.Error of a nil *field.Path
+			path = ""
+		}
+		out = append(out, fieldErr{path: path, err: fe})
 	}
 	return out
 }

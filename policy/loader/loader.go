@@ -48,10 +48,11 @@ var DefaultSkipKinds = []schema.GroupKind{
 type Loader struct {
 	// Validate, if not nil, is applied to every TrafficPolicy,
 	// ClusterTrafficPolicy and AdminTrafficPolicy document (Cilium kinds
-	// after conversion, namespace defaulted) before typed decoding. It gets
-	// a copy it may modify. Its errors are reported like the loader's own;
-	// where the loader finds a problem at the same field (or inside it),
-	// only the first report is kept. Nil means no extra validation.
+	// after conversion, namespace defaulted) before typed decoding, even
+	// when the loader found problems in it. It gets a copy it may modify.
+	// Its errors are reported after the loader's own for the document,
+	// except those at or inside a field the loader already reported. Nil
+	// means no extra validation; apis/policy/validation.Validate fits.
 	Validate func(u *unstructured.Unstructured) field.ErrorList
 
 	// SkipKinds are kinds that are skipped with a warning instead of being
@@ -207,7 +208,8 @@ func (st *state) readFile(p string) {
 // loadFile reads a stream of JSON objects if the first non-blank byte is
 // '{', else a stream of YAML documents.
 func (st *state) loadFile(name string, data []byte) {
-	if trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff"); len(trimmed) > 0 && trimmed[0] == '{' {
+	data = bytes.TrimPrefix(data, []byte("\ufeff")) // a UTF-8 byte order mark
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
 		st.loadJSONStream(name, data)
 		return
 	}
@@ -433,11 +435,16 @@ func (st *state) decode(doc Document, gvk schema.GroupVersionKind, m map[string]
 		}
 	}
 
+	// The hook sees the document before typed decoding; its reports come
+	// after the loader's own, which name Cilium-only fields as such and
+	// suggest corrections for unknown ones.
+	var hookErrs []fieldErr
 	if st.l.Validate != nil && !isNamespace(obj) {
-		errs = addErrs(errs, fieldErrs(st.l.Validate(u.DeepCopy())))
+		hookErrs = fieldErrs(st.l.Validate(u.DeepCopy()))
 	}
 	strict := checkStrict(nil, m, reflect.TypeOf(obj).Elem())
 	errs = addErrs(errs, strict)
+	errs = addErrs(errs, hookErrs)
 	if len(strict) == 0 {
 		if err := decodeInto(m, obj); err != nil {
 			errs = append(errs, fieldErr{err: err})

@@ -282,14 +282,17 @@ spec:
 		p := field.NewPath("spec", "ingress").Index(0)
 		return field.ErrorList{
 			field.Invalid(p.Child("toPorts").Index(0).Child("ports").Index(0).Child("port"), "70000", "port must be between 0 and 65535"),
-			// The loader reports this one too; only one report is kept.
+			// The loader reports this one too; only its report is kept.
 			field.Invalid(p.Child("fromEndpointz"), nil, "unknown field"),
+			// About the whole object.
+			field.Invalid(nil, nil, "some rules were not checked"),
 		}
 	}}
 	_, err := l.LoadBytes("examples/bad.yaml", []byte(in))
 	diffLines(t, "errors", errLines(err), []string{
+		`examples/bad.yaml: document 2 (CiliumNetworkPolicy default/rule1): spec.ingress[0].fromEndpointz: unknown field (did you mean "fromEndpoints"?)`,
 		`examples/bad.yaml: document 2 (CiliumNetworkPolicy default/rule1): spec.ingress[0].toPorts[0].ports[0].port: Invalid value: "70000": port must be between 0 and 65535`,
-		`examples/bad.yaml: document 2 (CiliumNetworkPolicy default/rule1): spec.ingress[0].fromEndpointz: Invalid value: null: unknown field`,
+		`examples/bad.yaml: document 2 (CiliumNetworkPolicy default/rule1): Invalid value: null: some rules were not checked`,
 	})
 	diffLines(t, "hook calls", seen, []string{"TrafficPolicy default/rule1"})
 	var fe *field.Error
