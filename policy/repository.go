@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -100,7 +101,9 @@ type Repository struct {
 	audit    bool
 	revision uint64
 
-	policies   map[PolicyKey]*compiledPolicy
+	policies map[PolicyKey]*compiledPolicy
+	// order holds the policies sorted by key, for deterministic tiers.
+	order      []*compiledPolicy
 	namespaces map[string]*namespaceInfo
 	endpoints  map[string]*endpointInfo
 	services   map[string]*Service
@@ -237,51 +240,57 @@ func (r *Repository) DeletePolicy(key PolicyKey) {
 
 // subjectsOfLocked adds the endpoint identities a policy applies to.
 func (r *Repository) subjectsOfLocked(cp *compiledPolicy, into map[NumericIdentity]struct{}) {
-	add := func(s Selector) {
-		for id := range r.selectors[s.Key()].selected {
+	add := func(cs *cachedSelector) {
+		for id := range cs.selected {
 			if r.ids[id].endpoints > 0 {
 				into[id] = struct{}{}
 			}
 		}
 	}
-	if cp.subject != nil {
-		add(cp.subject)
+	if cp.subjectCS != nil {
+		add(cp.subjectCS)
 	}
 	for _, s := range cp.specs {
-		add(s.subject)
+		add(s.subjectCS)
 	}
 }
 
 // acquireLocked interns the policy's selectors (and the CIDR identities
-// they need), replacing the policy's selectors with the shared ones.
+// they need) and points its rules at the shared ones.
 func (r *Repository) acquireLocked(cp *compiledPolicy) {
-	shared := map[string]Selector{}
 	for _, s := range cp.selectors {
 		cs := r.selectors[s.Key()]
 		if cs == nil {
 			cs = r.newSelectorLocked(s)
 		}
 		cs.refs++
-		shared[s.Key()] = cs.sel
 	}
-	// Rules point at the shared instances so dynamic state is one.
+	shared := func(s Selector) *cachedSelector { return r.selectors[s.Key()] }
 	swap := func(rules []*rule) {
 		for _, ru := range rules {
+			ru.cs = make([]*cachedSelector, len(ru.peers))
 			for i, s := range ru.peers {
-				ru.peers[i] = shared[s.Key()]
+				ru.cs[i] = shared(s)
 			}
 		}
+	}
+	if cp.subject != nil {
+		cp.subjectCS = shared(cp.subject)
 	}
 	for d := range 2 {
 		swap(cp.ordered[d])
 		for _, s := range cp.specs {
+			s.subjectCS = shared(s.subject)
 			swap(s.allow[d])
 			swap(s.deny[d])
 		}
 	}
+	i := sort.Search(len(r.order), func(i int) bool { return !r.order[i].key.less(cp.key) })
+	r.order = slices.Insert(r.order, i, cp)
 }
 
 func (r *Repository) releaseLocked(cp *compiledPolicy) {
+	r.order = slices.DeleteFunc(r.order, func(p *compiledPolicy) bool { return p == cp })
 	for _, s := range cp.selectors {
 		cs := r.selectors[s.Key()]
 		if cs == nil {

@@ -76,6 +76,16 @@ type PolicyKey struct {
 	Name      string
 }
 
+func (k PolicyKey) less(o PolicyKey) bool {
+	if k.Kind != o.Kind {
+		return k.Kind < o.Kind
+	}
+	if k.Namespace != o.Namespace {
+		return k.Namespace < o.Namespace
+	}
+	return k.Name < o.Name
+}
+
 func (k PolicyKey) String() string {
 	if k.Namespace == "" {
 		return k.Kind + " " + k.Name
@@ -103,6 +113,9 @@ type rule struct {
 	action Action
 	// peers selects the peers; nil means every peer.
 	peers []Selector
+	// cs are the repository's shared selectors for peers, set when the
+	// policy enters a repository.
+	cs []*cachedSelector
 	// ports restricts the rule; nil means every protocol and port.
 	ports []portSpec
 	// l7 is set on allow rules with L7 rules or server names.
@@ -112,7 +125,8 @@ type rule struct {
 // spec is one compiled rule of a namespace-tier policy: its subject, its
 // default-deny switches and its rules per direction.
 type spec struct {
-	subject *labelSelector
+	subject   *labelSelector
+	subjectCS *cachedSelector
 	// selects[d] is true when the spec has rules (allow or deny) in d.
 	selects [2]bool
 	// defaultDeny[d] is true unless enableDefaultDeny says false.
@@ -128,9 +142,10 @@ type compiledPolicy struct {
 	// specs is set in the namespace tier.
 	specs []*spec
 	// admin fields: subject, priority and ordered rules per direction.
-	subject  Selector
-	priority int32
-	ordered  [2][]*rule
+	subject   Selector
+	subjectCS *cachedSelector
+	priority  int32
+	ordered   [2][]*rule
 	// selectors lists every selector the policy uses, for reference
 	// counting in the selector cache.
 	selectors []Selector

@@ -146,8 +146,8 @@ func (ds *dirState) all() []*rule {
 // buildDirLocked gathers the rules that apply to subject in direction d.
 func (r *Repository) buildDirLocked(subject *Identity, d Direction) *dirState {
 	ds := &dirState{dir: d, mode: r.mode, perID: map[NumericIdentity][]Entry{}, l7memo: map[string]*l7.Policy{}, namedPorts: r.namedPorts}
-	selects := func(s Selector) bool {
-		_, ok := r.selectors[s.Key()].selected[subject.ID]
+	selects := func(cs *cachedSelector) bool {
+		_, ok := cs.selected[subject.ID]
 		return ok
 	}
 	type tiered struct {
@@ -155,16 +155,10 @@ func (r *Repository) buildDirLocked(subject *Identity, d Direction) *dirState {
 		rules []*rule
 	}
 	var admins, baselines []tiered
-	keys := make([]PolicyKey, 0, len(r.policies))
-	for k := range r.policies {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
-	for _, k := range keys {
-		cp := r.policies[k]
+	for _, cp := range r.order {
 		switch cp.tier {
 		case TierAdmin, TierBaseline:
-			if !selects(cp.subject) || len(cp.ordered[d]) == 0 {
+			if !selects(cp.subjectCS) || len(cp.ordered[d]) == 0 {
 				continue
 			}
 			t := tiered{cp, cp.ordered[d]}
@@ -176,7 +170,7 @@ func (r *Repository) buildDirLocked(subject *Identity, d Direction) *dirState {
 		case TierNamespace:
 			selected := false
 			for _, s := range cp.specs {
-				if !selects(s.subject) {
+				if !selects(s.subjectCS) {
 					continue
 				}
 				if s.selects[d] {
@@ -203,16 +197,15 @@ func (r *Repository) buildDirLocked(subject *Identity, d Direction) *dirState {
 	}
 	ds.admin, ds.baseline = order(admins), order(baselines)
 
-	seen := map[string]bool{}
+	seen := map[*cachedSelector]bool{}
 	var bounds [len(knownProtos)]map[uint16]struct{}
 	for i := range bounds {
 		bounds[i] = map[uint16]struct{}{0: {}}
 	}
 	for _, ru := range ds.all() {
-		for _, s := range ru.peers {
-			cs := r.selectors[s.Key()]
-			if !cs.universal && !seen[s.Key()] {
-				seen[s.Key()] = true
+		for _, cs := range ru.cs {
+			if !cs.universal && !seen[cs] {
+				seen[cs] = true
 				ds.peerSels = append(ds.peerSels, cs)
 			}
 		}
@@ -278,12 +271,12 @@ func (ds *dirState) portsMatch(ru *rule, proto uint8, port uint16) bool {
 
 // peerMatch reports whether a rule selects a peer; match tells whether a
 // selector selects it.
-func peerMatch(ru *rule, match func(Selector) bool) bool {
+func peerMatch(ru *rule, match func(*cachedSelector) bool) bool {
 	if ru.peers == nil {
 		return true
 	}
-	for _, s := range ru.peers {
-		if match(s) {
+	for _, cs := range ru.cs {
+		if match(cs) {
 			return true
 		}
 	}
@@ -295,7 +288,7 @@ type peerRules struct {
 	admin, deny, allow, baseline []*rule
 }
 
-func (ds *dirState) forPeer(match func(Selector) bool) *peerRules {
+func (ds *dirState) forPeer(match func(*cachedSelector) bool) *peerRules {
 	pr := &peerRules{}
 	filter := func(in []*rule) []*rule {
 		var out []*rule
@@ -497,7 +490,7 @@ func sameEntries(a, b []Entry) bool {
 // computeAll computes the wildcard entries and those of every identity a
 // specific selector selects.
 func (ds *dirState) computeAll(r *Repository) {
-	ds.wildcard = ds.entries(ds.forPeer(func(s Selector) bool { return r.selectors[s.Key()].universal }))
+	ds.wildcard = ds.entries(ds.forPeer(func(cs *cachedSelector) bool { return cs.universal }))
 	ds.perID = map[NumericIdentity][]Entry{}
 	peers := map[NumericIdentity]struct{}{}
 	for _, cs := range ds.peerSels {
@@ -526,9 +519,8 @@ func (ds *dirState) computePeer(r *Repository, id NumericIdentity) {
 
 // selectsLocked returns a function telling whether a selector selects the
 // peer identity.
-func (r *Repository) selectsLocked(peer NumericIdentity) func(Selector) bool {
-	return func(s Selector) bool {
-		cs := r.selectors[s.Key()]
+func (r *Repository) selectsLocked(peer NumericIdentity) func(*cachedSelector) bool {
+	return func(cs *cachedSelector) bool {
 		if cs.universal {
 			return true
 		}
