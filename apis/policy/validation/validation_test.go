@@ -20,7 +20,7 @@ import (
 )
 
 // decode parses one YAML document into an Unstructured.
-func decode(t *testing.T, doc string) *unstructured.Unstructured {
+func decode(t testing.TB, doc string) *unstructured.Unstructured {
 	t.Helper()
 	m := map[string]any{}
 	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
