@@ -148,7 +148,16 @@ func ValidateMap(obj map[string]any) field.ErrorList {
 // object as the apiserver would store it (defaulted, unknown fields
 // pruned, status dropped) together with the validation errors. The
 // returned object is nil only if obj could not be read at all (not a
-// JSON object, or not one of our kinds). obj is not modified.
+// JSON object, not one of our kinds, or malformed metadata). obj is not
+// modified.
+//
+// Field paths are the apiserver's: errors from CEL rules on the object
+// root (such as "a TrafficPolicy needs spec or specs") have the field
+// "<nil>". Unknown-field errors are Forbidden with Origin
+// OriginUnknownField. If an error makes the CEL rules' inputs meaningless
+// (a missing required field, a wrong type, too many items, an
+// unsupported enum value), the CEL rules are skipped and an error says
+// so, as in the apiserver.
 func Admit(obj map[string]any) (*unstructured.Unstructured, field.ErrorList) {
 	u, err := normalize(obj)
 	if err != nil {
