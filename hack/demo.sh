@@ -39,14 +39,19 @@ check() {
 		mark="<-- MISMATCH"
 		failures=$((failures + 1))
 	fi
-	# shellcheck disable=SC2059
-	printf "$row_format" "$scenario" "$request" "$expected" "$got" "$mark"
+	row "$scenario" "$request" "$expected" "$got" "$mark"
 }
 
-# shellcheck disable=SC2059
-printf "$row_format" SCENARIO REQUEST EXPECTED GOT ""
-# shellcheck disable=SC2059
-printf "$row_format" -------- ------- -------- --- ""
+# row COLUMNS... prints one table row without trailing blanks.
+row() {
+	local line
+	# shellcheck disable=SC2059
+	line=$(printf "$row_format" "$@")
+	printf '%s\n' "${line%"${line##*[![:space:]]}"}"
+}
+
+row SCENARIO REQUEST EXPECTED GOT ""
+row -------- ------- -------- --- ""
 
 sw=(-f examples/starwars --dst "$deathstar" --dport 80)
 check starwars "tiefighter POST /v1/request-landing" ALLOWED -- "${sw[@]}" --src "$tiefighter" --http "POST /v1/request-landing"

@@ -499,3 +499,16 @@ func TestParsers(t *testing.T) {
 		}
 	}
 }
+
+// The flag parsers never panic, whatever they are given.
+func FuzzParseFlags(f *testing.F) {
+	for _, s := range []string{"80", "53/UDP", "8/ICMP", "produce:a,b", "GET /", "X-A: b", "", ":", "/", "1:,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, _, _ = parsePort(s)
+		_, _ = parseKafka(s)
+		_, _ = parseHTTP(s, s, []string{s})
+		_, _ = policy.ParseLabels(s)
+	})
+}
