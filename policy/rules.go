@@ -28,9 +28,11 @@ func (d Direction) String() string {
 // Tier is the evaluation tier of a rule.
 type Tier uint8
 
-// The tiers, in evaluation order.
+// The tiers, in evaluation order. TierNone is the zero value: no tier
+// decided (a side of a trace that is not a local endpoint).
 const (
-	TierAdmin Tier = iota
+	TierNone Tier = iota
+	TierAdmin
 	TierNamespace
 	TierBaseline
 	// TierDefault is the enforcement mode's decision.
@@ -45,6 +47,8 @@ func (t Tier) String() string {
 		return "namespace"
 	case TierBaseline:
 		return "baseline"
+	case TierNone:
+		return "none"
 	}
 	return "default"
 }

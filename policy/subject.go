@@ -49,6 +49,9 @@ type Decision struct {
 	DefaultDeny bool
 	// Reason says in words why, for traces.
 	Reason string
+	// PassedBy is the admin Pass rule that handed the flow to the
+	// namespace tier, if any.
+	PassedBy *RuleRef
 }
 
 // sameEntry reports whether two decisions give the same map entry.
@@ -305,6 +308,22 @@ func (ds *dirState) forPeer(match func(*cachedSelector) bool) *peerRules {
 
 // decide evaluates the tiers for one peer at (proto, port).
 func (ds *dirState) decide(pr *peerRules, proto uint8, port uint16) Decision {
+	d := ds.decideTiers(pr, proto, port)
+	if d.Tier != TierAdmin && ds.mode != ModeNever {
+		for _, ru := range pr.admin {
+			if ds.portsMatch(ru, proto, port) {
+				if ru.action == ActionPass {
+					ref := ru.ref
+					d.PassedBy = &ref
+				}
+				break
+			}
+		}
+	}
+	return d
+}
+
+func (ds *dirState) decideTiers(pr *peerRules, proto uint8, port uint16) Decision {
 	if ds.mode == ModeNever {
 		return Decision{Verdict: Allow, Tier: TierDefault, Reason: "enforcement mode never: policy is not enforced"}
 	}

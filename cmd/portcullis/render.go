@@ -76,6 +76,9 @@ func renderText(in *traceInput, tr *policy.TraceResult) []byte {
 		if side.Audit {
 			field(2, "Audit mode", "on")
 		}
+		if d.PassedBy != nil {
+			field(2, "Passed by", d.PassedBy.String())
+		}
 		field(2, "L4 decision", fmt.Sprintf("%s (%s tier)", l4Words(d.Verdict), d.Tier))
 		if refs := ruleRefs(d); len(refs) > 0 {
 			list(2, "Decided by", refs)
@@ -314,6 +317,9 @@ type sideJSON struct {
 	Tier string `json:"tier"`
 	// Rule is the deciding rule; empty for a default.
 	Rule string `json:"rule"`
+	// PassedBy is the admin Pass rule that handed the flow to the
+	// namespace tier, if any.
+	PassedBy string `json:"passedBy,omitempty"`
 	// Rules are all contributing rules; Policies the policies behind them.
 	Rules       []string `json:"rules"`
 	Policies    []string `json:"policies"`
@@ -398,6 +404,9 @@ func sideToJSON(s *policy.TraceSide) sideJSON {
 	out.Tier = d.Tier.String()
 	if d.Rule != (policy.RuleRef{}) {
 		out.Rule = d.Rule.String()
+	}
+	if d.PassedBy != nil {
+		out.PassedBy = d.PassedBy.String()
 	}
 	out.Rules = ruleRefs(d)
 	out.Policies = policyNames(d)
