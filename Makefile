@@ -9,6 +9,22 @@ GO ?= go
 # Pinned tool versions; tools are built from source through the Go module proxy.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+# The rest come from the modules under hack/tools (go.mod/go.sum committed) via
+# hack/build-tool.sh; a pin here must match that module's go.mod (the script checks).
+KUBERNETES_VERSION ?= 1.37.2
+ETCD_VERSION ?= v3.6.16
+HELM_VERSION ?= v4.3.1
+# kustomize v5.8.3 needs go 1.27.
+KUSTOMIZE_VERSION ?= v5.8.2
+BUILD_TOOL := $(CURDIR)/hack/build-tool.sh
+# What controller-runtime envtest takes as KUBEBUILDER_ASSETS.
+KUBEBUILDER_ASSETS := $(BIN)/k8s/$(KUBERNETES_VERSION)
+KUBE_APISERVER := $(KUBEBUILDER_ASSETS)/kube-apiserver
+KUBECTL := $(KUBEBUILDER_ASSETS)/kubectl
+# A symlink to $(BIN)/etcd-$(ETCD_VERSION), so that etcd is cached by its own version.
+ETCD := $(KUBEBUILDER_ASSETS)/etcd
+HELM := $(BIN)/helm-$(HELM_VERSION)
+KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
 
 .DEFAULT_GOAL := help
 
@@ -45,7 +61,7 @@ test: lint $(CONTROLLER_GEN) ## Run every test (unit, CRD, CLI golden).
 
 .PHONY: bench
 bench: ## Run the benchmarks reported in docs/benchmarks.md.
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./policy/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./policy/
 
 .PHONY: e2e
 e2e: ## End-to-end tests (none yet beyond make test).
@@ -60,3 +76,33 @@ $(CONTROLLER_GEN):
 	@mkdir -p $(BIN)
 	GOBIN=$(BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
 	mv $(BIN)/controller-gen $@
+
+.PHONY: tools
+tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(HELM) $(KUSTOMIZE) $(BIN)/kubectl $(BIN)/helm $(BIN)/kustomize ## Build the tool binaries into bin/ (once per pinned version).
+
+$(KUBE_APISERVER):
+	$(BUILD_TOOL) kube-apiserver $(KUBERNETES_VERSION) $@
+
+$(KUBECTL):
+	$(BUILD_TOOL) kubectl $(KUBERNETES_VERSION) $@
+
+$(BIN)/etcd-$(ETCD_VERSION):
+	$(BUILD_TOOL) etcd $(ETCD_VERSION) $@
+
+$(HELM):
+	$(BUILD_TOOL) helm $(HELM_VERSION) $@
+
+$(KUSTOMIZE):
+	$(BUILD_TOOL) kustomize $(KUSTOMIZE_VERSION) $@
+
+# Symlinks to the pinned versions; phony so that they follow a pin that moves
+# back to a version that is already built (ln -sfn is idempotent).
+.PHONY: $(ETCD) $(BIN)/kubectl $(BIN)/helm $(BIN)/kustomize
+$(ETCD): $(BIN)/etcd-$(ETCD_VERSION)
+	@mkdir -p $(@D) && ln -sfn ../../etcd-$(ETCD_VERSION) $@
+$(BIN)/kubectl: $(KUBECTL)
+	@ln -sfn k8s/$(KUBERNETES_VERSION)/kubectl $@
+$(BIN)/helm: $(HELM)
+	@ln -sfn $(notdir $(HELM)) $@
+$(BIN)/kustomize: $(KUSTOMIZE)
+	@ln -sfn $(notdir $(KUSTOMIZE)) $@
