@@ -357,23 +357,28 @@ func (c *compiler) egressPeers(r *v1alpha1.EgressCommonRule, fqdns []v1alpha1.FQ
 	return ps
 }
 
+// rulePeers checks the parts common to allow and deny rules and returns
+// the peers' selectors (nil for every peer); ok is false when the rule
+// selects nothing: an empty rule ({}), which selects the endpoint (default
+// deny) and allows nothing, as in Cilium, or one whose peers all failed to
+// compile (the errors are recorded).
+func (c *compiler) rulePeers(peers peerSet, hasPorts, hasICMPs bool, fld *field.Path) (sels []Selector, ok bool) {
+	if hasPorts && hasICMPs {
+		c.errs = append(c.errs, field.Invalid(fld.Child("icmps"), "", "toPorts and icmps cannot be combined in one rule"))
+		return nil, false
+	}
+	if !peers.named {
+		return nil, hasPorts || hasICMPs // ports without peers: every peer
+	}
+	return peers.sels, len(peers.sels) > 0
+}
+
 // portRules compiles the allow rules of one ingress/egress rule.
 func (c *compiler) portRules(act Action, peers peerSet, toPorts []v1alpha1.PortRule, icmps []v1alpha1.ICMPRule, fld *field.Path) []*rule {
 	ref := RuleRef{Policy: c.key, Path: fld.String()}
-	if len(toPorts) > 0 && len(icmps) > 0 {
-		c.errs = append(c.errs, field.Invalid(fld.Child("icmps"), "", "toPorts and icmps cannot be combined in one rule"))
+	sels, ok := c.rulePeers(peers, len(toPorts) > 0, len(icmps) > 0, fld)
+	if !ok {
 		return nil
-	}
-	sels := peers.sels
-	if !peers.named {
-		if len(toPorts) == 0 && len(icmps) == 0 {
-			// An empty rule ({}) selects the endpoint (default deny) and
-			// allows nothing, as in Cilium.
-			return nil
-		}
-		sels = nil // ports without peers: every peer
-	} else if len(sels) == 0 {
-		return nil // peers named, none valid: errors already recorded
 	}
 	if len(icmps) > 0 {
 		ports, errs := compileICMPs(icmps, fld.Child("icmps"))
@@ -413,17 +418,8 @@ func (c *compiler) portRules(act Action, peers peerSet, toPorts []v1alpha1.PortR
 // denyRules compiles one ingressDeny/egressDeny rule.
 func (c *compiler) denyRules(peers peerSet, toPorts []v1alpha1.PortDenyRule, icmps []v1alpha1.ICMPRule, fld *field.Path) []*rule {
 	ref := RuleRef{Policy: c.key, Path: fld.String()}
-	if len(toPorts) > 0 && len(icmps) > 0 {
-		c.errs = append(c.errs, field.Invalid(fld.Child("icmps"), "", "toPorts and icmps cannot be combined in one rule"))
-		return nil
-	}
-	sels := peers.sels
-	if !peers.named {
-		if len(toPorts) == 0 && len(icmps) == 0 {
-			return nil
-		}
-		sels = nil
-	} else if len(sels) == 0 {
+	sels, ok := c.rulePeers(peers, len(toPorts) > 0, len(icmps) > 0, fld)
+	if !ok {
 		return nil
 	}
 	r := &rule{ref: ref, action: ActionDeny, peers: sels}
