@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"net/http"
+	"net/netip"
 	"testing"
 
 	"portcullis.dev/portcullis/policy"
@@ -631,3 +632,70 @@ spec:
   endpointSelector: {}
   ingress: [{}]
 `
+
+// toFQDNs selects addresses only once a DNS answer names them.
+func TestToFQDNsLearnsAddresses(t *testing.T) {
+	r := load(t, policy.ModeDefault, "../examples/dns")
+	bot := "org=alliance,class=mediabot"
+	github := "ip:140.82.112.5"
+	if v := trace(t, r, flow{src: bot, dst: github, port: 443}).Verdict; v != policy.VerdictDenied {
+		t.Fatalf("before any DNS answer: %s, want DENIED", v)
+	}
+	r.ObserveDNS("API.GitHub.com.", []netip.Addr{netip.MustParseAddr("140.82.112.5")})
+	if v := trace(t, r, flow{src: bot, dst: github, port: 443}).Verdict; v != policy.VerdictAllowed {
+		t.Fatalf("after api.github.com resolved: %s, want ALLOWED", v)
+	}
+	if v := trace(t, r, flow{src: bot, dst: github, port: 80}).Verdict; v != policy.VerdictDenied {
+		t.Fatalf("learnt address on another port: %s, want DENIED", v)
+	}
+	r.ObserveDNS("docs.cilium.io", []netip.Addr{netip.MustParseAddr("198.51.100.20")})
+	if v := trace(t, r, flow{src: bot, dst: "ip:198.51.100.20", port: 443}).Verdict; v != policy.VerdictAllowed {
+		t.Fatalf("after docs.cilium.io resolved (matchPattern *.cilium.io): %s, want ALLOWED", v)
+	}
+	r.ObserveDNS("cilium.io", []netip.Addr{netip.MustParseAddr("198.51.100.21")})
+	if v := trace(t, r, flow{src: bot, dst: "ip:198.51.100.21", port: 443}).Verdict; v != policy.VerdictDenied {
+		t.Fatalf("cilium.io does not match *.cilium.io: %s, want DENIED", v)
+	}
+	r.ObserveDNS("api.github.com", nil)
+	if v := trace(t, r, flow{src: bot, dst: github, port: 443}).Verdict; v != policy.VerdictDenied {
+		t.Fatalf("after the name expired: %s, want DENIED", v)
+	}
+}
+
+// toServices selects a Service's backends, outside and inside the cluster.
+func TestToServices(t *testing.T) {
+	r := load(t, policy.ModeDefault, `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: svc, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toServices:
+    - k8sService: {serviceName: external-db, namespace: default}
+    - k8sServiceSelector: {selector: {matchLabels: {tier: backend}}}
+`)
+	api := &policy.Endpoint{Namespace: "default", Name: "api-0", Labels: map[string]string{"app": "api"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.7")}}
+	r.UpsertEndpoint(api)
+	if v := trace(t, r, flow{src: "app=client", dst: "ip:203.0.113.50", port: 5432}).Verdict; v != policy.VerdictDenied {
+		t.Fatalf("before the service exists: %s, want DENIED", v)
+	}
+	r.UpsertService(&policy.Service{Namespace: "default", Name: "external-db", Backends: []netip.Addr{netip.MustParseAddr("203.0.113.50")}})
+	r.UpsertService(&policy.Service{Namespace: "default", Name: "api", Labels: map[string]string{"tier": "backend"}, Backends: []netip.Addr{netip.MustParseAddr("10.244.1.7")}})
+	for _, c := range []struct {
+		dst  string
+		want string
+	}{
+		{"ip:203.0.113.50", policy.VerdictAllowed},
+		{"ip:10.244.1.7", policy.VerdictAllowed},
+		{"ip:203.0.113.51", policy.VerdictDenied},
+	} {
+		if v := trace(t, r, flow{src: "app=client", dst: c.dst, port: 5432}).Verdict; v != c.want {
+			t.Errorf("to %s: %s, want %s", c.dst, v, c.want)
+		}
+	}
+	r.DeleteService("default", "external-db")
+	if v := trace(t, r, flow{src: "app=client", dst: "ip:203.0.113.50", port: 5432}).Verdict; v != policy.VerdictDenied {
+		t.Fatalf("after the service is gone: %s, want DENIED", v)
+	}
+}
