@@ -18,6 +18,17 @@ const (
 	ReasonRefNotPermitted = "RefNotPermitted"
 	ReasonProgrammed      = "Programmed"
 	ReasonPending         = "Pending"
+
+	// ConditionResolvedRefs is true when every secret the policy refers
+	// to may be used (same namespace, or a ReferenceGrant allows it) and
+	// exists. A refused reference does not withdraw the policy (Accepted
+	// stays as validation says): the rule that needs the secret fails
+	// closed in the proxy, while withdrawing the whole policy could turn a
+	// default-deny endpoint into a default-allow one.
+	ConditionResolvedRefs = "ResolvedRefs"
+
+	ReasonResolvedRefs   = "ResolvedRefs"
+	ReasonSecretNotFound = "SecretNotFound"
 )
 
 // PolicyStatus is the observed state of a policy of any kind.
@@ -32,6 +43,36 @@ type PolicyStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Nodes is written by the node agents, one entry per node, each by
+	// its own agent with server-side apply (field manager
+	// "portcullis-agent/<node>"), so agents never overwrite each other.
+	// The operator derives Programmed from these entries and the agents'
+	// Leases; it never writes this list.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=5000
+	Nodes []PolicyNodeStatus `json:"nodes,omitempty"`
+}
+
+// PolicyNodeStatus is one node agent's report about one policy.
+type PolicyNodeStatus struct {
+	// Name is the node's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// ObservedGeneration is the policy generation this agent has in force
+	// in its datapath.
+	// +kubebuilder:validation:Minimum=0
+	ObservedGeneration int64 `json:"observedGeneration"`
+
+	// Message says why a newer generation is not in force yet, if the
+	// agent failed to program it; empty otherwise.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // TrafficPolicy is a namespaced network policy with Cilium's
