@@ -41,6 +41,8 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
+	@# The chart ships the same CRDs; e2e/packaging fails when they differ.
+	rm -f charts/portcullis/crds/*.yaml && cp config/crd/bases/*.yaml charts/portcullis/crds/
 
 .PHONY: build
 build: ## Build the binaries into bin/.
@@ -53,7 +55,7 @@ lint: ## gofmt and go vet.
 
 .PHONY: verify
 verify: generate manifests ## Fail if generated files are stale.
-	@git diff --exit-code -- apis config/crd || { echo "generated files are stale: run make generate manifests"; exit 1; }
+	@git diff --exit-code -- apis config/crd charts/portcullis/crds || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 .PHONY: test
 test: lint $(CONTROLLER_GEN) ## Run every test (unit, CRD, CLI golden).
