@@ -39,8 +39,12 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object paths=./apis/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
+	@# Two roles from markers: the operator's (controllers/operator) and the
+	@# agent's (controllers/agent); one run per role, or the markers would merge.
+	$(CONTROLLER_GEN) rbac:roleName=portcullis-operator paths=./controllers/operator/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=portcullis-agent,fileName=agent_role.yaml paths=./controllers/agent/... output:rbac:artifacts:config=config/rbac
 	@# The chart ships the same CRDs; e2e/packaging fails when they differ.
 	rm -f charts/portcullis/crds/*.yaml && cp config/crd/bases/*.yaml charts/portcullis/crds/
 
@@ -55,7 +59,7 @@ lint: ## gofmt and go vet.
 
 .PHONY: verify
 verify: generate manifests ## Fail if generated files are stale.
-	@git diff --exit-code -- apis config/crd charts/portcullis/crds || { echo "generated files are stale: run make generate manifests"; exit 1; }
+	@git diff --exit-code -- apis config/crd config/rbac charts/portcullis/crds || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 .PHONY: test
 test: lint $(CONTROLLER_GEN) ## Run every test (unit, CRD, CLI golden).
