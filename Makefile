@@ -45,8 +45,9 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC int
 	@# agent's (controllers/agent); one run per role, or the markers would merge.
 	$(CONTROLLER_GEN) rbac:roleName=portcullis-operator paths=./controllers/operator/... output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=portcullis-agent,fileName=agent_role.yaml paths=./controllers/agent/... output:rbac:artifacts:config=config/rbac
-	@# The chart ships the same CRDs; e2e/packaging fails when they differ.
+	@# The chart ships the same CRDs and RBAC; e2e/packaging fails when they differ.
 	rm -f charts/portcullis/crds/*.yaml && cp config/crd/bases/*.yaml charts/portcullis/crds/
+	rm -f charts/portcullis/files/rbac/*.yaml && cp config/rbac/*.yaml charts/portcullis/files/rbac/ && rm charts/portcullis/files/rbac/kustomization.yaml
 
 .PHONY: build
 build: ## Build the binaries into bin/.
