@@ -60,7 +60,7 @@ lint: ## gofmt and go vet.
 
 .PHONY: verify
 verify: generate manifests ## Fail if generated files are stale.
-	@git diff --exit-code -- apis config/crd config/rbac charts/portcullis/crds || { echo "generated files are stale: run make generate manifests"; exit 1; }
+	@git diff --exit-code -- apis config/crd config/rbac charts/portcullis/crds charts/portcullis/files/rbac || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 .PHONY: test
 test: lint $(CONTROLLER_GEN) ## Run every test (unit, CRD, CLI golden).
