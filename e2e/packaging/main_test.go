@@ -216,8 +216,17 @@ func applyDryRun(t testing.TB, manifests []byte) {
 	if r.err != nil {
 		t.Fatalf("kubectl apply --dry-run=server: %v\n%s", r.err, r.stderr)
 	}
-	if w := strings.TrimSpace(string(r.stderr)); w != "" {
-		t.Errorf("kubectl apply --dry-run=server warned:\n%s", w)
+	var warnings []string
+	for _, line := range strings.Split(strings.TrimSpace(string(r.stderr)), "\n") {
+		// An artifact of this test, not of the manifests: TestMain and
+		// envtest create the namespaces and CRDs without kubectl apply.
+		if line == "" || strings.Contains(line, "is missing the kubectl.kubernetes.io/last-applied-configuration annotation") {
+			continue
+		}
+		warnings = append(warnings, line)
+	}
+	if len(warnings) > 0 {
+		t.Errorf("kubectl apply --dry-run=server warned:\n%s", strings.Join(warnings, "\n"))
 	}
 	t.Logf("applied (dry run):\n%s", r.stdout)
 }
