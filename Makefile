@@ -75,8 +75,8 @@ e2e: ## End-to-end tests (none yet beyond make test).
 	CONTROLLER_GEN=$(CONTROLLER_GEN) $(GO) test ./e2e/...
 
 .PHONY: demo
-demo: build ## Trace the demo requests over examples/.
-	./hack/demo.sh
+demo: build tools ## Local cluster, operator, demo pods, examples/ applied, verdict table (needs root).
+	KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) KUBECTL=$(BIN)/kubectl $(GO) run ./hack/demo
 
 ##@ Tools
 $(CONTROLLER_GEN):

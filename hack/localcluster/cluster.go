@@ -238,8 +238,11 @@ func (c *Cluster) startControlPlane(assets, crdDir string, timeout time.Duration
 	}
 	// Our own directories, not envtest's random ones, so that the owner
 	// record names them and a dead cluster's processes can be found.
-	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: etcdDir, Out: out, Err: out}
+	// Explicit binary paths: envtest would prefer $KUBEBUILDER_ASSETS over
+	// BinaryAssetsDirectory, and Options.AssetsDir must win.
+	env.ControlPlane.Etcd = &envtest.Etcd{Path: filepath.Join(assets, "etcd"), DataDir: etcdDir, Out: out, Err: out}
 	api := env.ControlPlane.GetAPIServer()
+	api.Path = filepath.Join(assets, "kube-apiserver")
 	api.CertDir = certDir
 	api.Out, api.Err = out, out
 	// envtest defaults to RBAC too; say so, so that the RBAC tests cannot

@@ -109,6 +109,9 @@ func takeSnapshot(t *testing.T) snapshot {
 	for _, e := range entries {
 		s.state[e.Name()] = true
 	}
+	// Only ours: envtest's k8s_test_framework_* directories may belong to
+	// other tests running at the same time. TestClusterPodsTalk checks that
+	// the cluster's envtest directories are inside its own.
 	temps, _ := filepath.Glob(filepath.Join(os.TempDir(), tempDirPattern+"*"))
 	for _, d := range temps {
 		s.temp[d] = true
@@ -158,8 +161,15 @@ func TestClusterPodsTalk(t *testing.T) {
 			t.Errorf("namespace %s: %v", ns, err)
 		}
 	}
-	if _, err := os.Stat(c.KubeconfigPath()); err != nil {
-		t.Errorf("kubeconfig: %v", err)
+	// Everything on disk is inside the temporary directory Stop removes.
+	cp := c.Environment().ControlPlane
+	for _, p := range []string{c.KubeconfigPath(), cp.APIServer.CertDir, cp.Etcd.DataDir} {
+		if !strings.HasPrefix(p, c.TempDir()+string(filepath.Separator)) {
+			t.Errorf("%s is outside the cluster's temporary directory %s", p, c.TempDir())
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Error(err)
+		}
 	}
 
 	specs := []PodSpec{
