@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -28,8 +29,11 @@ import (
 // FieldOwner is the field manager of everything the operator writes.
 const FieldOwner = "portcullis-operator"
 
-// maxConditionMessage is metav1.Condition's limit on Message.
-const maxConditionMessage = 32768
+// Limits: metav1.Condition's Message, events.k8s.io/v1 Event's note.
+const (
+	maxConditionMessage = 32768
+	maxEventNote        = 1024
+)
 
 // PolicyReconciler reconciles the status of one policy kind: Accepted,
 // ResolvedRefs, Programmed and observedGeneration. It only reads the
@@ -113,6 +117,7 @@ func (r *PolicyReconciler) events(obj client.Object, before, after *v1alpha1.Pol
 		return
 	}
 	for _, c := range after.Conditions {
+		c.Message = truncateTo(c.Message, maxEventNote)
 		old := meta.FindStatusCondition(before.Conditions, c.Type)
 		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
 			continue
@@ -170,11 +175,18 @@ func (r *PolicyReconciler) resolvedRefs(ctx context.Context, obj client.Object, 
 	return c, nil
 }
 
-func truncate(s string) string {
-	if len(s) <= maxConditionMessage {
+func truncate(s string) string { return truncateTo(s, maxConditionMessage) }
+
+// truncateTo cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncateTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return s[:maxConditionMessage-3] + "..."
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // SetupWithManager registers the reconciler for its kind. The secret and
