@@ -63,8 +63,8 @@ verify: generate manifests ## Fail if generated files are stale.
 	@git diff --exit-code -- apis config/crd config/rbac charts/portcullis/crds charts/portcullis/files/rbac || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 .PHONY: test
-test: lint $(CONTROLLER_GEN) ## Run every test (unit, CRD, CLI golden).
-	CONTROLLER_GEN=$(CONTROLLER_GEN) $(GO) test ./...
+test: lint $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Run every test (unit, CRD, CLI golden, real-apiserver).
+	CONTROLLER_GEN=$(CONTROLLER_GEN) KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) $(GO) test ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks reported in docs/benchmarks.md.
