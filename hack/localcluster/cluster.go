@@ -140,7 +140,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		timeout = 60 * time.Second
 	}
 
-	if err := CleanLeftovers(); err != nil {
+	if err := cleanLeftovers(logf); err != nil {
 		logf("cleaning leftovers of earlier clusters: %v", err)
 	}
 	prefix, tempDir, err := claim()

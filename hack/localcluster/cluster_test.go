@@ -381,9 +381,10 @@ func goConnect(addr string) (string, error) {
 func TestStartFailureLeavesNothing(t *testing.T) {
 	requireRoot(t)
 	for _, tc := range []struct {
-		name    string
-		opts    func(t *testing.T) Options
-		wantErr error
+		name      string
+		opts      func(t *testing.T) Options
+		cancelled bool // Start with a cancelled context (Ctrl-C during Start)
+		wantErr   error
 	}{
 		{
 			name:    "no binaries in the assets dir",
@@ -398,10 +399,18 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 				return Options{CRDDir: filepath.Join(t.TempDir(), "no-such-dir")}
 			},
 		},
+		{
+			// The control plane starts (it does not watch the context),
+			// then the first API call fails.
+			name:      "context cancelled",
+			opts:      func(t *testing.T) Options { return Options{} },
+			cancelled: true,
+			wantErr:   context.Canceled,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := tc.opts(t)
-			if tc.wantErr == nil {
+			if tc.opts(t).AssetsDir == "" {
 				if _, err := assetsDir(""); err != nil {
 					t.Fatalf("this case needs the control plane binaries: %v", err)
 				}
@@ -409,6 +418,9 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 			before := takeSnapshot(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
+			if tc.cancelled {
+				cancel()
+			}
 			c, err := Start(ctx, opts)
 			if err == nil {
 				_ = c.Stop()

@@ -144,6 +144,11 @@ func readOwner(prefix string) (o owner, ok bool) {
 // calls it; it is exported for tools that want to clean up without starting
 // a cluster.
 func CleanLeftovers() error {
+	return cleanLeftovers(func(string, ...any) {})
+}
+
+// cleanLeftovers is CleanLeftovers with a line to logf per dead cluster.
+func cleanLeftovers(logf func(format string, args ...any)) error {
 	prefixes := map[string]bool{}
 	entries, err := os.ReadDir(StateDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -183,6 +188,7 @@ func CleanLeftovers() error {
 		if ok && o.alive() {
 			continue
 		}
+		logf("removing leftovers of dead cluster %s", strings.TrimSuffix(prefix, "-"))
 		if err := removeAll(prefix, o.TempDir); err != nil {
 			errs = append(errs, fmt.Errorf("cleaning leftovers of %s: %w", prefix, err))
 		}
