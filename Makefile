@@ -113,3 +113,7 @@ $(BIN)/helm: $(HELM)
 	@ln -sfn $(notdir $(HELM)) $@
 $(BIN)/kustomize: $(KUSTOMIZE)
 	@ln -sfn $(notdir $(KUSTOMIZE)) $@
+
+.PHONY: tools-smoke
+tools-smoke: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Run etcd + kube-apiserver from bin/k8s and kubectl against them.
+	hack/tools/smoke.sh $(KUBEBUILDER_ASSETS)

@@ -21,8 +21,16 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() {
 	local rc=$?
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	# kube-apiserver first (its graceful shutdown hangs once etcd is gone),
+	# then etcd; SIGKILL whatever has not exited after 10s.
+	local i p
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		p=${pids[i]}
+		kill "$p" 2>/dev/null || continue
+		for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+		kill -9 "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
 	if [[ $rc -ne 0 ]]; then
 		echo "--- etcd log (tail)"; tail -20 "$tmp/etcd.log" 2>/dev/null || true
 		echo "--- kube-apiserver log (tail)"; tail -40 "$tmp/apiserver.log" 2>/dev/null || true
