@@ -25,6 +25,8 @@ KUBECTL := $(KUBEBUILDER_ASSETS)/kubectl
 ETCD := $(KUBEBUILDER_ASSETS)/etcd
 HELM := $(BIN)/helm-$(HELM_VERSION)
 KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
+# What the tests find the tools by.
+TEST_ENV := CONTROLLER_GEN=$(CONTROLLER_GEN) KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) KUBECTL=$(KUBECTL) HELM=$(HELM) KUSTOMIZE=$(KUSTOMIZE)
 
 .DEFAULT_GOAL := help
 
@@ -63,16 +65,16 @@ verify: generate manifests ## Fail if generated files are stale.
 	@git diff --exit-code -- apis config/crd config/rbac charts/portcullis/crds charts/portcullis/files/rbac || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 .PHONY: test
-test: lint $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Run every test (unit, CRD, CLI golden, real-apiserver).
-	CONTROLLER_GEN=$(CONTROLLER_GEN) KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) $(GO) test ./...
+test: lint tools ## Run every test (unit, CRD, CLI golden, real-apiserver, local cluster; needs root).
+	$(TEST_ENV) $(GO) test -timeout 30m ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks reported in docs/benchmarks.md.
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./policy/
 
 .PHONY: e2e
-e2e: ## End-to-end tests (none yet beyond make test).
-	CONTROLLER_GEN=$(CONTROLLER_GEN) $(GO) test ./e2e/...
+e2e: tools ## End-to-end tests only (also part of make test).
+	$(TEST_ENV) $(GO) test -timeout 30m ./e2e/... ./hack/localcluster/...
 
 .PHONY: demo
 demo: build tools ## Local cluster, operator, demo pods, examples/ applied, verdict table (needs root).
