@@ -37,8 +37,15 @@ help: ## Show this help.
 
 ##@ Development
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
+generate: $(CONTROLLER_GEN) deps ## Generate deepcopy code and the BPF objects (bpf2go).
 	$(CONTROLLER_GEN) object paths=./apis/...
+	$(GO) generate ./bpf/...
+
+# clang, llvm (llvm-strip) and libbpf headers for bpf2go, from Debian, only when missing.
+BPF_DEBS := clang llvm libbpf-dev
+.PHONY: deps
+deps: ## Install the BPF toolchain (clang llvm libbpf-dev) with apt-get if missing.
+	@dpkg -s $(BPF_DEBS) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BPF_DEBS); }
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac.
@@ -62,10 +69,10 @@ lint: ## gofmt and go vet.
 
 .PHONY: verify
 verify: generate manifests ## Fail if generated files are stale.
-	@git diff --exit-code -- apis config/crd config/rbac charts/portcullis/crds charts/portcullis/files/rbac || { echo "generated files are stale: run make generate manifests"; exit 1; }
+	@git diff --exit-code -- apis bpf config/crd config/rbac charts/portcullis/crds charts/portcullis/files/rbac || { echo "generated files are stale: run make generate manifests"; exit 1; }
 
 .PHONY: test
-test: lint tools ## Run every test (unit, CRD, CLI golden, real-apiserver, local cluster; needs root).
+test: lint tools deps ## Run every test (unit, CRD, CLI golden, real-apiserver, local cluster; needs root).
 	$(TEST_ENV) $(GO) test -timeout 30m ./...
 
 .PHONY: bench

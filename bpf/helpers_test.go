@@ -1,0 +1,421 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/loader"
+)
+
+// requireKernel skips unless the test runs as root on a kernel that loads
+// the datapath.
+func requireKernel(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (BPF, network namespaces)")
+	}
+	_ = rlimit.RemoveMemlock()
+}
+
+// loadDP loads an unpinned datapath, skipping on kernels that cannot.
+func loadDP(t *testing.T, opts Options) *Datapath {
+	t.Helper()
+	requireKernel(t)
+	d, err := Load(opts)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("kernel cannot load the datapath: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// newNS creates an anonymous network namespace, closed on cleanup.
+func newNS(t *testing.T) netns.NsHandle {
+	t.Helper()
+	type res struct {
+		h   netns.NsHandle
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			c <- res{err: err}
+			return
+		}
+		defer orig.Close()
+		h, err := netns.New()
+		if err == nil {
+			if serr := netns.Set(orig); serr != nil {
+				c <- res{h, serr}
+				return // the thread stays locked and is discarded
+			}
+		}
+		runtime.UnlockOSThread()
+		c <- res{h, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		t.Skipf("cannot create network namespaces: %v", r.err)
+	}
+	t.Cleanup(func() { _ = r.h.Close() })
+	return r.h
+}
+
+// inNS runs fn on a locked thread inside ns. The thread is discarded
+// afterwards rather than returned to the pool.
+func inNS(ns netns.NsHandle, fn func() error) error {
+	c := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := netns.Set(ns); err != nil {
+			c <- err
+			return
+		}
+		c <- fn()
+	}()
+	return <-c
+}
+
+const hostAddr = "10.244.0.1"
+
+type testPod struct {
+	name   string
+	ns     netns.NsHandle
+	ip     netip.Addr
+	ifidx  int
+	labels map[string]string
+}
+
+// testNet is a node namespace (standing in for the root namespace) and
+// pods joined to it by veth pairs, plumbed like hack/localcluster: the host
+// side has 10.244.0.1/32 and a /32 route to the pod.
+type testNet struct {
+	node netns.NsHandle
+	pods map[string]*testPod
+}
+
+func newTestNet(t *testing.T, pods ...*testPod) *testNet {
+	t.Helper()
+	requireKernel(t)
+	tn := &testNet{node: newNS(t), pods: map[string]*testPod{}}
+	nh, err := netlink.NewHandleAt(tn.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, err := nh.LinkByName("lo")
+	must(err)
+	must(nh.LinkSetUp(lo))
+	must(inNS(tn.node, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	}))
+	host := netip.MustParseAddr(hostAddr)
+	for i, p := range pods {
+		p.ns = newNS(t)
+		ph, err := netlink.NewHandleAt(p.ns)
+		must(err)
+		la := netlink.NewLinkAttrs()
+		la.Name = fmt.Sprintf("lxc%d", i)
+		must(nh.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(p.ns))}))
+		hl, err := nh.LinkByName(la.Name)
+		must(err)
+		p.ifidx = hl.Attrs().Index
+		must(nh.AddrAdd(hl, &netlink.Addr{IPNet: ipnet(host, 32)}))
+		must(nh.LinkSetUp(hl))
+		must(nh.RouteAdd(&netlink.Route{LinkIndex: p.ifidx, Dst: ipnet(p.ip, 32), Scope: netlink.SCOPE_LINK}))
+		eth, err := ph.LinkByName("eth0")
+		must(err)
+		must(ph.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(p.ip, 32)}))
+		must(ph.LinkSetUp(eth))
+		plo, err := ph.LinkByName("lo")
+		must(err)
+		must(ph.LinkSetUp(plo))
+		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipnet(host, 32), Scope: netlink.SCOPE_LINK}))
+		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(host.AsSlice())}))
+		ph.Close()
+		tn.pods[p.name] = p
+	}
+	return tn
+}
+
+func ipnet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, 32)}
+}
+
+// listen opens a listener (tcp or udp) inside ns, closed on cleanup.
+func listenTCP(t *testing.T, ns netns.NsHandle, lc *net.ListenConfig, addr string) net.Listener {
+	t.Helper()
+	if lc == nil {
+		lc = &net.ListenConfig{}
+	}
+	var l net.Listener
+	if err := inNS(ns, func() (err error) {
+		l, err = lc.Listen(t.Context(), "tcp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// echo serves l: every connection gets its bytes back.
+func echo(l net.Listener) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+		}
+	}()
+}
+
+// dial connects from inside ns.
+func dial(ns netns.NsHandle, network, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := inNS(ns, func() (err error) {
+		c, err = net.DialTimeout(network, addr, timeout)
+		return err
+	})
+	return c, err
+}
+
+// roundTrip writes a line and waits for it to come back.
+func roundTrip(c net.Conn, msg string, timeout time.Duration) error {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+// events collects verdict events in the background.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []Event
+	new chan struct{}
+}
+
+func collectEvents(t *testing.T, d *Datapath) *eventLog {
+	t.Helper()
+	rd, err := d.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := &eventLog{new: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			e, err := rd.Read()
+			if err != nil {
+				return
+			}
+			el.mu.Lock()
+			el.evs = append(el.evs, e)
+			el.mu.Unlock()
+			select {
+			case el.new <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = rd.Close(); <-done })
+	return el
+}
+
+// wait returns the first event (from the start of the log) that match
+// accepts, failing the test after a second.
+func (el *eventLog) wait(t *testing.T, what string, match func(Event) bool) Event {
+	t.Helper()
+	deadline := time.After(time.Second)
+	for {
+		el.mu.Lock()
+		for _, e := range el.evs {
+			if match(e) {
+				el.mu.Unlock()
+				return e
+			}
+		}
+		seen := make([]string, 0, len(el.evs))
+		for _, e := range el.evs {
+			seen = append(seen, e.String())
+		}
+		el.mu.Unlock()
+		select {
+		case <-el.new:
+		case <-deadline:
+			t.Fatalf("no %s event; got:\n%s", what, strings.Join(seen, "\n"))
+		}
+	}
+}
+
+// reset forgets the events seen so far.
+func (el *eventLog) reset() {
+	el.mu.Lock()
+	el.evs = nil
+	el.mu.Unlock()
+}
+
+// engine is a policy repository with the pods as endpoints in namespace
+// "default", and numbered rules.
+type engine struct {
+	repo  *policy.Repository
+	ids   map[string]policy.NumericIdentity
+	rules map[policy.RuleRef]uint32
+	mu    sync.Mutex
+}
+
+func newEngine(t *testing.T, pods []*testPod, yamls ...string) *engine {
+	t.Helper()
+	e := &engine{repo: policy.NewRepository(policy.Options{}), ids: map[string]policy.NumericIdentity{}, rules: map[policy.RuleRef]uint32{}}
+	e.repo.UpsertNamespace("default", nil, false)
+	for _, p := range pods {
+		e.ids[p.name] = e.repo.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: p.name, Labels: p.labels, IPs: []netip.Addr{p.ip}})
+	}
+	for _, y := range yamls {
+		e.apply(t, y)
+	}
+	return e
+}
+
+func (e *engine) apply(t *testing.T, y string) {
+	t.Helper()
+	var l loader.Loader
+	res, err := l.LoadBytes("test.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range res.Documents {
+		if _, ok := doc.Object.(*corev1.Namespace); ok {
+			continue
+		}
+		if _, errs := e.repo.UpsertPolicy(doc.Object); len(errs) > 0 {
+			t.Fatal(errs.ToAggregate())
+		}
+	}
+}
+
+// ruleID numbers rules in order of first use; the zero RuleRef (a
+// default) is 0.
+func (e *engine) ruleID(r policy.RuleRef) uint32 {
+	if r == (policy.RuleRef{}) {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id, ok := e.rules[r]
+	if !ok {
+		id = uint32(len(e.rules) + 1)
+		e.rules[r] = id
+	}
+	return id
+}
+
+func (e *engine) ruleIDByPath(t *testing.T, path string) uint32 {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for r, id := range e.rules {
+		if strings.HasSuffix(r.Path, path) {
+			return id
+		}
+	}
+	t.Fatalf("no rule %s among %v", path, e.rules)
+	return 0
+}
+
+// sync writes every pod's policy to the datapath.
+func (e *engine) sync(t *testing.T, d *Datapath, pods map[string]*testPod, epIDs map[string]uint32) {
+	t.Helper()
+	for name := range pods {
+		ep := e.repo.EndpointPolicy("default", name)
+		if ep == nil {
+			t.Fatalf("no endpoint policy for %s", name)
+		}
+		if err := d.SyncEndpointPolicy(epIDs[name], ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// ping sends one ICMP echo request from ns and waits for the reply.
+func ping(ns netns.NsHandle, dst netip.Addr, id uint16, timeout time.Duration) error {
+	return inNS(ns, func() error {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		tv := syscall.NsecToTimeval(timeout.Nanoseconds())
+		if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		msg := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), 0, 1, 'p', 'c'}
+		var sum uint32
+		for i := 0; i < len(msg); i += 2 {
+			sum += uint32(msg[i])<<8 | uint32(msg[i+1])
+		}
+		for sum > 0xffff {
+			sum = sum>>16 + sum&0xffff
+		}
+		cs := ^uint16(sum)
+		msg[2], msg[3] = byte(cs>>8), byte(cs)
+		if err := syscall.Sendto(fd, msg, 0, &syscall.SockaddrInet4{Addr: dst.As4()}); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(timeout)
+		buf := make([]byte, 1500)
+		for time.Now().Before(deadline) {
+			n, _, err := syscall.Recvfrom(fd, buf, 0)
+			if err != nil {
+				return err
+			}
+			if n < 28 {
+				continue
+			}
+			ic := buf[(buf[0]&0xf)*4:]
+			if ic[0] == 0 && uint16(ic[4])<<8|uint16(ic[5]) == id {
+				return nil
+			}
+		}
+		return os.ErrDeadlineExceeded
+	})
+}
