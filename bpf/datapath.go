@@ -83,6 +83,7 @@ type Datapath struct {
 	policy      map[uint32]map[policyKey]policyValue
 	policyCount int
 	policyMax   int
+	closed      bool
 }
 
 type attachment struct {
@@ -151,6 +152,10 @@ func Load(opts Options) (*Datapath, error) {
 func (d *Datapath) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
 	var errs []error
 	for ifindex, a := range d.links {
 		if a.clsact && d.opts.PinPath == "" {

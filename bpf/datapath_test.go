@@ -15,6 +15,7 @@ const (
 	serverIP = "10.244.1.3"
 	// How long a connection that should fail gets.
 	denyTimeout = 300 * time.Millisecond
+	defaultWait = time.Second
 )
 
 const serverPolicy = `
@@ -58,12 +59,18 @@ type fixture struct {
 
 func newFixture(t *testing.T, yamls ...string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, Options{}, yamls...)
+}
+
+func newFixtureWith(t *testing.T, opts Options, yamls ...string) *fixture {
+	t.Helper()
 	a := &testPod{name: "client", ip: netip.MustParseAddr(clientIP), labels: map[string]string{"app": "client"}}
 	b := &testPod{name: "server", ip: netip.MustParseAddr(serverIP), labels: map[string]string{"app": "server"}}
 	tn := newTestNet(t, a, b)
 	f := &fixture{tn: tn, a: a, b: b, epIDs: map[string]uint32{"client": 11, "server": 12}}
 	f.eng = newEngine(t, []*testPod{a, b}, yamls...)
-	f.d = loadDP(t, Options{RuleID: f.eng.ruleID})
+	opts.RuleID = f.eng.ruleID
+	f.d = loadDP(t, opts)
 	f.ev = collectEvents(t, f.d)
 	for name, p := range tn.pods {
 		if err := f.d.SetIPCache(netip.PrefixFrom(p.ip, 32), f.eng.ids[name]); err != nil {
