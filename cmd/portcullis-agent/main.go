@@ -1,0 +1,81 @@
+// Command portcullis-agent runs the Portcullis node agent (package
+// controllers/agent): it watches pods, namespaces, the policy kinds and
+// services, computes identities and map state with the engine, and writes
+// them into the pinned BPF datapath of this node.
+//
+//	portcullis-agent --node-name=NODE --kubeconfig=FILE \
+//	    --enforcement-mode=default --bpffs=/sys/fs/bpf --proxy-port=15001
+//
+// SIGTERM or SIGINT stops reconciling; pinned maps and attached programs
+// stay, so the node keeps enforcing the last written policy.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"portcullis.dev/portcullis/controllers/agent"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "portcullis-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func run() error {
+	host, _ := os.Hostname()
+	var (
+		cfg       agent.Config
+		proxyPort uint
+		dnsReject string
+		maxIPs    int
+	)
+	// --kubeconfig is registered on flag.CommandLine by controller-runtime.
+	flag.StringVar(&cfg.NodeName, "node-name", envOr("NODE_NAME", strings.ToLower(host)), "This node's name (default $NODE_NAME, else the host name).")
+	flag.StringVar(&cfg.EnforcementMode, "enforcement-mode", "default", "Enforcement mode: default, always or never.")
+	flag.BoolVar(&cfg.AuditMode, "audit-mode", false, "Report every denial as AUDITED and let the flow pass.")
+	flag.StringVar(&cfg.SecretsNamespace, "secrets-namespace", agent.DefaultSecretsNamespace, "Namespace of the TLS material copies.")
+	flag.StringVar(&cfg.SystemNamespace, "system-namespace", envOr("POD_NAMESPACE", agent.DefaultSystemNamespace), "Namespace of the agent's Lease (default $POD_NAMESPACE, else portcullis-system).")
+	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz; 0 disables them.")
+	flag.StringVar(&cfg.BPFFS, "bpffs", agent.DefaultBPFFS, "bpf filesystem; pins go to <bpffs>/portcullis (mounted there if it is not a bpffs).")
+	flag.UintVar(&proxyPort, "proxy-port", agent.DefaultProxyPort, "Port of the proxy's transparent listener.")
+	// The DNS proxy's settings: the packaging passes them already; they are
+	// validated here and take effect once the proxy runs in the agent.
+	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused or nameError.")
+	flag.IntVar(&maxIPs, "tofqdns-max-ips-per-hostname", 1000, "Addresses kept per toFQDNs name and endpoint.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if proxyPort == 0 || proxyPort > 65535 {
+		return fmt.Errorf("--proxy-port %d out of range", proxyPort)
+	}
+	cfg.ProxyPort = uint16(proxyPort)
+	if dnsReject != "refused" && dnsReject != "nameError" {
+		return fmt.Errorf("--dns-reject-response-code %q: want refused or nameError", dnsReject)
+	}
+	if maxIPs < 1 {
+		return fmt.Errorf("--tofqdns-max-ips-per-hostname %d: want at least 1", maxIPs)
+	}
+	rc, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	cfg.RESTConfig = rc
+	return agent.Run(ctrl.SetupSignalHandler(), cfg)
+}

@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"portcullis.dev/portcullis/policy"
+)
+
+var (
+	// Verdicts counts the datapath's verdict events (drops, redirects,
+	// audits; allowed flows are not reported by the datapath).
+	Verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_policy_verdicts_total",
+		Help: "Policy verdict events from the datapath, by direction, protocol and verdict.",
+	}, []string{"direction", "protocol", "verdict"})
+	// MapPressure is the fill ratio of a BPF map.
+	MapPressure = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "portcullis_bpf_map_pressure",
+		Help: "Used entries divided by capacity of a BPF map.",
+	}, []string{"map"})
+	// EndpointStates counts local endpoints by lifecycle state.
+	EndpointStates = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "portcullis_endpoints",
+		Help: "Local endpoints by lifecycle state.",
+	}, []string{"state"})
+	lockdowns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "portcullis_endpoint_lockdowns_total",
+		Help: "Times an endpoint was put in lockdown because its policy did not fit in the policy map.",
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(Verdicts, MapPressure, EndpointStates, lockdowns)
+}
+
+func (a *Agent) updateGaugesLocked() {
+	used, capacity := a.dp.PolicyEntries()
+	if capacity > 0 {
+		MapPressure.WithLabelValues("policy").Set(float64(used) / float64(capacity))
+	}
+	counts := map[string]int{StateWaitingForIdentity: 0, StateRegenerating: 0, StateReady: 0, StateDisconnecting: 0, StateLockdown: 0}
+	for _, e := range a.endpoints {
+		counts[e.State]++
+	}
+	for s, n := range counts {
+		EndpointStates.WithLabelValues(s).Set(float64(n))
+	}
+}
+
+// eventReader counts the datapath's events and passes them to
+// Config.OnEvent.
+type eventReader struct{ a *Agent }
+
+func (e *eventReader) Start(ctx context.Context) error {
+	r, err := e.a.dp.Events()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		r.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		ev, err := r.Read()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			ctrl.Log.WithName("agent").Error(err, "reading datapath events")
+			continue
+		}
+		Verdicts.WithLabelValues(ev.Direction.String(), policy.ProtoName(ev.Proto), ev.Verdict.String()).Inc()
+		if e.a.cfg.OnEvent != nil {
+			e.a.cfg.OnEvent(ev)
+		}
+	}
+}
+
+// VerdictCount reads portcullis_policy_verdicts_total for one label set.
+func VerdictCount(direction, protocol, verdict string) float64 {
+	var m dto.Metric
+	if err := Verdicts.WithLabelValues(direction, protocol, verdict).Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
+}

@@ -1,0 +1,520 @@
+// Package datapath is the end-to-end test of the node agent with the real
+// kernel datapath: a local cluster (real kube-apiserver, pods as network
+// namespaces), the agent run in-process through agent.Run (the code path of
+// cmd/portcullis-agent) with its pins on a bpffs the test mounts, the
+// operator's status reconcilers, and real TCP connections between pods.
+package datapath
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/controllers/agent"
+	"portcullis.dev/portcullis/controllers/operator"
+	"portcullis.dev/portcullis/hack/localcluster"
+)
+
+const helperEnv = "PORTCULLIS_E2E_LISTEN"
+
+// TestMain lets the test binary serve TCP inside a pod: with
+// PORTCULLIS_E2E_LISTEN=ADDR it listens on ADDR, prints "ready" and answers
+// each connection with "hello" until killed.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(helperEnv); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		// Never outlive the test by much, even if it is killed.
+		time.AfterFunc(5*time.Minute, func() { os.Exit(0) })
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			fmt.Fprintln(c, "hello")
+			_ = c.Close()
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// env is one run of the test: the cluster, the pods, the agent.
+type env struct {
+	t       *testing.T
+	c       *localcluster.Cluster
+	k8s     client.Client
+	bpffs   string
+	port    uint16
+	drops   sync.Map // source address → count of DROPPED events
+	stopAgt func()
+}
+
+func (e *env) startAgent() {
+	t := e.t
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- agent.Run(ctx, agent.Config{
+			RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
+			BPFFS: e.bpffs, ProxyPort: e.port,
+			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
+			OnEvent: func(ev bpf.Event) {
+				if ev.Verdict == bpf.EventDrop {
+					v, _ := e.drops.LoadOrStore(ev.Src.Addr(), new(atomic.Int64))
+					v.(*atomic.Int64).Add(1)
+				}
+			},
+			Ready: ready,
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("agent exited: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("agent not ready after 30s")
+	}
+	var once sync.Once
+	e.stopAgt = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent: %v", err)
+			}
+		})
+	}
+	t.Cleanup(e.stopAgt)
+}
+
+func (e *env) dropsFrom(a netip.Addr) int64 {
+	if v, ok := e.drops.Load(a); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// connect opens a TCP connection from pod to addr with bash's /dev/tcp and
+// reads the greeting.
+func connect(pod *localcluster.Pod, addr string) error {
+	return connectWithin(pod, addr, 1500*time.Millisecond)
+}
+
+func connectWithin(pod *localcluster.Pod, addr string, timeout time.Duration) error {
+	host, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := pod.Exec(ctx, "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%s && head -n1 <&3", host, port))
+	if err != nil {
+		return fmt.Errorf("%s -> %s: %v (%s)", pod.Name, addr, err, strings.TrimSpace(string(out)))
+	}
+	if s := strings.TrimSpace(string(out)); s != "hello" {
+		return fmt.Errorf("%s -> %s: got %q", pod.Name, addr, s)
+	}
+	return nil
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func expectReach(t *testing.T, from *localcluster.Pod, addr string) {
+	t.Helper()
+	eventually(t, from.Namespace+"/"+from.Name+" reaches "+addr, 10*time.Second, func() error { return connect(from, addr) })
+}
+
+func expectBlocked(t *testing.T, from *localcluster.Pod, addr string) {
+	t.Helper()
+	eventually(t, from.Namespace+"/"+from.Name+" blocked to "+addr, 10*time.Second, func() error {
+		if connect(from, addr) == nil {
+			return errors.New("connection succeeded")
+		}
+		return nil
+	})
+}
+
+func startServer(t *testing.T, pod *localcluster.Pod, addr string) {
+	t.Helper()
+	cmd := pod.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"="+addr)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("server in %s: %q, %v", pod.Name, line, err)
+	}
+}
+
+// mountBPFFS mounts a bpffs on a fresh directory; the cleanup removes the
+// agent's datapath (links and pins) and unmounts it.
+func mountBPFFS(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "portcullis-e2e-bpffs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
+		_ = os.Remove(dir)
+		t.Fatalf("mounting bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if dp, err := bpf.Load(bpf.Options{PinPath: filepath.Join(dir, "portcullis")}); err == nil {
+			if err := dp.Remove(); err != nil {
+				t.Errorf("removing the datapath: %v", err)
+			}
+		}
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+		_ = os.Remove(dir)
+	})
+	return dir
+}
+
+// startOperator runs the operator's status reconcilers, so that the test
+// checks the agent's reports the way users see them (Programmed).
+func startOperator(t *testing.T, c *localcluster.Cluster) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(c.RESTConfig(), ctrl.Options{
+		Scheme:     newScheme(),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{operator.DefaultSystemNamespace: {}}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := operator.Setup(ctx, mgr, operator.Options{AgentPollInterval: 500 * time.Millisecond}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("operator: %v", err)
+		}
+	})
+}
+
+// swPolicy is Cilium's sw_l3_l4_policy: the deathstar accepts TCP/80 only
+// from org=<org>.
+func swPolicy(org string) v1alpha1.Rule {
+	return v1alpha1.Rule{
+		Description:      "L3-L4 policy to restrict deathstar access to empire ships only",
+		EndpointSelector: &v1alpha1.EndpointSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"org": "empire", "class": "deathstar"}}},
+		Ingress: []v1alpha1.IngressRule{{
+			IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []v1alpha1.EndpointSelector{{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"org": org}}}}},
+			ToPorts:           []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: "80", Protocol: v1alpha1.ProtoTCP}}}},
+		}},
+	}
+}
+
+// setPolicy updates p to allow org (the operator writes status meanwhile,
+// hence the retry on conflicts).
+func (e *env) setPolicy(p *v1alpha1.TrafficPolicy, org string) {
+	e.t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		p.Spec = ptr.To(swPolicy(org))
+		return e.k8s.Update(context.Background(), p)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitProgrammed waits until this node reports the policy's generation and
+// the operator says Programmed.
+func (e *env) waitProgrammed(p *v1alpha1.TrafficPolicy) {
+	e.t.Helper()
+	eventually(e.t, "policy programmed", 20*time.Second, func() error {
+		var got v1alpha1.TrafficPolicy
+		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
+			return err
+		}
+		var entry *v1alpha1.PolicyNodeStatus
+		for i := range got.Status.Nodes {
+			if got.Status.Nodes[i].Name == e.c.NodeName() {
+				entry = &got.Status.Nodes[i]
+			}
+		}
+		if entry == nil || entry.ObservedGeneration != got.Generation || entry.Message != "" {
+			return fmt.Errorf("node entry %+v, generation %d", entry, got.Generation)
+		}
+		c := apimeta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgrammed)
+		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != got.Generation {
+			return fmt.Errorf("Programmed condition %+v", c)
+		}
+		return nil
+	})
+}
+
+func TestStarWarsL3L4(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (BPF, network namespaces)")
+	}
+	begin := time.Now()
+	ctx := context.Background()
+	c, err := localcluster.Start(ctx, localcluster.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("starting the local cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	// Nothing of the proxy routing may be left behind (the kernel accepts
+	// duplicate ip rules, so count them).
+	rulesBefore := countProxyRules(t)
+	t.Cleanup(func() {
+		if n := countProxyRules(t); n != rulesBefore {
+			t.Errorf("%d proxy ip rules after the test, %d before", n, rulesBefore)
+		}
+	})
+	// The test owns the proxy routing (the agent finds it in place and adds
+	// nothing), so that its cleanup removes exactly what was added.
+	teardown, err := bpf.SetupProxyRouting()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := teardown(); err != nil {
+			t.Errorf("proxy routing teardown: %v", err)
+		}
+	})
+	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: newScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: uint16(20000 + rand.IntN(20000))}
+
+	add := func(ns, name string, labels map[string]string) *localcluster.Pod {
+		p, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: ns, Name: name, Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	deathstar := add("starwars", "deathstar", map[string]string{"org": "empire", "class": "deathstar"})
+	tiefighter := add("starwars", "tiefighter", map[string]string{"org": "empire", "class": "tiefighter"})
+	xwing := add("starwars", "xwing", map[string]string{"org": "alliance", "class": "xwing"})
+	// Same labels as the tiefighter, another namespace: the policy's
+	// fromEndpoints means its own namespace only.
+	outsider := add("outer-rim", "tiefighter", map[string]string{"org": "empire", "class": "tiefighter"})
+	ds := netip.AddrPortFrom(deathstar.IP, 80).String()
+	startServer(t, deathstar, "0.0.0.0:80")
+
+	startOperator(t, c)
+	e.startAgent()
+	t.Logf("cluster, pods, agent ready after %v", time.Since(begin).Round(time.Millisecond))
+
+	// Lease held.
+	var lease coordinationv1.Lease
+	eventually(t, "agent lease", 10*time.Second, func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: operator.DefaultSystemNamespace, Name: agent.LeaseName(c.NodeName())}, &lease)
+	})
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != c.NodeName() {
+		t.Errorf("lease holder %v, want %s", lease.Spec.HolderIdentity, c.NodeName())
+	}
+
+	// No policy: everyone lands.
+	expectReach(t, xwing, ds)
+	expectReach(t, tiefighter, ds)
+
+	p := &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "starwars", Name: "rule1"}, Spec: ptr.To(swPolicy("empire"))}
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("l3l4", func(t *testing.T) {
+		expectBlocked(t, xwing, ds)
+		expectReach(t, tiefighter, ds)
+		eventually(t, "drop event for the xwing", 5*time.Second, func() error {
+			if e.dropsFrom(xwing.IP) == 0 {
+				return errors.New("none yet")
+			}
+			return nil
+		})
+		if n := agent.VerdictCount("ingress", "TCP", "DROPPED"); n < 1 {
+			t.Errorf("portcullis_policy_verdicts_total{ingress,TCP,DROPPED} = %v, want >= 1", n)
+		}
+		e.waitProgrammed(p)
+	})
+	t.Run("namespace isolation", func(t *testing.T) {
+		expectBlocked(t, outsider, ds)
+	})
+	t.Run("policy change", func(t *testing.T) {
+		e.setPolicy(p, "alliance")
+		expectReach(t, xwing, ds)
+		expectBlocked(t, tiefighter, ds)
+		e.waitProgrammed(p)
+		e.setPolicy(p, "empire")
+		expectBlocked(t, xwing, ds)
+		expectReach(t, tiefighter, ds)
+		e.waitProgrammed(p)
+	})
+	t.Run("agent restart keeps enforcing", func(t *testing.T) {
+		// Probe the xwing continuously across the restart.
+		stop := make(chan struct{})
+		var leaked atomic.Int64
+		var probes atomic.Int64
+		probing := make(chan struct{})
+		go func() {
+			defer close(probing)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				probes.Add(1)
+				if connectWithin(xwing, ds, 300*time.Millisecond) == nil {
+					leaked.Add(1)
+				}
+			}
+		}()
+		e.stopAgt()
+		time.Sleep(2 * time.Second)
+		if err := connect(tiefighter, ds); err != nil {
+			t.Errorf("agent down: %v", err)
+		}
+		e.startAgent()
+		expectReach(t, tiefighter, ds)
+		time.Sleep(time.Second)
+		close(stop)
+		<-probing
+		if n := leaked.Load(); n > 0 {
+			t.Errorf("the xwing got through %d times of %d across the restart", n, probes.Load())
+		}
+		t.Logf("%d xwing probes across the restart, none through", probes.Load())
+		expectBlocked(t, xwing, ds)
+		eps := 0
+		for _, ep := range mustEndpoints(t, e) {
+			if ep.IP == deathstar.IP {
+				eps++
+			}
+		}
+		if eps != 1 {
+			t.Errorf("deathstar endpoint pinned %d times after restart, want 1", eps)
+		}
+	})
+	t.Run("delete restores access", func(t *testing.T) {
+		if err := k8s.Delete(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		expectReach(t, xwing, ds)
+		expectReach(t, outsider, ds)
+	})
+	t.Run("pod deletion detaches", func(t *testing.T) {
+		if err := c.DeletePod(ctx, "starwars", "xwing"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "xwing endpoint detached", 10*time.Second, func() error {
+			for _, ep := range mustEndpoints(t, e) {
+				if ep.IP == xwing.IP {
+					return fmt.Errorf("endpoint %v still in the datapath", ep)
+				}
+			}
+			return nil
+		})
+	})
+	t.Logf("total %v", time.Since(begin).Round(time.Millisecond))
+}
+
+func countProxyRules(t *testing.T) int {
+	t.Helper()
+	rules, err := netlink.RuleList(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range rules {
+		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
+			n++
+		}
+	}
+	return n
+}
+
+// mustEndpoints lists the datapath's endpoints from the pinned maps (a
+// second handle on the same pins, as a CLI would open them).
+func mustEndpoints(t *testing.T, e *env) []bpf.Endpoint {
+	t.Helper()
+	dp, err := bpf.Load(bpf.Options{PinPath: filepath.Join(e.bpffs, "portcullis")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	eps, err := dp.Endpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eps
+}

@@ -1,0 +1,3 @@
+// Package datapath holds the node agent's end-to-end tests (root only):
+// see datapath_test.go.
+package datapath
