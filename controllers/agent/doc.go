@@ -1,8 +1,14 @@
-// Package agent will hold the node agent's reconcilers (pods, namespaces,
-// services and policies into the engine's map state, then into the BPF
-// maps), issue 4. For now it holds the agent's RBAC markers (rbac.go),
-// which generate config/rbac/agent_role.yaml with `make manifests`, so the
-// agent's permissions are reviewed and tested before its code exists.
+// Package agent is the node agent (docs/architecture.md, "Agent"):
+// controller-runtime reconcilers, without leader election, that feed
+// Namespaces, the three policy kinds, Pods and Services (with their
+// EndpointSlices) into one policy.Repository, and a sync loop that writes
+// the engine's state into the pinned BPF datapath: the ipcache (pod
+// addresses and CIDR identities), each local endpoint's policy entries
+// (through the datapath's diff writer), its programs and its flags. [Run]
+// is what cmd/portcullis-agent runs; the e2e test runs it in-process.
+//
+// The agent's permissions are the RBAC markers in rbac.go, which generate
+// config/rbac/agent_role.yaml with `make manifests`.
 //
 // The agent's side of the reporting contract (docs/architecture.md,
 // "Operator"): it holds the Lease portcullis-agent-<node> in

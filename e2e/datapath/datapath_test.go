@@ -420,6 +420,38 @@ func TestStarWarsL3L4(t *testing.T) {
 		expectReach(t, tiefighter, ds)
 		e.waitProgrammed(p)
 	})
+	t.Run("invalid update keeps the previous version", func(t *testing.T) {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+				return err
+			}
+			p.Spec = ptr.To(swPolicy("empire"))
+			// An HTTP path that is not a valid regular expression does
+			// not compile.
+			p.Spec.Ingress[0].ToPorts[0].Rules = &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Path: "/["}}}
+			return k8s.Update(ctx, p)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "compile error reported", 20*time.Second, func() error {
+			var got v1alpha1.TrafficPolicy
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
+				return err
+			}
+			for _, n := range got.Status.Nodes {
+				if n.Name == c.NodeName() && n.Message != "" && n.ObservedGeneration == got.Generation-1 {
+					t.Logf("reported: %s", n.Message)
+					return nil
+				}
+			}
+			return fmt.Errorf("nodes %+v, generation %d", got.Status.Nodes, got.Generation)
+		})
+		expectBlocked(t, xwing, ds)
+		expectReach(t, tiefighter, ds)
+		e.setPolicy(p, "empire")
+		e.waitProgrammed(p)
+	})
 	t.Run("agent restart keeps enforcing", func(t *testing.T) {
 		// Probe the xwing continuously across the restart.
 		stop := make(chan struct{})
