@@ -75,6 +75,9 @@ type Config struct {
 	OnEvent func(bpf.Event)
 	// Ready, if set, is closed once the first full sync after start is done.
 	Ready chan<- struct{}
+	// Started, if set, receives the agent once it is built (before the
+	// manager starts), e.g. to read its endpoint table.
+	Started func(*Agent)
 }
 
 // EndpointInfo is a local endpoint as the agent tracks it.
@@ -258,6 +261,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode)
 
+	if cfg.Started != nil {
+		cfg.Started(a)
+	}
 	mgr, err := newManager(cfg)
 	if err != nil {
 		return err

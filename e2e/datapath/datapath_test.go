@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -87,6 +89,7 @@ type env struct {
 	port    uint16
 	drops   sync.Map // source address → count of DROPPED events
 	stopAgt func()
+	agent   atomic.Pointer[agent.Agent]
 }
 
 func (e *env) startAgent() {
@@ -106,7 +109,8 @@ func (e *env) startAgent() {
 					v.(*atomic.Int64).Add(1)
 				}
 			},
-			Ready: ready,
+			Ready:   ready,
+			Started: func(a *agent.Agent) { e.agent.Store(a) },
 		})
 	}()
 	select {
@@ -376,6 +380,19 @@ func TestStarWarsL3L4(t *testing.T) {
 	e.startAgent()
 	t.Logf("cluster, pods, agent ready after %v", time.Since(begin).Round(time.Millisecond))
 
+	// Every local pod is a ready endpoint, and the gauges say so.
+	for _, ep := range e.agent.Load().Endpoints() {
+		if ep.State != agent.StateReady || ep.ID == 0 || !ep.IP.IsValid() {
+			t.Errorf("endpoint %+v, want ready", ep)
+		}
+	}
+	if n := len(e.agent.Load().Endpoints()); n != 4 {
+		t.Errorf("%d endpoints, want 4", n)
+	}
+	if v := gaugeValue(t, agent.EndpointStates.WithLabelValues(agent.StateReady)); v != 4 {
+		t.Errorf("portcullis_endpoints{state=ready} = %v, want 4", v)
+	}
+
 	// Lease held.
 	var lease coordinationv1.Lease
 	eventually(t, "agent lease", 10*time.Second, func() error {
@@ -404,6 +421,9 @@ func TestStarWarsL3L4(t *testing.T) {
 		})
 		if n := agent.VerdictCount("ingress", "TCP", "DROPPED"); n < 1 {
 			t.Errorf("portcullis_policy_verdicts_total{ingress,TCP,DROPPED} = %v, want >= 1", n)
+		}
+		if v := gaugeValue(t, agent.MapPressure.WithLabelValues("policy")); v <= 0 || v >= 1 {
+			t.Errorf("portcullis_bpf_map_pressure{map=policy} = %v, want in (0, 1)", v)
 		}
 		e.waitProgrammed(p)
 	})
@@ -518,6 +538,15 @@ func TestStarWarsL3L4(t *testing.T) {
 		})
 	})
 	t.Logf("total %v", time.Since(begin).Round(time.Millisecond))
+}
+
+func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }
 
 func countProxyRules(t *testing.T) int {
