@@ -53,6 +53,14 @@ func run() error {
 	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz; 0 disables them.")
 	flag.StringVar(&cfg.BPFFS, "bpffs", agent.DefaultBPFFS, "bpf filesystem; pins go to <bpffs>/portcullis (mounted there if it is not a bpffs).")
+	flag.Func("bpf-policy-map-max", "Capacity of the BPF policy map (default 65536); changing it needs the pins removed.", func(v string) error {
+		var n uint32
+		if _, err := fmt.Sscan(v, &n); err != nil || n == 0 {
+			return fmt.Errorf("want a positive number, got %q", v)
+		}
+		cfg.PolicyMapSize = n
+		return nil
+	})
 	flag.UintVar(&proxyPort, "proxy-port", agent.DefaultProxyPort, "Port of the proxy's transparent listener.")
 	// The DNS proxy's settings: the packaging passes them already; they are
 	// validated here and take effect once the proxy runs in the agent.

@@ -69,6 +69,10 @@ type Config struct {
 	BPFFS string
 	// ProxyPort is the port of redirect entries.
 	ProxyPort uint16
+	// PolicyMapSize is the policy map's capacity; zero keeps the default
+	// (65536). A pinned map of another size makes Run fail: changing it
+	// needs the pins removed (and enforcement lapses meanwhile).
+	PolicyMapSize uint32
 	// LeaseDuration and RenewInterval of the agent's Lease; zero: defaults.
 	LeaseDuration, RenewInterval time.Duration
 	// OnEvent, if set, is called for every datapath event (after the metric).
@@ -229,8 +233,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	port := cfg.ProxyPort
 	dp, err := bpf.Load(bpf.Options{
-		PinPath:   filepath.Join(cfg.BPFFS, "portcullis"),
-		ProxyPort: func(*policy.Decision) uint16 { return port },
+		PinPath:       filepath.Join(cfg.BPFFS, "portcullis"),
+		PolicyMapSize: cfg.PolicyMapSize,
+		ProxyPort:     func(*policy.Decision) uint16 { return port },
 	})
 	if err != nil {
 		return err

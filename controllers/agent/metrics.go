@@ -93,3 +93,12 @@ func VerdictCount(direction, protocol, verdict string) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// LockdownCount reads portcullis_endpoint_lockdowns_total.
+func LockdownCount() float64 {
+	var m dto.Metric
+	if err := lockdowns.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
+}

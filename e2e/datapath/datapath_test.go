@@ -26,6 +26,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -90,6 +91,8 @@ type env struct {
 	drops   sync.Map // source address → count of DROPPED events
 	stopAgt func()
 	agent   atomic.Pointer[agent.Agent]
+	// policyMapSize is the agent's policy map size; zero keeps the default.
+	policyMapSize uint32
 }
 
 func (e *env) startAgent() {
@@ -100,7 +103,7 @@ func (e *env) startAgent() {
 	go func() {
 		done <- agent.Run(ctx, agent.Config{
 			RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
-			BPFFS: e.bpffs, ProxyPort: e.port,
+			BPFFS: e.bpffs, ProxyPort: e.port, PolicyMapSize: e.policyMapSize,
 			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
 			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
 			OnEvent: func(ev bpf.Event) {
@@ -320,13 +323,14 @@ func (e *env) waitProgrammed(p *v1alpha1.TrafficPolicy) {
 	})
 }
 
-func TestStarWarsL3L4(t *testing.T) {
+// newEnv starts a local cluster, the proxy routing and a bpffs, all
+// removed on cleanup (also on failure).
+func newEnv(t *testing.T) *env {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (BPF, network namespaces)")
 	}
-	begin := time.Now()
-	ctx := context.Background()
-	c, err := localcluster.Start(ctx, localcluster.Options{Logf: t.Logf})
+	c, err := localcluster.Start(context.Background(), localcluster.Options{Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("starting the local cluster: %v", err)
 	}
@@ -358,7 +362,14 @@ func TestStarWarsL3L4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: uint16(20000 + rand.IntN(20000))}
+	return &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: uint16(20000 + rand.IntN(20000))}
+}
+
+func TestStarWarsL3L4(t *testing.T) {
+	begin := time.Now()
+	ctx := context.Background()
+	e := newEnv(t)
+	c, k8s := e.c, e.k8s
 
 	add := func(ns, name string, labels map[string]string) *localcluster.Pod {
 		p, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: ns, Name: name, Labels: labels})
@@ -578,4 +589,86 @@ func mustEndpoints(t *testing.T, e *env) []bpf.Endpoint {
 		t.Fatal(err)
 	}
 	return eps
+}
+
+// TestLockdown: an endpoint whose policy does not fit in the policy map is
+// locked down (its allowed flows stop too: never silently open), with an
+// Event on the Pod, a metric and the endpoint state; a later sync that
+// fits lifts it.
+func TestLockdown(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	// 3 pods need 2 entries each without policies; the policy below needs
+	// far more than the rest.
+	e.policyMapSize = 16
+	server, err := e.c.AddPod(ctx, localcluster.PodSpec{Namespace: "lockdown", Name: "server", Labels: map[string]string{"app": "server"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPod, err := e.c.AddPod(ctx, localcluster.PodSpec{Namespace: "lockdown", Name: "client", Labels: map[string]string{"app": "client"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(server.IP, 8080).String()
+	startServer(t, server, "0.0.0.0:8080")
+	e.startAgent()
+	expectReach(t, clientPod, addr)
+	before := agent.LockdownCount()
+
+	// Allow the client on 8080 and on many single ports that no range
+	// merges: more entries than the map holds.
+	var toPorts []v1alpha1.PortRule
+	for i := range 4 {
+		var ports []v1alpha1.PortProtocol
+		for j := range 10 {
+			ports = append(ports, v1alpha1.PortProtocol{Port: fmt.Sprint(8080 + 20*i + 2*j), Protocol: v1alpha1.ProtoTCP})
+		}
+		toPorts = append(toPorts, v1alpha1.PortRule{Ports: ports})
+	}
+	p := &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "lockdown", Name: "big"}, Spec: &v1alpha1.Rule{
+		EndpointSelector: &v1alpha1.EndpointSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}}},
+		Ingress: []v1alpha1.IngressRule{{
+			IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []v1alpha1.EndpointSelector{{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}}},
+			ToPorts:           toPorts,
+		}},
+	}}
+	if err := e.k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "server in lockdown", 10*time.Second, func() error {
+		for _, ep := range e.agent.Load().Endpoints() {
+			if ep.Name == "server" && ep.State == agent.StateLockdown {
+				return nil
+			}
+		}
+		return fmt.Errorf("endpoints %+v", e.agent.Load().Endpoints())
+	})
+	// The allowed flow is dropped too.
+	expectBlocked(t, clientPod, addr)
+	if n := agent.LockdownCount(); n <= before {
+		t.Errorf("portcullis_endpoint_lockdowns_total = %v, want > %v", n, before)
+	}
+	eventually(t, "Lockdown event on the pod", 10*time.Second, func() error {
+		var evs eventsv1.EventList
+		if err := e.k8s.List(ctx, &evs, client.InNamespace("lockdown")); err != nil {
+			return err
+		}
+		for _, ev := range evs.Items {
+			if ev.Reason == "Lockdown" && ev.Regarding.Name == "server" && ev.Type == "Warning" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none a Lockdown of the server", len(evs.Items))
+	})
+
+	// The policy gone, the endpoint's entries fit again: lockdown lifted.
+	if err := e.k8s.Delete(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	expectReach(t, clientPod, addr)
+	for _, ep := range e.agent.Load().Endpoints() {
+		if ep.State != agent.StateReady {
+			t.Errorf("endpoint %s/%s %s (%s), want ready", ep.Namespace, ep.Name, ep.State, ep.Message)
+		}
+	}
 }
