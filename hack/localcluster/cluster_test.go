@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -125,7 +126,24 @@ func takeSnapshot(t *testing.T) snapshot {
 	return s
 }
 
-// newSince reports what s has that before had not.
+// itemPrefixPattern finds the cluster prefix in a snapshot item: a name
+// that starts with it or a path through a cluster's temporary directory.
+var itemPrefixPattern = regexp.MustCompile(`(?:^|` + tempDirPattern + `)(pc[0-9a-f]{4})`)
+
+// ownedElsewhere reports whether an item belongs to a cluster whose owner
+// is another live process: other test packages (e2e) run clusters at the
+// same time as this one, and what they make is not ours to account for.
+func ownedElsewhere(item string) bool {
+	m := itemPrefixPattern.FindStringSubmatch(item)
+	if m == nil {
+		return false
+	}
+	o, ok := readOwner(m[1] + "-")
+	return ok && o.PID != os.Getpid() && o.alive()
+}
+
+// newSince reports what s has that before had not, leaving out what other
+// live processes' clusters made meanwhile.
 func (s snapshot) newSince(before snapshot) []string {
 	var out []string
 	for _, pair := range []struct {
@@ -133,7 +151,7 @@ func (s snapshot) newSince(before snapshot) []string {
 		now, then map[string]bool
 	}{{"netns", s.netns, before.netns}, {"link", s.links, before.links}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
 		for k := range pair.now {
-			if !pair.then[k] {
+			if !pair.then[k] && !ownedElsewhere(k) {
 				out = append(out, pair.what+" "+k)
 			}
 		}
