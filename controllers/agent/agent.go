@@ -136,6 +136,9 @@ type Agent struct {
 	ipcache   map[netip.Prefix]policy.NumericIdentity
 	policies  map[policy.PolicyKey]*policyRecord
 	booted    bool
+	// syncErr is the first error of the last sync pass, "" if it wrote
+	// everything.
+	syncErr string
 
 	trigger chan struct{}
 }
@@ -402,6 +405,13 @@ func (a *Agent) sync(ctx context.Context) bool {
 	defer a.mu.Unlock()
 	log := ctrl.Log.WithName("agent")
 	ok := true
+	firstErr := ""
+	note := func(what string, err error) {
+		ok = false
+		if firstErr == "" {
+			firstErr = what + ": " + err.Error()
+		}
+	}
 
 	want := map[netip.Prefix]policy.NumericIdentity{}
 	for _, ident := range a.repo.Identities() {
@@ -423,7 +433,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 		}
 		if err := a.dp.SetIPCache(p, id); err != nil {
 			log.Error(err, "writing the ipcache", "prefix", p)
-			ok = false
+			note("writing the ipcache", err)
 			continue
 		}
 		a.ipcache[p] = id
@@ -441,7 +451,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 		}
 		err := a.dp.SyncEndpointPolicy(ep.ID, pol)
 		if errors.Is(err, bpf.ErrMapFull) {
-			ok = false
+			note("endpoint "+ep.Namespace+"/"+ep.Name+" in lockdown", err)
 			if ep.State != StateLockdown {
 				lockdowns.Inc()
 				a.podEvent(ctx, ep, corev1.EventTypeWarning, "Lockdown", "%v: every packet from and to the pod is dropped until its policy fits", err)
@@ -455,7 +465,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 			continue
 		}
 		if err != nil {
-			ok = false
+			note("writing the policy of "+ep.Namespace+"/"+ep.Name, err)
 			ep.Message = err.Error()
 			log.Error(err, "writing endpoint policy", "pod", ep.Namespace+"/"+ep.Name)
 			continue
@@ -467,7 +477,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 			err = a.dp.SetEndpointFlags(ep.IP, flags)
 		}
 		if err != nil {
-			ok = false
+			note("attaching "+ep.Namespace+"/"+ep.Name, err)
 			ep.Message = err.Error()
 			log.Error(err, "attaching endpoint", "pod", ep.Namespace+"/"+ep.Name)
 			continue
@@ -484,12 +494,13 @@ func (a *Agent) sync(ctx context.Context) bool {
 		}
 		if err := a.dp.DeleteIPCache(p); err != nil {
 			log.Error(err, "deleting from the ipcache", "prefix", p)
-			ok = false
+			note("deleting from the ipcache", err)
 			continue
 		}
 		delete(a.ipcache, p)
 	}
 
+	a.syncErr = firstErr
 	if ok {
 		for _, rec := range a.policies {
 			rec.realized = rec.inForce

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -79,7 +80,12 @@ func (a *Agent) report(ctx context.Context) {
 	for k, rec := range a.policies {
 		st := reportState{gen: rec.realized, msg: rec.message}
 		if rec.realized < rec.inForce && st.msg == "" {
-			continue // not written yet; the next sync reports it
+			if a.syncErr == "" {
+				continue // not written yet; the next sync reports it
+			}
+			// Still in force: the realised generation; why the newer
+			// one is not: the failing write (retried every second).
+			st.msg = fmt.Sprintf("generation %d not in force yet: %s", rec.inForce, a.syncErr)
 		}
 		if rec.reported != nil && *rec.reported == st {
 			continue

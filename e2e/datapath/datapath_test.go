@@ -661,6 +661,20 @@ func TestLockdown(t *testing.T) {
 		return fmt.Errorf("%d events, none a Lockdown of the server", len(evs.Items))
 	})
 
+	eventually(t, "failure reported in status.nodes", 10*time.Second, func() error {
+		var got v1alpha1.TrafficPolicy
+		if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
+			return err
+		}
+		for _, n := range got.Status.Nodes {
+			if n.Name == e.c.NodeName() && n.ObservedGeneration == 0 && strings.Contains(n.Message, "policy map full") {
+				t.Logf("reported: %s", n.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("nodes %+v", got.Status.Nodes)
+	})
+
 	// The policy gone, the endpoint's entries fit again: lockdown lifted.
 	if err := e.k8s.Delete(ctx, p); err != nil {
 		t.Fatal(err)
