@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -141,6 +143,8 @@ type Agent struct {
 	syncErr string
 
 	trigger chan struct{}
+	// synced is set once a sync pass after start wrote everything.
+	synced atomic.Bool
 }
 
 // Endpoints lists the local endpoints, sorted by namespace and name.
@@ -280,6 +284,16 @@ func Run(ctx context.Context, cfg Config) error {
 	a.recorder = mgr.GetEventRecorder("portcullis-agent")
 	a.direct, err = client.New(cfg.RESTConfig, client.Options{Scheme: mgr.GetScheme()})
 	if err != nil {
+		return err
+	}
+	// Ready once the datapath holds the state of the whole cluster as the
+	// caches saw it at start (a DaemonSet rollout waits for it).
+	if err := mgr.AddReadyzCheck("datapath-synced", func(*http.Request) error {
+		if !a.synced.Load() {
+			return errors.New("the datapath is not synced yet")
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
 	if err := a.setupReconcilers(mgr); err != nil {
@@ -556,6 +570,9 @@ func (s *syncLoop) Start(ctx context.Context) error {
 	defer retry.Stop()
 	for {
 		ok := a.sync(ctx)
+		if ok {
+			a.synced.Store(true)
+		}
 		if ok && ready != nil {
 			close(ready)
 			ready = nil

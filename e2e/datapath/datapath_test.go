@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -93,6 +94,8 @@ type env struct {
 	agent   atomic.Pointer[agent.Agent]
 	// policyMapSize is the agent's policy map size; zero keeps the default.
 	policyMapSize uint32
+	// probeAddr is where the running agent serves /healthz and /readyz.
+	probeAddr string
 }
 
 func (e *env) startAgent() {
@@ -100,11 +103,17 @@ func (e *env) startAgent() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.probeAddr = ln.Addr().String()
+	_ = ln.Close()
 	go func() {
 		done <- agent.Run(ctx, agent.Config{
 			RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
 			BPFFS: e.bpffs, ProxyPort: e.port, PolicyMapSize: e.policyMapSize,
-			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+			MetricsBindAddress: "0", HealthProbeBindAddress: e.probeAddr,
 			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
 			OnEvent: func(ev bpf.Event) {
 				if ev.Verdict == bpf.EventDrop {
@@ -391,17 +400,38 @@ func TestStarWarsL3L4(t *testing.T) {
 	e.startAgent()
 	t.Logf("cluster, pods, agent ready after %v", time.Since(begin).Round(time.Millisecond))
 
-	// Every local pod is a ready endpoint, and the gauges say so.
-	for _, ep := range e.agent.Load().Endpoints() {
-		if ep.State != agent.StateReady || ep.ID == 0 || !ep.IP.IsValid() {
-			t.Errorf("endpoint %+v, want ready", ep)
+	// Every local pod is a ready endpoint, and the gauges say so (the
+	// reconcilers re-apply what the start-up pass fed, so an endpoint may
+	// be regenerating for a moment).
+	eventually(t, "endpoints ready", 10*time.Second, func() error {
+		eps := e.agent.Load().Endpoints()
+		if len(eps) != 4 {
+			return fmt.Errorf("%d endpoints, want 4", len(eps))
 		}
-	}
-	if n := len(e.agent.Load().Endpoints()); n != 4 {
-		t.Errorf("%d endpoints, want 4", n)
-	}
-	if v := gaugeValue(t, agent.EndpointStates.WithLabelValues(agent.StateReady)); v != 4 {
-		t.Errorf("portcullis_endpoints{state=ready} = %v, want 4", v)
+		for _, ep := range eps {
+			if ep.State != agent.StateReady || ep.ID == 0 || !ep.IP.IsValid() {
+				return fmt.Errorf("endpoint %+v, want ready", ep)
+			}
+		}
+		if v := gaugeValue(t, agent.EndpointStates.WithLabelValues(agent.StateReady)); v != 4 {
+			return fmt.Errorf("portcullis_endpoints{state=ready} = %v, want 4", v)
+		}
+		return nil
+	})
+
+	// The probes: live, and ready (the first sync is done).
+	for _, path := range []string{"/healthz", "/readyz"} {
+		eventually(t, path, 5*time.Second, func() error {
+			resp, err := http.Get("http://" + e.probeAddr + path)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		})
 	}
 
 	// Lease held.
@@ -680,9 +710,12 @@ func TestLockdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReach(t, clientPod, addr)
-	for _, ep := range e.agent.Load().Endpoints() {
-		if ep.State != agent.StateReady {
-			t.Errorf("endpoint %s/%s %s (%s), want ready", ep.Namespace, ep.Name, ep.State, ep.Message)
+	eventually(t, "endpoints ready", 10*time.Second, func() error {
+		for _, ep := range e.agent.Load().Endpoints() {
+			if ep.State != agent.StateReady {
+				return fmt.Errorf("endpoint %s/%s %s (%s), want ready", ep.Namespace, ep.Name, ep.State, ep.Message)
+			}
 		}
-	}
+		return nil
+	})
 }
