@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -279,7 +280,7 @@ func (a *Agent) removePodLocked(key string) error {
 	if p == nil {
 		return nil
 	}
-	ns, name, _ := cutKey(key)
+	ns, name, _ := strings.Cut(key, "/")
 	if e := a.endpoints[key]; e != nil {
 		e.State = StateDisconnecting
 		if err := a.dp.DetachEndpoint(e.IP); err != nil {
@@ -294,15 +295,6 @@ func (a *Agent) removePodLocked(key string) error {
 	delete(a.pods, key)
 	a.kick()
 	return nil
-}
-
-func cutKey(key string) (ns, name string, ok bool) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '/' {
-			return key[:i], key[i+1:], true
-		}
-	}
-	return "", key, false
 }
 
 func protoNumber(p corev1.Protocol) uint8 {
