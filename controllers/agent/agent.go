@@ -441,18 +441,6 @@ func (a *Agent) sync(ctx context.Context) bool {
 	for _, p := range a.pods {
 		want[netip.PrefixFrom(p.ip, 32)] = a.repo.IdentityOfIP(p.ip).ID
 	}
-	for p, id := range want {
-		if have, found := a.ipcache[p]; found && have == id {
-			continue
-		}
-		if err := a.dp.SetIPCache(p, id); err != nil {
-			log.Error(err, "writing the ipcache", "prefix", p)
-			note("writing the ipcache", err)
-			continue
-		}
-		a.ipcache[p] = id
-	}
-
 	for _, ep := range a.endpoints {
 		pol := a.repo.EndpointPolicy(ep.Namespace, ep.Name)
 		if pol == nil {
@@ -500,6 +488,22 @@ func (a *Agent) sync(ctx context.Context) bool {
 			a.podEvent(ctx, ep, corev1.EventTypeNormal, "LockdownLifted", "the pod's policy fits in the policy map again")
 		}
 		ep.Flags, ep.State, ep.Message = flags, StateReady, ""
+	}
+
+	// The ipcache changes after the policies: a new identity's entries are
+	// in the policy map before any address maps to it, so a new peer never
+	// meets the wildcard entries meant for identities no rule names (which
+	// may allow what a rule denies to it).
+	for p, id := range want {
+		if have, found := a.ipcache[p]; found && have == id {
+			continue
+		}
+		if err := a.dp.SetIPCache(p, id); err != nil {
+			log.Error(err, "writing the ipcache", "prefix", p)
+			note("writing the ipcache", err)
+			continue
+		}
+		a.ipcache[p] = id
 	}
 
 	for p := range a.ipcache {
