@@ -78,6 +78,7 @@ test: lint tools deps ## Run every test (unit, CRD, CLI golden, real-apiserver, 
 .PHONY: bench
 bench: ## Run the benchmarks reported in docs/benchmarks.md.
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./policy/
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./bpf/ ./controllers/agent/
 
 .PHONY: e2e
 e2e: tools ## End-to-end tests only (also part of make test).
