@@ -1,11 +1,8 @@
 package packaging
 
 import (
-	"bytes"
-	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -16,41 +13,7 @@ import (
 // `make manifests`), and rendering it in portcullis-system gives the same
 // objects as `kustomize build config/rbac` apart from the chart's labels.
 func TestChartRBACMatchesConfig(t *testing.T) {
-	src := filepath.Join(repoRoot, "config", "rbac")
-	dst := filepath.Join(repoRoot, chartDir, "files", "rbac")
-	list := func(dir string) []string {
-		m, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, p := range m {
-			if n := filepath.Base(p); n != "kustomization.yaml" {
-				names = append(names, n)
-			}
-		}
-		return names
-	}
-	want, got := list(src), list(dst)
-	if len(want) == 0 {
-		t.Fatalf("no RBAC manifests in %s", src)
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("%s holds %q, config/rbac %q: run `make manifests`", dst, got, want)
-	}
-	for _, n := range want {
-		a, err := os.ReadFile(filepath.Join(src, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(filepath.Join(dst, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(a, b) {
-			t.Errorf("%s/files/rbac/%s differs from config/rbac/%s: run `make manifests`", chartDir, n, n)
-		}
-	}
+	requireSameYAML(t, filepath.Join(repoRoot, "config", "rbac"), filepath.Join(repoRoot, chartDir, "files", "rbac"))
 
 	index := func(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
 		m := map[string]*unstructured.Unstructured{}
