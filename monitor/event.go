@@ -1,0 +1,82 @@
+// Package monitor is the flow-event model shared by the datapath reader
+// (L3/L4 verdicts from the BPF ring buffer) and the proxies (one L7 access
+// record per request), and the hub that fans events out to followers such
+// as `portcullis monitor`.
+package monitor
+
+import (
+	"time"
+)
+
+// Event types.
+const (
+	// TypePolicyVerdict is an L3/L4 verdict of the kernel datapath.
+	TypePolicyVerdict = "policy-verdict"
+	// TypeL7 is one request (or response) judged by a proxy.
+	TypeL7 = "l7"
+)
+
+// Verdicts. The datapath reports DROPPED, REDIRECTED and AUDITED; proxies
+// report FORWARDED, DENIED (answered in the protocol's words), AUDITED and
+// ERROR (no verdict could be reached: the request was refused).
+const (
+	VerdictForwarded  = "FORWARDED"
+	VerdictDropped    = "DROPPED"
+	VerdictRedirected = "REDIRECTED"
+	VerdictAudited    = "AUDITED"
+	VerdictDenied     = "DENIED"
+	VerdictError      = "ERROR"
+)
+
+// Endpoint is one side of a flow as a human wants to see it.
+type Endpoint struct {
+	IP   string `json:"ip"`
+	Port uint16 `json:"port,omitempty"`
+	// Identity is the node-local numeric security identity (0 unknown).
+	Identity uint32 `json:"identity"`
+	// Namespace and Pod are set for pods the agent knows.
+	Namespace string `json:"namespace,omitempty"`
+	Pod       string `json:"pod,omitempty"`
+	// Labels are the identity's labels as "key=value", sorted; reserved
+	// identities have "reserved:world" and the like.
+	Labels []string `json:"labels,omitempty"`
+}
+
+// L7 is the part of an event that only proxies fill.
+type L7 struct {
+	// Protocol is "http/1.1", "h2", "grpc", "kafka" or "dns".
+	Protocol string `json:"protocol"`
+	Method   string `json:"method,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Host     string `json:"host,omitempty"`
+	// Status is the HTTP status sent to the client (403 for a denial);
+	// GRPCStatus the grpc-status when the request was gRPC.
+	Status     int  `json:"status,omitempty"`
+	GRPCStatus *int `json:"grpcStatus,omitempty"`
+	// Latency is from the request's first byte to the response's headers.
+	Latency time.Duration `json:"latency,omitempty"`
+}
+
+// Event is one flow event.
+type Event struct {
+	Time time.Time `json:"time"`
+	Node string    `json:"node,omitempty"`
+	// Type is TypePolicyVerdict or TypeL7.
+	Type string `json:"type"`
+	// Verdict is one of the Verdict constants.
+	Verdict string `json:"verdict"`
+	// Reason says why, e.g. "policy", "no-policy-entry", "lockdown",
+	// "no-proxy"; for L7 denials the rule set that refused.
+	Reason string `json:"reason,omitempty"`
+	// Direction is "ingress" or "egress": the policy direction (of the
+	// endpoint whose policy decided) that produced the verdict.
+	Direction string `json:"direction,omitempty"`
+	// Protocol is "TCP", "UDP", "ICMP" or a protocol number.
+	Protocol    string   `json:"protocol"`
+	Source      Endpoint `json:"source"`
+	Destination Endpoint `json:"destination"`
+	// Policy names the policy (and rule) that decided, e.g.
+	// "TrafficPolicy default/rule1 spec.ingress[0]"; empty for a default.
+	Policy string `json:"policy,omitempty"`
+	L7     *L7    `json:"l7,omitempty"`
+}

@@ -1,0 +1,262 @@
+// Package proxy is the node-local L7 proxy's protocol-independent core:
+// the policy snapshot the agent publishes, the resolution of a redirected
+// connection to the L7 rules that govern it, and (in later files) the
+// transparent listener and the upstream dialer. One package per protocol
+// (proxy/http, ...) parses requests and asks a ConnPolicy for verdicts.
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/l7"
+)
+
+// Endpoint is a local endpoint in a Snapshot.
+type Endpoint struct {
+	Namespace, Name string
+	IP              netip.Addr
+	Policy          *policy.EndpointPolicy
+}
+
+// Snapshot is an immutable view of the node's policy: the local endpoints'
+// derived policies and the ipcache (address → identity). The agent builds
+// one after every sync that wrote everything and swaps it into a Store;
+// a request is judged under the snapshot current when it starts.
+type Snapshot struct {
+	// Revision orders snapshots (the engine's revision at build time).
+	Revision uint64
+	// Endpoints are the local endpoints by address.
+	Endpoints map[netip.Addr]*Endpoint
+	// Identities maps an address to its identity. It must be safe for
+	// concurrent use and must not change for this snapshot's lifetime;
+	// an address it does not know is world.
+	Identities func(netip.Addr) *policy.Identity
+}
+
+// Store holds the current Snapshot. The zero Store has none: every
+// connection is refused until the first Set (fail closed).
+type Store struct{ p atomic.Pointer[Snapshot] }
+
+// Set makes s current.
+func (st *Store) Set(s *Snapshot) { st.p.Store(s) }
+
+// Load returns the current snapshot, nil before the first Set.
+func (st *Store) Load() *Snapshot { return st.p.Load() }
+
+// Resolve resolves a flow against the current snapshot.
+func (st *Store) Resolve(src, dst netip.AddrPort, proto uint8) *ConnPolicy {
+	return st.Load().Resolve(src, dst, proto)
+}
+
+// Resolver resolves flows; a *Store is one.
+type Resolver interface {
+	Resolve(src, dst netip.AddrPort, proto uint8) *ConnPolicy
+}
+
+// Peer is one side of a flow.
+type Peer struct {
+	Addr     netip.AddrPort
+	Identity *policy.Identity
+	// Endpoint is set when the peer is a local endpoint.
+	Endpoint *Endpoint
+}
+
+// Name is "namespace/pod" for endpoints, else the identity, else the address.
+func (p Peer) Name() string {
+	if p.Endpoint != nil {
+		return p.Endpoint.Namespace + "/" + p.Endpoint.Name
+	}
+	if p.Identity != nil {
+		return p.Identity.String()
+	}
+	return p.Addr.Addr().String()
+}
+
+// Side is the policy of one direction that applies to a flow: the source's
+// egress or the destination's ingress, when that side is a local endpoint.
+type Side struct {
+	Direction policy.Direction
+	// Endpoint is the local endpoint whose policy this is.
+	Endpoint *Endpoint
+	Decision policy.Decision
+	// Audit turns this side's denials into audited allows.
+	Audit bool
+}
+
+// Policies names the policies that decided this side, for denial messages
+// and events: "TrafficPolicy default/p, ClusterTrafficPolicy q", or the
+// reason of a default verdict.
+func (s *Side) Policies() string {
+	seen := map[string]bool{}
+	var names []string
+	add := func(r policy.RuleRef) {
+		if r.Policy.Name == "" {
+			return
+		}
+		n := r.Policy.String()
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	add(s.Decision.Rule)
+	for _, r := range s.Decision.Rules {
+		add(r)
+	}
+	if len(names) == 0 {
+		if s.Decision.Reason != "" {
+			return s.Decision.Reason
+		}
+		return "default " + s.Decision.Verdict.String()
+	}
+	sort.Strings(names[1:])
+	return strings.Join(names, ", ")
+}
+
+// ConnPolicy is what governs one redirected connection under one snapshot.
+type ConnPolicy struct {
+	// Revision of the snapshot it was resolved under; 0 without one.
+	Revision            uint64
+	Source, Destination Peer
+	// Sides are the directions whose verdict is Redirect: each one's L7
+	// rules must allow a request. Sides whose verdict is Allow are not
+	// listed (they allow every request).
+	Sides []Side
+	// Denied is set when a side denies the flow at L4 (the policy changed
+	// after the kernel redirected it), or when there is no snapshot or no
+	// local endpoint on either side: the connection must be refused.
+	Denied *Side
+	// Err says why Denied was set without a policy (no snapshot, ...).
+	Err error
+}
+
+// Resolve computes the ConnPolicy of a flow from src to dst. A nil
+// snapshot refuses everything.
+func (s *Snapshot) Resolve(src, dst netip.AddrPort, proto uint8) *ConnPolicy {
+	cp := &ConnPolicy{Source: Peer{Addr: src}, Destination: Peer{Addr: dst}}
+	if s == nil {
+		cp.Err = fmt.Errorf("no policy snapshot yet")
+		cp.Denied = &Side{Decision: policy.Decision{Verdict: policy.Deny, Reason: "no policy snapshot"}}
+		return cp
+	}
+	cp.Revision = s.Revision
+	ident := func(a netip.Addr) *policy.Identity {
+		if s.Identities == nil {
+			return nil
+		}
+		return s.Identities(a.Unmap())
+	}
+	cp.Source.Identity = ident(src.Addr())
+	cp.Destination.Identity = ident(dst.Addr())
+	cp.Source.Endpoint = s.Endpoints[src.Addr().Unmap()]
+	cp.Destination.Endpoint = s.Endpoints[dst.Addr().Unmap()]
+	if cp.Source.Endpoint == nil && cp.Destination.Endpoint == nil {
+		cp.Err = fmt.Errorf("neither %s nor %s is a local endpoint", src, dst)
+		cp.Denied = &Side{Decision: policy.Decision{Verdict: policy.Deny, Reason: "no local endpoint"}}
+		return cp
+	}
+	idOf := func(p Peer) policy.NumericIdentity {
+		if p.Identity == nil {
+			return policy.IdentityWorld
+		}
+		return p.Identity.ID
+	}
+	check := func(ep *Endpoint, d policy.Direction, peer policy.NumericIdentity) {
+		if ep == nil || ep.Policy == nil || ep.Policy.State[d] == nil {
+			return
+		}
+		ms := ep.Policy.State[d]
+		e := ms.Lookup(peer, proto, dst.Port())
+		side := Side{Direction: d, Endpoint: ep, Decision: e.Decision, Audit: ms.Audit}
+		switch e.Decision.Verdict {
+		case policy.Redirect:
+			cp.Sides = append(cp.Sides, side)
+		case policy.Deny:
+			if !ms.Audit && cp.Denied == nil {
+				cp.Denied = &side
+			}
+		}
+	}
+	check(cp.Source.Endpoint, policy.Egress, idOf(cp.Destination))
+	check(cp.Destination.Endpoint, policy.Ingress, idOf(cp.Source))
+	return cp
+}
+
+// Parser is the L7 parser the connection needs: that of its redirected
+// sides. Sides that need different parsers are an error (the engine
+// refuses such policies on one side; across the two sides it cannot).
+func (cp *ConnPolicy) Parser() (l7.Parser, error) {
+	p := l7.ParserNone
+	for i, s := range cp.Sides {
+		sp := l7.ParserNone
+		if s.Decision.L7 != nil {
+			sp = s.Decision.L7.Parser
+		}
+		if i == 0 {
+			p = sp
+			continue
+		}
+		if sp != p {
+			return l7.ParserNone, fmt.Errorf("the %s policy of %s needs %s but the %s policy of %s needs %s",
+				cp.Sides[0].Direction, cp.Sides[0].Endpoint.Name, p, s.Direction, s.Endpoint.Name, sp)
+		}
+	}
+	return p, nil
+}
+
+// HTTPDecision is the verdict on one HTTP request across both sides.
+type HTTPDecision struct {
+	// Allowed: forward the request (possibly only because of audit mode).
+	Allowed bool
+	// Audited: some side denied it and audit mode let it through.
+	Audited bool
+	// Actions are the header actions of the matching rules, in order:
+	// the source's egress side first, then the destination's ingress.
+	Actions []l7.HeaderAction
+	// DeniedBy is the side that denied (nil when allowed without audit).
+	DeniedBy *Side
+	// Rule names the rule that allowed the request on the last side
+	// checked, for access logs ("" when denied).
+	Rule string
+}
+
+// DecideHTTP judges one HTTP (or gRPC) request. A connection with Denied
+// set denies every request.
+func (cp *ConnPolicy) DecideHTTP(req l7.HTTPRequest) HTTPDecision {
+	if cp.Denied != nil {
+		return HTTPDecision{DeniedBy: cp.Denied}
+	}
+	d := HTTPDecision{Allowed: true}
+	for i := range cp.Sides {
+		s := &cp.Sides[i]
+		var v l7.HTTPVerdict
+		if s.Decision.L7 != nil {
+			v = s.Decision.L7.HTTP.Decide(req)
+		}
+		if !v.Allowed {
+			if d.DeniedBy == nil {
+				d.DeniedBy = s
+			}
+			if s.Audit {
+				d.Audited = true
+				continue
+			}
+			d.Allowed = false
+			d.Audited = false
+			d.Actions = nil
+			d.Rule = ""
+			d.DeniedBy = s
+			return d
+		}
+		d.Actions = append(d.Actions, v.Actions...)
+		if v.Rule != nil {
+			d.Rule = v.Rule.Origin
+		}
+	}
+	return d
+}
