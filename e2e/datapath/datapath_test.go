@@ -45,6 +45,7 @@ import (
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/controllers/operator"
+	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/hack/localcluster"
 )
 
@@ -71,6 +72,18 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(c, "hello")
 			_ = c.Close()
 		}
+	}
+	// Node-wide state (the proxy's ip rule) is shared with other e2e
+	// packages that go test runs in parallel: one at a time.
+	if os.Geteuid() == 0 {
+		release, err := nodelock.Acquire()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		code := m.Run()
+		release()
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
