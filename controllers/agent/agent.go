@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 )
 
@@ -142,6 +143,10 @@ type Agent struct {
 	// everything.
 	syncErr string
 
+	// hub carries flow events (datapath verdicts, proxy access records)
+	// to followers such as `portcullis monitor`.
+	hub *monitor.Hub
+
 	trigger chan struct{}
 	// synced is set once a sync pass after start wrote everything.
 	synced atomic.Bool
@@ -166,6 +171,9 @@ func (a *Agent) Endpoints() []EndpointInfo {
 
 // Repository is the agent's engine.
 func (a *Agent) Repository() *policy.Repository { return a.repo }
+
+// Monitor returns the agent's flow-event hub.
+func (a *Agent) Monitor() *monitor.Hub { return a.hub }
 
 func (a *Agent) kick() {
 	select {
@@ -260,6 +268,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ipcache:   map[netip.Prefix]policy.NumericIdentity{},
 		policies:  map[policy.PolicyKey]*policyRecord{},
 		trigger:   make(chan struct{}, 1),
+		hub:       monitor.NewHub(),
 	}
 	prev, err := dp.Endpoints()
 	if err != nil {
