@@ -87,6 +87,9 @@ var traceCases = []traceCase{
 	{"starwars-xwing", []string{starwars}, flowArgs(xwing, deathstar, "80", "--http", "POST /v1/request-landing"), policy.VerdictDenied},
 	{"starwars-no-request", []string{starwars}, flowArgs(tiefighter, deathstar, "80/TCP"), policy.VerdictAllowed},
 	{"starwars-headers", []string{starwars}, flowArgs(tiefighter, deathstar, "80", "--http", "POST /v1/request-landing", "--http-host", "deathstar.default.svc", "--http-header", "X-Pilot: Vader", "--http-header", "Accept: */*"), policy.VerdictAllowed},
+	{"header-regex", []string{"testdata/header-regex.yaml"}, flowArgs(tiefighter, deathstar, "80", "--http", "POST /v1/request-landing", "--http-header", "X-Token: 123"), policy.VerdictAllowed},
+	{"header-regex-mismatch", []string{"testdata/header-regex.yaml"}, flowArgs(tiefighter, deathstar, "80", "--http", "POST /v1/request-landing", "--http-header", "X-Token: 12a"), policy.VerdictDenied},
+	{"header-regex-absent", []string{"testdata/header-regex.yaml"}, flowArgs(tiefighter, deathstar, "80", "--http", "POST /v1/request-landing"), policy.VerdictDenied},
 	{"cilium-starwars-land", []string{ciliumSW}, flowArgs(tiefighter, deathstar, "80", "--http", "POST /v1/request-landing"), policy.VerdictAllowed},
 	{"cilium-starwars-exhaust-port", []string{ciliumSW}, flowArgs(tiefighter, deathstar, "80", "--http", "PUT /v1/exhaust-port"), policy.VerdictDenied},
 	{"cilium-starwars-xwing", []string{ciliumSW}, flowArgs(xwing, deathstar, "80", "--http", "POST /v1/request-landing"), policy.VerdictDenied},
@@ -239,13 +242,16 @@ func TestBadInput(t *testing.T) {
 // exercised with a loader without the Validate hook.
 func TestCompileProblems(t *testing.T) {
 	var l loader.Loader
-	res, err := l.Load("testdata/bad/bad-regex.yaml", "testdata/bad/kafka-role-and-apikey.yaml")
+	res, err := l.Load("testdata/bad/bad-regex.yaml", "testdata/bad/header-regex.yaml", "testdata/bad/kafka-role-and-apikey.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := compile(policy.NewRepository(policy.Options{}), res)
 	want := []string{
 		"testdata/bad/bad-regex.yaml: document 2 (TrafficPolicy shop/bad-path): spec.ingress[0].toPorts[0].rules.http[0].path: Invalid value: \"[\":",
+		"testdata/bad/header-regex.yaml: document 1 (TrafficPolicy shop/regex-and-value): spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].regex: Invalid value: \"[0-9]+\": regex is mutually exclusive with value and secret",
+		"testdata/bad/header-regex.yaml: document 2 (TrafficPolicy shop/regex-replace): spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch: Invalid value: \"REPLACE\": with regex, mismatch must be LOG or DELETE",
+		"testdata/bad/header-regex.yaml: document 3 (TrafficPolicy shop/bad-regex): spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].regex: Invalid value: \"[0-9+\": invalid regular expression",
 		"testdata/bad/kafka-role-and-apikey.yaml: document 1 (TrafficPolicy default/kafka-both): spec.ingress[0].toPorts[0].rules.kafka[0].apiKey: Invalid value:",
 	}
 	if len(got) != len(want) {
@@ -270,8 +276,8 @@ func TestValidate(t *testing.T) {
 			f, _, _ := strings.Cut(l, ": ")
 			files[f] = true
 		}
-		if len(lines) != 5 || len(files) != 5 {
-			t.Errorf("want 5 problems in 5 files, got:\n%s", stderr)
+		if len(lines) != 8 || len(files) != 6 {
+			t.Errorf("want 8 problems in 6 files, got:\n%s", stderr)
 		}
 	})
 	for _, c := range []struct {

@@ -51,6 +51,18 @@ func TestAccepted(t *testing.T) {
 			message: "spec.ingress[0].toPorts[0].rules.http[0].path",
 		},
 		{
+			// The apiserver cannot check a headerMatches regex (see
+			// v1alpha1.HeaderMatch); Accepted is where the user sees it.
+			name: "header regex with a value in a TrafficPolicy",
+			obj: func() client.Object {
+				spec := httpRule("/")
+				spec.Ingress[0].ToPorts[0].Rules.HTTP[0].HeaderMatches = []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]+", Value: "1"}}
+				return &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "accepted", Name: "header-regex-value"}, Spec: spec}
+			}(),
+			reason:  v1alpha1.ReasonInvalid,
+			message: "spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].regex: Invalid value: \"[0-9]+\": regex is mutually exclusive with value and secret",
+		},
+		{
 			name: "CIDR except outside its cidr",
 			obj: &v1alpha1.ClusterTrafficPolicy{ObjectMeta: metav1.ObjectMeta{Name: "accepted-bad-except"}, Spec: &v1alpha1.Rule{
 				EndpointSelector: &v1alpha1.EndpointSelector{},

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -160,6 +161,16 @@ func FuzzHTTPRegexMatch(f *testing.F) {
 			return
 		}
 		got := rx == nil || rx.MatchString(value)
+		// A headerMatches regex is the same dialect and anchoring.
+		if expr != "" {
+			r, errs := CompileHTTP(v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: expr}}}, "o", nil, fld)
+			if errs != nil {
+				t.Fatalf("path regex %q compiles but the header regex does not: %v", expr, errs)
+			}
+			if h := r.Match(HTTPRequest{Header: http.Header{"X-Token": {value}}}); h != got {
+				t.Errorf("%q on header %q: %v, as a path %v", expr, value, h, got)
+			}
+		}
 		// Where naive string anchoring is sound, it must agree ("" means
 		// "match all" here, not "match the empty string").
 		if ref, err := regexp.Compile("^(?:" + expr + ")$"); err == nil && expr != "" && !strings.Contains(expr, `\Q`) {

@@ -19,8 +19,8 @@ import (
 )
 
 // MaxRegexProgramSize is the largest compiled regular expression, in RE2
-// instructions (regexp/syntax.Prog), that a method, path or host may
-// compile to.
+// instructions (regexp/syntax.Prog), that a method, path, host or
+// headerMatches regex may compile to.
 //
 // A regex the proxy cannot afford is a validation error on the rule that
 // holds it, reported with the rule's path, never something dropped later:
@@ -95,8 +95,12 @@ type HeaderAction struct {
 	Action v1alpha1.MismatchAction
 	// Name is the header name in canonical form.
 	Name string
-	// Value is the expected value; empty for a presence check.
+	// Value is the expected value; empty for a presence check and for a
+	// regex match.
 	Value string
+	// Regex is the expression of a headerMatches regex (LOG or DELETE
+	// only); empty otherwise.
+	Regex string
 	// Secret is true when Value came from a secret: never log it.
 	Secret bool
 	// Origin names the rule that asked for the action.
@@ -121,6 +125,9 @@ func (a HeaderAction) Apply(h http.Header) {
 
 // String describes the action, redacting secret values.
 func (a HeaderAction) String() string {
+	if a.Regex != "" {
+		return fmt.Sprintf("%s %s~%s (%s)", a.Action, a.Name, strconv.Quote(a.Regex), a.Origin)
+	}
 	v := strconv.Quote(a.Value)
 	if a.Secret {
 		v = "[redacted]"
@@ -166,11 +173,14 @@ type headerCond struct {
 	hasValue bool
 }
 
-// headerMatch is one entry of headerMatches with its value resolved.
+// headerMatch is one entry of headerMatches with its value resolved or
+// its regex compiled.
 type headerMatch struct {
 	name     string
 	value    string
 	secret   bool
+	regex    *regexp.Regexp // nil unless the entry has a regex
+	expr     string         // the regex as written
 	mismatch v1alpha1.MismatchAction
 }
 
@@ -229,10 +239,28 @@ func compileHeaderMatch(hm v1alpha1.HeaderMatch, secrets SecretResolver, fld *fi
 	if !validHeaderName(hm.Name) {
 		errs = append(errs, field.Invalid(fld.Child("name"), hm.Name, "must be a valid header name"))
 	}
+	if hm.Regex != "" {
+		// A Portcullis extension (Cilium's value is a literal, and stays
+		// one): it replaces value and secret, and leaves nothing for ADD
+		// or REPLACE to set.
+		rp := fld.Child("regex")
+		switch {
+		case hm.Value != "" || hm.Secret != nil:
+			errs = append(errs, field.Invalid(rp, hm.Regex, "regex is mutually exclusive with value and secret"))
+		case hm.Mismatch == v1alpha1.MismatchAdd || hm.Mismatch == v1alpha1.MismatchReplace:
+			errs = append(errs, field.Invalid(fld.Child("mismatch"), hm.Mismatch,
+				fmt.Sprintf("with regex, mismatch must be %s or %s: %s needs a value to set", v1alpha1.MismatchLog, v1alpha1.MismatchDelete, hm.Mismatch)))
+		}
+		rx, err := compileRegex(hm.Regex, rp)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		m.regex, m.expr = rx, hm.Regex
+	}
 	switch hm.Mismatch {
 	case "", v1alpha1.MismatchLog, v1alpha1.MismatchDelete:
 	case v1alpha1.MismatchAdd, v1alpha1.MismatchReplace:
-		if hm.Value == "" && hm.Secret == nil {
+		if hm.Value == "" && hm.Secret == nil && hm.Regex == "" {
 			errs = append(errs, field.Required(fld.Child("value"), fmt.Sprintf("mismatch %s needs a value or a secret", hm.Mismatch)))
 		}
 	default:
@@ -267,8 +295,8 @@ func compileHeaderMatch(hm v1alpha1.HeaderMatch, secrets SecretResolver, fld *fi
 	return m, nil
 }
 
-// compileRegex compiles a method, path or host expression for a whole-value
-// match; "" matches everything and yields nil.
+// compileRegex compiles a method, path, host or header expression for a
+// whole-value match; "" matches everything and yields nil.
 func compileRegex(expr string, fld *field.Path) (*regexp.Regexp, *field.Error) {
 	if expr == "" {
 		return nil, nil
@@ -376,23 +404,26 @@ func (r *HTTPRule) match(req *HTTPRequest) ([]HeaderAction, bool) {
 	for _, m := range r.matches {
 		v, present := headerValue(req.Header, m.name)
 		var ok bool
-		if m.value == "" {
+		switch {
+		case m.regex != nil:
+			ok = present && m.regex.MatchString(v)
+		case m.value == "":
 			ok = present
-		} else {
+		default:
 			// Constant time: the value may be a secret.
 			ok = present && subtle.ConstantTimeCompare([]byte(v), []byte(m.value)) == 1
 		}
 		if ok {
 			continue
 		}
-		a := HeaderAction{Action: m.mismatch, Name: m.name, Value: m.value, Secret: m.secret, Origin: r.Origin}
+		a := HeaderAction{Action: m.mismatch, Name: m.name, Value: m.value, Regex: m.expr, Secret: m.secret, Origin: r.Origin}
 		switch m.mismatch {
 		case "":
 			return nil, false
 		case v1alpha1.MismatchDelete:
 			// As Cilium: only a header present with a wrong value is
 			// removed; a failed presence check has nothing to delete.
-			if m.value == "" || !present {
+			if (m.value == "" && m.regex == nil) || !present {
 				continue
 			}
 			a.Value = ""
@@ -439,12 +470,15 @@ func (r *HTTPRule) semanticKey() string {
 	if len(r.matches) > 0 {
 		ms := make([]string, len(r.matches))
 		for i, m := range r.matches {
-			v := quote(m.value)
-			if m.secret {
+			v := "=" + quote(m.value)
+			switch {
+			case m.regex != nil:
+				v = "~" + quote(m.expr)
+			case m.secret:
 				sum := sha256.Sum256([]byte(m.value))
-				v = "sha256:" + hex.EncodeToString(sum[:])
+				v = "=sha256:" + hex.EncodeToString(sum[:])
 			}
-			ms[i] = fmt.Sprintf("%s=%s/%s", quote(m.name), v, m.mismatch)
+			ms[i] = fmt.Sprintf("%s%s/%s", quote(m.name), v, m.mismatch)
 		}
 		// Kept in order: actions are applied in order.
 		b.WriteString(" headerMatches=[" + strings.Join(ms, ",") + "]")
@@ -482,7 +516,7 @@ func (rs HTTPRules) Decide(req HTTPRequest) HTTPVerdict {
 			// Two rules asking for the same change make one change
 			// (Cilium's second rule would see the header already fixed).
 			if !slices.ContainsFunc(v.Actions, func(b HeaderAction) bool {
-				return a.Action == b.Action && a.Name == b.Name && a.Value == b.Value
+				return a.Action == b.Action && a.Name == b.Name && a.Value == b.Value && a.Regex == b.Regex
 			}) {
 				v.Actions = append(v.Actions, a)
 			}

@@ -86,6 +86,16 @@ func TestHTTPMatch(t *testing.T) {
 		{"headerMatch wrong", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Value: "s3"}}}, HTTPRequest{Header: hdr("X-Token", "s4")}, false},
 		{"headerMatch presence", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token"}}}, HTTPRequest{Header: hdr("X-Token", "x")}, true},
 		{"headerMatch LOG still matches", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Value: "s3", Mismatch: v1alpha1.MismatchLog}}}, HTTPRequest{}, true},
+		// headerMatches regex (a Portcullis extension): whole-value, like path.
+		{"headerMatch regex matches", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]+"}}}, HTTPRequest{Header: hdr("X-Token", "123")}, true},
+		{"headerMatch regex mismatch", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]+"}}}, HTTPRequest{Header: hdr("X-Token", "12a")}, false},
+		{"headerMatch regex is anchored", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]+"}}}, HTTPRequest{Header: hdr("X-Token", "a123b")}, false},
+		{"headerMatch regex absent header", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]*"}}}, HTTPRequest{Header: hdr("X-Other", "1")}, false},
+		{"headerMatch regex empty value", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]*"}}}, HTTPRequest{Header: hdr("X-Token", "")}, true},
+		{"headerMatch regex case-insensitive name", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "x-token", Regex: "[0-9]+"}}}, HTTPRequest{Header: http.Header{"x-TOKEN": {"7"}}}, true},
+		{"headerMatch regex on joined values", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]+"}}}, HTTPRequest{Header: hdr("X-Token", "1", "X-Token", "2")}, false},
+		{"headerMatch regex on joined values, written for it", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "X-Token", Regex: "[0-9]+(,[0-9]+)*"}}}, HTTPRequest{Header: hdr("X-Token", "1", "X-Token", "2")}, true},
+		{"headers value stays literal beside a regex", v1alpha1.PortRuleHTTP{Headers: []string{"X-Token: [0-9]+"}}, HTTPRequest{Header: hdr("X-Token", "123")}, false},
 		// serverNames.
 		{"serverNames plaintext", v1alpha1.PortRuleHTTP{}, HTTPRequest{}, true},
 	}
@@ -148,6 +158,20 @@ func TestHTTPHeaderActions(t *testing.T) {
 			http.Header{"Authorization": {"hunter2"}}, true, nil, http.Header{"Authorization": {"hunter2"}}},
 		{"secret mismatch fails", rule(v1alpha1.HeaderMatch{Name: "Authorization", Secret: &v1alpha1.Secret{Name: "token"}}),
 			http.Header{"Authorization": {"guess"}}, false, nil, http.Header{"Authorization": {"guess"}}},
+		{"regex LOG on mismatch", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchLog}),
+			http.Header{"X-Token": {"abc"}}, true, []HeaderAction{{Action: v1alpha1.MismatchLog, Name: "X-Token", Regex: "[0-9]+"}}, http.Header{"X-Token": {"abc"}}},
+		{"regex LOG on absent header", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchLog}),
+			http.Header{}, true, []HeaderAction{{Action: v1alpha1.MismatchLog, Name: "X-Token", Regex: "[0-9]+"}}, http.Header{}},
+		{"regex LOG on match: no action", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchLog}),
+			http.Header{"X-Token": {"123"}}, true, nil, http.Header{"X-Token": {"123"}}},
+		{"regex DELETE on mismatch", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchDelete}),
+			http.Header{"X-Token": {"abc"}, "X-Other": {"1"}}, true, []HeaderAction{{Action: v1alpha1.MismatchDelete, Name: "X-Token", Regex: "[0-9]+"}}, http.Header{"X-Other": {"1"}}},
+		{"regex DELETE absent: nothing to do", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchDelete}),
+			http.Header{}, true, nil, http.Header{}},
+		{"regex DELETE on match: kept", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchDelete}),
+			http.Header{"X-Token": {"42"}}, true, nil, http.Header{"X-Token": {"42"}}},
+		{"regex without action: mismatch denies", rule(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+"}),
+			http.Header{"X-Token": {"abc"}}, false, nil, http.Header{"X-Token": {"abc"}}},
 		{"mandatory failure drops other actions", rule(
 			v1alpha1.HeaderMatch{Name: "X-A", Value: "a", Mismatch: v1alpha1.MismatchAdd},
 			v1alpha1.HeaderMatch{Name: "X-B", Value: "b"}),
@@ -238,6 +262,18 @@ func TestCompileHTTPErrors(t *testing.T) {
 			httpPath.Child("headerMatches").Index(0).Child("secret").String(), "not found"},
 		{"secret empty", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Secret: &v1alpha1.Secret{Name: "s"}}}}, mapSecrets{"/s": ""},
 			httpPath.Child("headerMatches").Index(0).Child("secret").String(), "empty"},
+		{"regex and value", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Regex: "[0-9]+", Value: "1"}}}, nil,
+			httpPath.Child("headerMatches").Index(0).Child("regex").String(), "mutually exclusive with value and secret"},
+		{"regex and secret", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Regex: "[0-9]+", Secret: &v1alpha1.Secret{Name: "s"}}}}, mapSecrets{"/s": "x"},
+			httpPath.Child("headerMatches").Index(0).Child("regex").String(), "mutually exclusive with value and secret"},
+		{"regex with REPLACE", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchReplace}}}, nil,
+			httpPath.Child("headerMatches").Index(0).Child("mismatch").String(), "must be LOG or DELETE"},
+		{"regex with ADD", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchAdd}}}, nil,
+			httpPath.Child("headerMatches").Index(0).Child("mismatch").String(), "must be LOG or DELETE"},
+		{"bad header regex", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Regex: "[0-9"}}}, nil,
+			httpPath.Child("headerMatches").Index(0).Child("regex").String(), "invalid regular expression"},
+		{"header regex too large", v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{{Name: "a", Regex: big}}}, nil,
+			httpPath.Child("headerMatches").Index(0).Child("regex").String(), "regular expression too large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,5 +311,31 @@ func TestRegexProgramSizeBoundary(t *testing.T) {
 	r := mustHTTP(t, v1alpha1.PortRuleHTTP{Path: `\Q/a)|(.*`}, nil)
 	if r.Match(HTTPRequest{Path: "/anything"}) || !r.Match(HTTPRequest{Path: "/a)|(.*"}) {
 		t.Error(`\Q literal path is not matched as a whole literal`)
+	}
+}
+
+// TestHTTPHeaderRegexSemanticKey: a regex and a literal value with the same
+// text are different rules (merging must keep both), equal regexes are one.
+func TestHTTPHeaderRegexSemanticKey(t *testing.T) {
+	hm := func(m v1alpha1.HeaderMatch) *HTTPRule {
+		return mustHTTP(t, v1alpha1.PortRuleHTTP{HeaderMatches: []v1alpha1.HeaderMatch{m}}, nil)
+	}
+	re := hm(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+"})
+	lit := hm(v1alpha1.HeaderMatch{Name: "X-Token", Value: "[0-9]+"})
+	if re.semanticKey() == lit.semanticKey() {
+		t.Errorf("regex and literal value share the key %s", re.semanticKey())
+	}
+	if again := hm(v1alpha1.HeaderMatch{Name: "x-token", Regex: "[0-9]+"}); again.semanticKey() != re.semanticKey() {
+		t.Errorf("equal regex rules have keys %s and %s", again.semanticKey(), re.semanticKey())
+	}
+	if log := hm(v1alpha1.HeaderMatch{Name: "X-Token", Regex: "[0-9]+", Mismatch: v1alpha1.MismatchLog}); log.semanticKey() == re.semanticKey() {
+		t.Errorf("a LOG regex match shares the key of a mandatory one: %s", re.semanticKey())
+	}
+	if want := `"X-Token"~"[0-9]+"/`; !strings.Contains(re.String(), want) {
+		t.Errorf("String() = %s, want it to contain %s", re, want)
+	}
+	a := HeaderAction{Action: v1alpha1.MismatchLog, Name: "X-Token", Regex: "[0-9]+", Origin: "o"}
+	if got, want := a.String(), `LOG X-Token~"[0-9]+" (o)`; got != want {
+		t.Errorf("HeaderAction.String() = %s, want %s", got, want)
 	}
 }

@@ -78,7 +78,7 @@ func convertCilium(u *unstructured.Unstructured) []fieldErr {
 		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("TrafficPolicy"))
 	}
 	delete(u.Object, "status")
-	return unsupportedFields(u.Object)
+	return append(unsupportedFields(u.Object), extensionFields(u.Object)...)
 }
 
 // unsupportedFields finds Cilium-only fields in the spec and specs of a
@@ -113,6 +113,54 @@ func findUnsupported(path *field.Path, v any) []fieldErr {
 	case []any:
 		for i, e := range v {
 			errs = append(errs, findUnsupported(path.Index(i), e)...)
+		}
+	}
+	return errs
+}
+
+// extensionFields finds Portcullis extensions in the spec and specs of a
+// Cilium policy. The only one is headerMatches[].regex: Cilium's
+// HeaderMatch has no regex (its value is a literal), so a Cilium policy
+// using one would not load in Cilium and must not load here either.
+// Strict decoding cannot see it, because the converted document is decoded
+// as a TrafficPolicy, which has the field.
+func extensionFields(obj map[string]any) []fieldErr {
+	var errs []fieldErr
+	if spec, ok := obj["spec"]; ok {
+		errs = append(errs, findExtensions(field.NewPath("spec"), spec)...)
+	}
+	if specs, ok := obj["specs"].([]any); ok {
+		for i, s := range specs {
+			errs = append(errs, findExtensions(field.NewPath("specs").Index(i), s)...)
+		}
+	}
+	return errs
+}
+
+func findExtensions(path *field.Path, v any) []fieldErr {
+	var errs []fieldErr
+	switch v := v.(type) {
+	case map[string]any:
+		for _, k := range sortedKeys(v) {
+			p := path.Child(k)
+			if k == "headerMatches" {
+				list, _ := v[k].([]any)
+				for i, e := range list {
+					if m, ok := e.(map[string]any); ok && m["regex"] != nil {
+						errs = append(errs, fieldErr{p.Index(i).Child("regex").String(),
+							fmt.Errorf("%w: Cilium's headerMatches have no regex (it is a Portcullis extension); write the policy as a TrafficPolicy to use it", ErrUnknownField)})
+					}
+				}
+				continue
+			}
+			if opaqueRuleFields[k] {
+				continue
+			}
+			errs = append(errs, findExtensions(p, v[k])...)
+		}
+	case []any:
+		for i, e := range v {
+			errs = append(errs, findExtensions(path.Index(i), e)...)
 		}
 	}
 	return errs

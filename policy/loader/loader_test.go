@@ -168,6 +168,13 @@ func TestLoadErrors(t *testing.T) {
 			`testdata/bad/unsupported.yaml: document 2 (CiliumClusterwideNetworkPolicy nodes): specs[0].egress[0].toNodes: not supported by Portcullis: node peers (toNodes) are not implemented; use toEntities host/remote-node`,
 		},
 	}, {
+		name:   "a Portcullis extension in a Cilium policy",
+		paths:  []string{"testdata/bad/cilium-header-regex.yaml"},
+		wantIs: ErrUnknownField,
+		want: []string{
+			`testdata/bad/cilium-header-regex.yaml: document 1 (CiliumNetworkPolicy shop/token): spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].regex: unknown field: Cilium's headerMatches have no regex (it is a Portcullis extension); write the policy as a TrafficPolicy to use it`,
+		},
+	}, {
 		name:   "YAML syntax errors with file line numbers, and later documents still checked",
 		paths:  []string{"testdata/bad/syntax.yaml"},
 		wantIs: ErrSyntax,

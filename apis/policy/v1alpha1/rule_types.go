@@ -457,7 +457,15 @@ const (
 )
 
 // HeaderMatch compares one header with a value, given literally or from a
-// secret.
+// secret, or (a Portcullis extension) with a regular expression. With
+// none of them, the header must be present.
+//
+// Regex excludes value and secret, and allows only the mismatch actions
+// LOG and DELETE. These rules, and the regex's syntax, are checked by the
+// policy engine (the operator's Accepted condition, `portcullis policy
+// validate`), not by CEL: a rule on every headerMatches entry would
+// multiply by the maxItems of every enclosing list (about 6.7e7 entries
+// under specs) and exceed the apiserver's CEL cost budget many times over.
 type HeaderMatch struct {
 	// +optional
 	Mismatch MismatchAction `json:"mismatch,omitempty"`
@@ -466,9 +474,21 @@ type HeaderMatch struct {
 	Name string `json:"name"`
 	// +optional
 	Secret *Secret `json:"secret,omitempty"`
+	// Value is the literal value the header must have (an exact match,
+	// as in Cilium).
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Value string `json:"value,omitempty"`
+	// Regex is a regular expression (RE2 syntax, as for path) that the
+	// whole header value must match; several values of the header are
+	// joined with "," first. A Portcullis extension: Cilium's HeaderMatch
+	// has no such field, and its value stays a literal here too, so a
+	// Cilium policy means the same. Exclusive with value and secret; the
+	// only mismatch actions are LOG and DELETE.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Regex string `json:"regex,omitempty"`
 }
 
 // PortRuleKafka allows the Kafka requests it matches. Role and apiKey are

@@ -114,6 +114,23 @@ func TestValidateValid(t *testing.T) {
 		name: "Star Wars L3/L4/L7 (Cilium docs)",
 		doc:  string(starWars),
 	}, {
+		name: "headerMatches regex (a Portcullis extension)",
+		doc: `apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: token
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts:
+    - ports: [{port: "80"}]
+      rules:
+        http:
+        - headerMatches:
+          - {name: X-Token, regex: "[0-9]+"}
+          - {name: X-Trace, regex: "[a-f0-9]{32}", mismatch: DELETE}
+`,
+	}, {
 		name: "Kafka roles (Cilium docs)",
 		doc: `apiVersion: policy.portcullis.dev/v1alpha1
 kind: TrafficPolicy
