@@ -1,0 +1,625 @@
+package http
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http/httputil"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy/l7"
+	"portcullis.dev/portcullis/proxy"
+)
+
+// The body of every 403 the proxy answers for a denied HTTP request.
+const deniedBody = "Access denied\r\n"
+
+// dconn applies the proxy's timeouts to a connection: in idle mode every
+// read or write must make progress within idle; in fixed mode reads keep
+// the deadline last set (the header timeout); in none mode the caller (or
+// the HTTP/2 server) manages deadlines.
+type dconn struct {
+	net.Conn
+	idle time.Duration
+	mode int
+}
+
+const (
+	modeIdle = iota
+	modeFixed
+	modeNone
+)
+
+func (d *dconn) Read(p []byte) (int, error) {
+	if d.mode == modeIdle {
+		d.Conn.SetReadDeadline(time.Now().Add(d.idle))
+	}
+	return d.Conn.Read(p)
+}
+
+func (d *dconn) Write(p []byte) (int, error) {
+	if d.mode != modeNone {
+		d.Conn.SetWriteDeadline(time.Now().Add(d.idle))
+	}
+	return d.Conn.Write(p)
+}
+
+// writerOnly hides a writer's ReadFrom so that io.CopyBuffer uses the
+// pooled buffer instead of allocating one.
+type writerOnly struct{ io.Writer }
+
+// h1conn is one HTTP/1.1 client connection.
+type h1conn struct {
+	s        *Server
+	dc       *dconn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	src, dst netip.AddrPort
+	key      poolKey
+	head     []byte
+	rhead    []byte
+	// linger: close gracefully, the client may still be sending.
+	linger bool
+	req    request
+	resp   response
+}
+
+func (h *h1conn) serve(ctx context.Context) {
+	h.bw = getWriter(h.dc)
+	defer putWriter(h.bw)
+	h.key = keyOf(h.src, h.dst)
+	for ctx.Err() == nil && h.serveOne(ctx) {
+	}
+	if h.linger {
+		h.lingerClose()
+	}
+}
+
+// lingerClose ends a connection the proxy refused while the client may
+// still be sending: closing with unread data would make the kernel reset
+// the connection and the client could lose the error response. It closes
+// the write side and drains a bounded amount for a bounded time.
+func (h *h1conn) lingerClose() {
+	closeWrite(h.dc.Conn)
+	h.dc.mode = modeFixed
+	h.dc.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, h.br, 256<<10)
+}
+
+// serveOne serves one request and reports whether the connection may
+// carry another.
+func (h *h1conn) serveOne(ctx context.Context) bool {
+	o := &h.s.o
+	h.dc.mode = modeIdle
+	if _, err := h.br.Peek(1); err != nil {
+		return false
+	}
+	start := time.Now()
+	h.dc.mode = modeFixed
+	h.dc.Conn.SetReadDeadline(start.Add(o.ReadHeaderTimeout))
+	head, err := readHead(h.br, h.head[:0], o.MaxHeaderBytes, o.MaxHeaderCount, true)
+	h.head = head[:0]
+	if err == nil {
+		err = parseRequest(string(head), &h.req, o.MaxHeaderCount)
+	}
+	h.dc.mode = modeIdle
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: he.msg, start: start, status: he.status}
+			if o.Record != nil {
+				a.method, a.path, a.host = h.req.method, h.req.path, h.req.host
+				a.cp = h.s.resolve(h.src, h.dst)
+			}
+			h.s.record(a)
+			h.writeSimple(he.status, statusText(he.status)+": "+he.msg+"\r\n", true, false)
+			h.linger = true
+		}
+		return false
+	}
+	r := &h.req
+	cp := h.s.resolve(h.src, h.dst)
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.method, Path: r.path, Host: r.host, Header: r.header})
+	a := &access{cp: cp, proto: "http/1.1", method: r.method, path: r.path, host: r.host, start: start}
+	a.verdictOf(&d)
+	if !d.Allowed {
+		return h.deny(r, a)
+	}
+	for _, act := range d.Actions {
+		act.Apply(r.header)
+	}
+	return h.forward(ctx, r, d.Actions, a)
+}
+
+func (s *Server) resolve(src, dst netip.AddrPort) *proxy.ConnPolicy {
+	if s.o.Resolver == nil {
+		return nil
+	}
+	return s.o.Resolver.Resolve(src, dst, 6)
+}
+
+var (
+	noPolicy   = &proxy.Side{}
+	notHTTPErr = "the connection's L7 policy is not HTTP"
+)
+
+// decide judges one request. Without a policy, or under a policy whose
+// parser is not HTTP, every request is denied: nothing passes without a
+// verdict.
+func (s *Server) decide(cp *proxy.ConnPolicy, req l7.HTTPRequest) proxy.HTTPDecision {
+	if cp == nil {
+		return proxy.HTTPDecision{DeniedBy: noPolicySide("no policy")}
+	}
+	if cp.Denied == nil {
+		if p, err := cp.Parser(); err != nil {
+			return proxy.HTTPDecision{DeniedBy: noPolicySide(err.Error())}
+		} else if p != l7.ParserHTTP && p != l7.ParserNone {
+			return proxy.HTTPDecision{DeniedBy: noPolicySide("the L7 policy needs the " + p.String() + " parser, not http")}
+		}
+	}
+	return cp.DecideHTTP(req)
+}
+
+func noPolicySide(reason string) *proxy.Side {
+	sd := &proxy.Side{}
+	sd.Decision.Reason = reason
+	return sd
+}
+
+// deny answers 403 and keeps the connection when the request's body is
+// small enough to drop.
+func (h *h1conn) deny(r *request, a *access) bool {
+	keep := !r.close && !r.expectContinue && r.upgrade == ""
+	if keep && r.hasBody() && (r.chunked || r.contentLength > h.s.o.MaxDiscardBytes) {
+		keep = false
+	}
+	a.status = 403
+	h.s.record(a)
+	h.writeSimple(403, deniedBody, !keep, r.method == "HEAD")
+	if !keep {
+		h.linger = r.hasBody()
+		return false
+	}
+	if r.contentLength > 0 {
+		if _, err := io.CopyN(io.Discard, h.br, r.contentLength); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// writeSimple answers a short text/plain response of the proxy's own.
+func (h *h1conn) writeSimple(status int, body string, closeConn, head bool) {
+	bw := h.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(status))
+	bw.WriteByte(' ')
+	bw.WriteString(statusText(status))
+	bw.WriteString("\r\nContent-Type: text/plain\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(body)))
+	if closeConn {
+		bw.WriteString("\r\nConnection: close")
+	}
+	bw.WriteString("\r\n\r\n")
+	if !head {
+		bw.WriteString(body)
+	}
+	bw.Flush()
+}
+
+// upstream returns a pooled or new upstream connection.
+func (h *h1conn) upstream(ctx context.Context, fresh bool) (*upConn, error) {
+	if !fresh {
+		if u := h.s.pool.get(h.key); u != nil {
+			return u, nil
+		}
+	}
+	c, err := h.s.o.Dial(ctx, h.src, h.dst)
+	if err != nil {
+		return nil, err
+	}
+	dc := &dconn{Conn: c, idle: h.s.o.IdleTimeout}
+	return &upConn{c: c, dc: dc, br: getReader(dc), bw: getWriter(dc), key: h.key}, nil
+}
+
+// errRequestSent: the failure came after the request body was consumed;
+// the request cannot be retried.
+var errRequestSent = errors.New("request already sent")
+
+// forward sends an allowed request upstream and relays the response.
+func (h *h1conn) forward(ctx context.Context, r *request, actions []l7.HeaderAction, a *access) bool {
+	u, err := h.upstream(ctx, false)
+	if err != nil {
+		return h.badGateway(r, a, err)
+	}
+	if r.expectContinue {
+		// The proxy answers the expectation itself once the request is
+		// allowed and does not pass Expect on: the body then always
+		// follows the head upstream.
+		h.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if h.bw.Flush() != nil {
+			u.close()
+			return false
+		}
+	}
+	err = h.sendRequest(u, r, actions)
+	if err == nil {
+		err = h.readResponseHead(u, r)
+	}
+	if err != nil && u.reused && !r.hasBody() && !errors.Is(err, errBadResponse) && !isTimeout(err) {
+		// An idle upstream connection may have been closed by the server
+		// just as it was taken: retry once on a new connection, which is
+		// safe as nothing of the request was consumed but its head.
+		u.close()
+		if u, err = h.upstream(ctx, true); err == nil {
+			if err = h.sendRequest(u, r, actions); err == nil {
+				err = h.readResponseHead(u, r)
+			}
+		}
+	}
+	if err != nil {
+		if u != nil {
+			u.close()
+		}
+		return h.badGateway(r, a, err)
+	}
+	resp := &h.resp
+	a.status = resp.status
+	if resp.status == 101 {
+		if r.upgrade == "" {
+			u.close()
+			return h.badGateway(r, a, errBadResponse)
+		}
+		h.s.record(a)
+		h.splice(u, resp)
+		return false
+	}
+
+	bodyless := resp.bodyless(r.method)
+	closeClient := r.close
+	chunkOut := false
+	switch {
+	case bodyless:
+	case resp.chunked:
+		chunkOut = r.minor == 1
+		closeClient = closeClient || r.minor == 0
+	case resp.contentLength >= 0:
+	default:
+		// Delimited by the upstream closing: so is the client's.
+		closeClient = true
+	}
+	h.writeResponseHead(resp, chunkOut, closeClient)
+	h.s.record(a)
+	err = h.copyResponseBody(u, resp, bodyless, chunkOut)
+	// The upstream connection goes back to the pool before the client
+	// sees the end of the response, so that its next request finds it.
+	if err == nil && !resp.close && (bodyless || resp.chunked || resp.contentLength >= 0) && u.br.Buffered() == 0 {
+		h.s.pool.put(u)
+	} else {
+		u.close()
+	}
+	if err == nil {
+		err = h.bw.Flush()
+	}
+	return err == nil && !closeClient
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// badGateway answers 502 (504 when the upstream timed out) after an
+// upstream failure and records an ERROR event.
+func (h *h1conn) badGateway(r *request, a *access, err error) bool {
+	status := 502
+	if isTimeout(err) {
+		status = 504
+	}
+	a.status, a.verdict, a.reason = status, monitor.VerdictError, "upstream: "+err.Error()
+	// The request's body may be partly consumed: the connection cannot be
+	// trusted to be at a request boundary.
+	h.s.record(a)
+	h.writeSimple(status, statusText(status)+"\r\n", true, r.method == "HEAD")
+	h.linger = true
+	return false
+}
+
+// sendRequest writes the request head and body upstream.
+func (h *h1conn) sendRequest(u *upConn, r *request, actions []l7.HeaderAction) error {
+	bw := u.bw
+	bw.WriteString(r.method)
+	bw.WriteByte(' ')
+	bw.WriteString(r.path)
+	bw.WriteString(" HTTP/1.1\r\n")
+	hostDone := false
+	for _, f := range r.fields {
+		if hopByHop(f.name) || f.name == "Expect" || r.isDropped(f.name) || touched(actions, f.name) {
+			continue
+		}
+		if f.name == "Host" {
+			if hostDone {
+				continue
+			}
+			hostDone = true
+			f.value = r.host
+		}
+		writeField(bw, f.name, f.value)
+	}
+	if !hostDone {
+		host := r.host
+		if host == "" {
+			host = h.dst.String()
+		}
+		writeField(bw, "Host", host)
+	}
+	for i, act := range actions {
+		if touched(actions[:i], act.Name) {
+			continue
+		}
+		for _, v := range r.header[act.Name] {
+			writeField(bw, act.Name, v)
+		}
+	}
+	if r.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if r.upgrade != "" {
+		bw.WriteString("Connection: Upgrade\r\n")
+		writeField(bw, "Upgrade", r.upgrade)
+	}
+	bw.WriteString("\r\n")
+	if r.contentLength > 0 {
+		if err := h.copyBody(bw, io.LimitReader(h.br, r.contentLength), r.contentLength); err != nil {
+			return errors.Join(errRequestSent, err)
+		}
+	} else if r.chunked {
+		if err := h.copyChunked(bw, h.br); err != nil {
+			return errors.Join(errRequestSent, err)
+		}
+	}
+	return bw.Flush()
+}
+
+func (r *request) isDropped(name string) bool {
+	if name == "Content-Length" || name == "Host" {
+		return false
+	}
+	for _, d := range r.dropped {
+		if strings.EqualFold(d, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func touched(actions []l7.HeaderAction, name string) bool {
+	for _, a := range actions {
+		if a.Name == name && a.Action != "LOG" {
+			return true
+		}
+	}
+	return false
+}
+
+func writeField(bw *bufio.Writer, name, value string) {
+	bw.WriteString(name)
+	bw.WriteString(": ")
+	bw.WriteString(value)
+	bw.WriteString("\r\n")
+}
+
+// copyBody copies n bytes from r to w with a pooled buffer.
+func (h *h1conn) copyBody(w io.Writer, r io.Reader, n int64) error {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	m, err := io.CopyBuffer(writerOnly{w}, r, *bp)
+	if err == nil && m < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// copyChunked decodes a chunked body from br and writes it chunked to w,
+// followed by its trailer section.
+func (h *h1conn) copyChunked(w io.Writer, br *bufio.Reader) error {
+	cw := httputil.NewChunkedWriter(writerOnly{w})
+	if err := h.copyBody(cw, httputil.NewChunkedReader(br), 0); err != nil {
+		return err
+	}
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	return copyTrailer(w, br, h.s.o.MaxHeaderBytes, h.s.o.MaxHeaderCount)
+}
+
+// copyTrailer reads a trailer section from br and writes its fields, and
+// the final empty line, to w.
+func copyTrailer(w io.Writer, br *bufio.Reader, maxBytes, maxFields int) error {
+	var buf [512]byte
+	tr, err := readHead(br, buf[:0], maxBytes, maxFields, false)
+	if err != nil {
+		return err
+	}
+	rest := tr
+	for len(rest) > 0 {
+		var line []byte
+		line, rest = nextLineB(rest)
+		if len(line) == 0 {
+			break
+		}
+		i := indexColon(line)
+		if i <= 0 || !isToken(string(line[:i])) || !validValue(string(line[i+1:])) {
+			return errBadResponse
+		}
+		name := line[:i]
+		if asciiFold(name, "Content-Length") || asciiFold(name, "Transfer-Encoding") || asciiFold(name, "Host") {
+			continue
+		}
+		w.Write(line)
+		w.Write(crlf)
+	}
+	_, err = w.Write(crlf)
+	return err
+}
+
+var crlf = []byte("\r\n")
+
+func indexColon(b []byte) int {
+	for i, c := range b {
+		if c == ':' {
+			return i
+		}
+	}
+	return -1
+}
+
+// readResponseHead reads the upstream's response head into h.resp,
+// passing interim (1xx) responses other than 101 on to the client.
+func (h *h1conn) readResponseHead(u *upConn, r *request) error {
+	o := &h.s.o
+	for {
+		head, err := readHead(u.br, h.rhead[:0], o.MaxHeaderBytes, o.MaxHeaderCount, false)
+		h.rhead = head[:0]
+		if err != nil {
+			if _, ok := err.(*httpError); ok {
+				return errBadResponse
+			}
+			return err
+		}
+		if err := h.resp.parse(head, o.MaxHeaderCount); err != nil {
+			return err
+		}
+		if h.resp.status >= 200 || h.resp.status == 101 {
+			return nil
+		}
+		if h.resp.status == 100 || r.minor == 0 {
+			continue // the proxy answered 100 itself; HTTP/1.0 has no 1xx
+		}
+		h.writeResponseHead(&h.resp, false, false)
+		if err := h.bw.Flush(); err != nil {
+			return err
+		}
+	}
+}
+
+// writeResponseHead writes a response head to the client, without the
+// upstream's hop-by-hop fields and with the proxy's own framing.
+func (h *h1conn) writeResponseHead(resp *response, chunked, closeConn bool) {
+	bw := h.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(resp.statusLine)
+	bw.WriteString("\r\n")
+	var upgrade []byte
+	for _, f := range resp.fields {
+		name := f[0]
+		if resp.status == 101 && asciiFold(name, "Upgrade") {
+			upgrade = f[1]
+			continue
+		}
+		if hopByHopB(name) || resp.isDropped(name) {
+			continue
+		}
+		bw.Write(name)
+		bw.WriteString(": ")
+		bw.Write(f[1])
+		bw.WriteString("\r\n")
+	}
+	if resp.status == 101 {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.Write(upgrade)
+		bw.WriteString("\r\n")
+	}
+	if chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if closeConn {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+func hopByHopB(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return asciiFold(name, "TE")
+	case 7:
+		return asciiFold(name, "Upgrade")
+	case 10:
+		return asciiFold(name, "Connection") || asciiFold(name, "Keep-Alive")
+	case 16:
+		return asciiFold(name, "Proxy-Connection")
+	case 17:
+		return asciiFold(name, "Transfer-Encoding")
+	}
+	return false
+}
+
+func (r *response) isDropped(name []byte) bool {
+	if asciiFold(name, "Content-Length") {
+		return false
+	}
+	for _, d := range r.dropped {
+		if len(d) == len(name) && asciiFold(name, string(d)) {
+			return true
+		}
+	}
+	return false
+}
+
+// copyResponseBody relays the response body to the client.
+func (h *h1conn) copyResponseBody(u *upConn, resp *response, bodyless, chunkOut bool) error {
+	switch {
+	case bodyless:
+		return nil
+	case resp.chunked && chunkOut:
+		return h.copyChunked(h.bw, u.br)
+	case resp.chunked:
+		if err := h.copyBody(h.bw, httputil.NewChunkedReader(u.br), 0); err != nil {
+			return err
+		}
+		var discard [512]byte
+		_, err := readHead(u.br, discard[:0], h.s.o.MaxHeaderBytes, h.s.o.MaxHeaderCount, false)
+		return err
+	case resp.contentLength >= 0:
+		return h.copyBody(h.bw, io.LimitReader(u.br, resp.contentLength), resp.contentLength)
+	default:
+		return h.copyBody(h.bw, u.br, 0)
+	}
+}
+
+// splice passes the bytes of an upgraded connection both ways until both
+// directions end.
+func (h *h1conn) splice(u *upConn, resp *response) {
+	h.writeResponseHead(resp, false, false)
+	if h.bw.Flush() != nil {
+		u.close()
+		return
+	}
+	h.dc.mode = modeNone
+	h.dc.Conn.SetDeadline(time.Time{})
+	u.dc.mode = modeNone
+	u.c.SetDeadline(time.Time{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(u.c, h.br)
+		closeWrite(u.c)
+	}()
+	io.Copy(h.dc.Conn, u.br)
+	closeWrite(h.dc.Conn)
+	<-done
+	u.close()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}

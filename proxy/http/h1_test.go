@@ -1,0 +1,526 @@
+package http_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"portcullis.dev/portcullis/monitor"
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
+)
+
+// upstream is a real net/http server on the server endpoint's address.
+type upstream struct {
+	addr     netip.AddrPort
+	requests atomic.Int64
+}
+
+func startUpstream(t testing.TB) *upstream {
+	t.Helper()
+	ln := listenServer(t)
+	u := &upstream{addr: addrOf(ln)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Seen-Host", r.Host)
+		fmt.Fprintf(w, "hello %s %s via %s", r.Method, r.RequestURI, r.Proto)
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "got %d %s te=%v trailer=%q", len(b), b, r.TransferEncoding, r.Trailer.Get("X-Sum"))
+	})
+	mux.HandleFunc("/public/chunked", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		for i := range 3 {
+			fmt.Fprintf(w, "part%d;", i)
+			w.(http.Flusher).Flush()
+		}
+		w.Header().Set("X-Sum", "3")
+	})
+	mux.HandleFunc("/actions", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "added=%q replaced=%q deleted=%q", r.Header.Values("X-Added"), r.Header.Values("X-Replaced"), r.Header.Values("X-Deleted"))
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "no upgrade", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw) // echo
+	})
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	hs := &http.Server{Handler: countRequests(&u.requests, mux), Protocols: &p}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return u
+}
+
+func countRequests(n *atomic.Int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// client is a net/http client that reaches the upstream through the proxy
+// from the client endpoint's address.
+func (e *env) client() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: e.dial, MaxIdleConnsPerHost: 1}}
+}
+
+type result struct {
+	status int
+	body   string
+	header http.Header
+	reused bool
+}
+
+func do(t *testing.T, c *http.Client, req *http.Request) result {
+	t.Helper()
+	var reused bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
+	}))
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
+	}
+	return result{status: res.StatusCode, body: string(b), header: res.Header, reused: reused}
+}
+
+func newReq(t *testing.T, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func TestHTTP1AllowDeny(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	c := e.client()
+	base := "http://app.example"
+	tests := []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/public/a?x=1", 200, "hello GET /public/a?x=1 via HTTP/1.1"},
+		{"GET", "/private", 403, "Access denied\r\n"},
+		{"DELETE", "/public/a", 403, "Access denied\r\n"},
+		// The query is part of the path the rules see.
+		{"GET", "/publicity", 403, "Access denied\r\n"},
+		{"HEAD", "/private", 403, ""},
+		{"GET", "/public", 200, "hello GET /public via HTTP/1.1"},
+	}
+	for i, tc := range tests {
+		res := do(t, c, newReq(t, tc.method, base+tc.path, nil))
+		if res.status != tc.status || res.body != tc.body {
+			t.Errorf("%s %s: got %d %q, want %d %q", tc.method, tc.path, res.status, res.body, tc.status, tc.body)
+		}
+		if tc.status == 403 && res.header.Get("Content-Type") != "text/plain" {
+			t.Errorf("%s %s: content-type %q", tc.method, tc.path, res.header.Get("Content-Type"))
+		}
+		if tc.status == 200 && res.header.Get("X-Seen-Host") != "app.example" {
+			t.Errorf("%s %s: upstream saw host %q", tc.method, tc.path, res.header.Get("X-Seen-Host"))
+		}
+		// One keep-alive connection carries every request, denials included.
+		if i > 0 && !res.reused {
+			t.Errorf("%s %s: the client connection was not reused", tc.method, tc.path)
+		}
+	}
+	if got := up.requests.Load(); got != 2 {
+		t.Errorf("upstream got %d requests, want 2", got)
+	}
+	evs := e.rec.wait(t, len(tests))
+	for i, tc := range tests {
+		ev := evs[i]
+		want := monitor.VerdictForwarded
+		if tc.status == 403 {
+			want = monitor.VerdictDenied
+		}
+		if ev.Verdict != want || ev.Type != monitor.TypeL7 || ev.L7 == nil || ev.L7.Method != tc.method || ev.L7.Path != tc.path ||
+			ev.L7.Status != tc.status || ev.L7.Protocol != "http/1.1" || ev.L7.Host != "app.example" {
+			t.Errorf("event %d: %+v %+v, want %s %s %s %d", i, ev, ev.L7, want, tc.method, tc.path, tc.status)
+		}
+		if ev.Source.Pod != "client" || ev.Source.Namespace != "default" || ev.Destination.Pod != "server" || ev.Source.IP != "127.0.0.2" || len(ev.Source.Labels) == 0 {
+			t.Errorf("event %d: endpoints %+v → %+v", i, ev.Source, ev.Destination)
+		}
+		if want == monitor.VerdictDenied && (ev.Policy != "TrafficPolicy default/web" || ev.Direction != "ingress") {
+			t.Errorf("event %d: policy %q direction %q", i, ev.Policy, ev.Direction)
+		}
+		if want == monitor.VerdictForwarded && !strings.Contains(ev.Policy, "default/web") {
+			t.Errorf("event %d: policy %q does not name the allowing rule", i, ev.Policy)
+		}
+	}
+}
+
+// A policy change applies to the next request of a keep-alive connection.
+func TestHTTP1PolicyChangeOnKeepAlive(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	c := e.client()
+	if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 200 {
+		t.Fatalf("before the change: %d %q", res.status, res.body)
+	}
+	e.store.Set(snapshot(t, otherPolicy, up.addr.Port()))
+	res := do(t, c, newReq(t, "GET", "http://h/public/x", nil))
+	if res.status != 403 || !res.reused {
+		t.Fatalf("after the change: %d %q reused=%v, want 403 on the same connection", res.status, res.body, res.reused)
+	}
+	if res := do(t, c, newReq(t, "GET", "http://h/other", nil)); res.status != 200 || !res.reused {
+		t.Fatalf("allowed by the new policy: %d %q reused=%v", res.status, res.body, res.reused)
+	}
+	evs := e.rec.wait(t, 3)
+	if evs[1].Policy != "TrafficPolicy default/other" {
+		t.Errorf("the denial names %q", evs[1].Policy)
+	}
+}
+
+// Without a policy snapshot, or when the flow's L7 policy is not HTTP,
+// every request is refused.
+func TestHTTP1NoVerdictRefused(t *testing.T) {
+	up := startUpstream(t)
+	kafka := strings.ReplaceAll(webPolicy, "http:\n        - method: GET\n          path: \"/public(/.*)?\"", "kafka:\n        - topic: t\n        http:\n        - method: GET")
+	_ = kafka
+	const kafkaPolicy = `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: kafka
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: client
+    toPorts:
+    - ports:
+      - port: "PORT"
+        protocol: TCP
+      rules:
+        kafka:
+        - topic: orders
+`
+	for _, tc := range []struct{ name, yaml string }{{"no snapshot", ""}, {"kafka policy", kafkaPolicy}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, up.addr, tc.yaml, nil)
+			c := e.client()
+			for range 2 {
+				if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 403 || res.body != "Access denied\r\n" {
+					t.Fatalf("got %d %q, want 403", res.status, res.body)
+				}
+			}
+			for _, ev := range e.rec.wait(t, 2) {
+				if ev.Verdict != monitor.VerdictDenied {
+					t.Errorf("event %+v", ev)
+				}
+			}
+		})
+	}
+	if n := up.requests.Load(); n != 0 {
+		t.Errorf("upstream got %d requests", n)
+	}
+}
+
+func TestHTTP1HeaderActions(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	req := newReq(t, "GET", "http://h/actions", nil)
+	req.Header.Set("X-Replaced", "old")
+	req.Header.Set("X-Deleted", "bad")
+	res := do(t, e.client(), req)
+	want := `added=["yes"] replaced=["new"] deleted=[]`
+	if res.status != 200 || res.body != want {
+		t.Fatalf("got %d %q, want %q", res.status, res.body, want)
+	}
+	// A matching header is left alone.
+	req = newReq(t, "GET", "http://h/actions", nil)
+	req.Header.Set("X-Added", "yes")
+	req.Header.Set("X-Replaced", "new")
+	req.Header.Set("X-Deleted", "good")
+	res = do(t, e.client(), req)
+	if want := `added=["yes"] replaced=["new"] deleted=["good"]`; res.body != want {
+		t.Fatalf("got %q, want %q", res.body, want)
+	}
+}
+
+// rawConn is a client connection for hand-written requests.
+type rawConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (e *env) raw(t *testing.T) *rawConn {
+	t.Helper()
+	c, err := e.dial(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{c: c, br: bufio.NewReader(c)}
+}
+
+func (r *rawConn) send(t *testing.T, s string) {
+	t.Helper()
+	if _, err := io.WriteString(r.c, s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rawConn) response(t *testing.T, method string) (*http.Response, string) {
+	t.Helper()
+	res, err := http.ReadResponse(r.br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return res, string(b)
+}
+
+// closed reports whether the proxy closed the connection (EOF with
+// nothing more to read).
+func (r *rawConn) closed() bool {
+	_, err := r.br.ReadByte()
+	return err == io.EOF
+}
+
+func TestHTTP1ExpectContinue(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	// The body is sent only after the interim response.
+	if res, _ := rc.response(t, "POST"); res.StatusCode != 100 {
+		t.Fatalf("got %d, want 100 Continue", res.StatusCode)
+	}
+	rc.send(t, "hello")
+	res, body := rc.response(t, "POST")
+	if res.StatusCode != 200 || body != "got 5 hello te=[] trailer=\"\"" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	// Denied: 403 without asking for the body, and the connection closes.
+	rc = e.raw(t)
+	rc.send(t, "POST /private HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	if res, body := rc.response(t, "POST"); res.StatusCode != 403 || body != "Access denied\r\n" || !rc.closed() {
+		t.Fatalf("denied: got %d %q, want 403 and close", res.StatusCode, body)
+	}
+}
+
+func TestHTTP1Chunked(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	// A chunked request with a trailer, then a second request on the same
+	// connection.
+	rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"+
+		"3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Sum: 7\r\n\r\n")
+	res, body := rc.response(t, "POST")
+	if want := `got 7 abcdefg te=[chunked] trailer="7"`; res.StatusCode != 200 || body != want {
+		t.Fatalf("got %d %q, want %q", res.StatusCode, body, want)
+	}
+	// A chunked response, with its trailer.
+	rc.send(t, "GET /public/chunked HTTP/1.1\r\nHost: h\r\n\r\n")
+	res, body = rc.response(t, "GET")
+	if res.StatusCode != 200 || body != "part0;part1;part2;" || res.Trailer.Get("X-Sum") != "3" || len(res.TransferEncoding) != 1 {
+		t.Fatalf("got %d %q trailer %v te %v", res.StatusCode, body, res.Trailer, res.TransferEncoding)
+	}
+	// A denied chunked request: 403, and the connection closes (its body
+	// is not read).
+	rc.send(t, "POST /private HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	if res, _ := rc.response(t, "POST"); res.StatusCode != 403 || !rc.closed() {
+		t.Fatalf("got %d, want 403 and close", res.StatusCode)
+	}
+}
+
+// A denied request's small body is dropped and the connection goes on.
+func TestHTTP1DeniedBodyDiscarded(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "POST /private HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\nGET /public HTTP/1.1\r\n\r\n")
+	rc.send(t, "GET /public/next HTTP/1.1\r\nHost: h\r\n\r\n")
+	if res, _ := rc.response(t, "POST"); res.StatusCode != 403 {
+		t.Fatalf("got %d, want 403", res.StatusCode)
+	}
+	if res, body := rc.response(t, "GET"); res.StatusCode != 200 || body != "hello GET /public/next via HTTP/1.1" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	if n := up.requests.Load(); n != 1 {
+		t.Fatalf("upstream got %d requests, want 1", n)
+	}
+}
+
+func TestHTTP1Upgrade(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	res, _ := rc.response(t, "GET")
+	if res.StatusCode != 101 || res.Header.Get("Upgrade") != "websocket" {
+		t.Fatalf("got %d %v, want 101", res.StatusCode, res.Header)
+	}
+	for _, msg := range []string{"ping", "and pong"} {
+		rc.send(t, msg)
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(rc.br, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo: %q %v", buf, err)
+		}
+	}
+	// An upgrade the policy does not allow.
+	rc = e.raw(t)
+	rc.send(t, "GET /ws2 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if res, _ := rc.response(t, "GET"); res.StatusCode != 403 || !rc.closed() {
+		t.Fatalf("got %d, want 403 and close", res.StatusCode)
+	}
+}
+
+func TestHTTP1AbsoluteForm(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "GET http://app.example/public/abs?q=1 HTTP/1.1\r\nHost: ignored\r\n\r\n")
+	res, body := rc.response(t, "GET")
+	if res.StatusCode != 200 || body != "hello GET /public/abs?q=1 via HTTP/1.1" || res.Header.Get("X-Seen-Host") != "app.example" {
+		t.Fatalf("got %d %q host %q", res.StatusCode, body, res.Header.Get("X-Seen-Host"))
+	}
+	rc.send(t, "GET http://app.example/private HTTP/1.1\r\nHost: app.example\r\n\r\n")
+	if res, _ := rc.response(t, "GET"); res.StatusCode != 403 {
+		t.Fatalf("got %d, want 403", res.StatusCode)
+	}
+}
+
+// Ambiguous framing and malformed heads are refused with 400 and a closed
+// connection, and nothing reaches the upstream.
+func TestHTTP1BadRequests(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.MaxHeaderCount = 20; o.MaxHeaderBytes = 4096 })
+	many := ""
+	for i := range 21 {
+		many += fmt.Sprintf("X-H%d: v\r\n", i)
+	}
+	tests := []struct {
+		name, req string
+		status    int
+	}{
+		{"CL and TE", "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE and CL", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n", 400},
+		{"two Content-Lengths", "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400},
+		{"Content-Length list", "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 4, 5\r\n\r\nabcde", 400},
+		{"bad Content-Length", "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: +4\r\n\r\nabcd", 400},
+		{"TE gzip", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE twice", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE chunked-ish", "POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE in HTTP/1.0", "POST /upload HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"space before colon", "GET /public HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n", 400},
+		{"obs-fold", "GET /public HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  folded\r\n\r\n", 400},
+		{"no Host", "GET /public HTTP/1.1\r\n\r\n", 400},
+		{"two Hosts", "GET /public HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"NUL in value", "GET /public HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", 400},
+		{"bad request line", "GET  /public HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+		{"bad version", "GET /public HTTP/2.0\r\nHost: h\r\n\r\n", 505},
+		{"CONNECT", "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501},
+		{"too many fields", "GET /public HTTP/1.1\r\nHost: h\r\n" + many + "\r\n", 431},
+		{"head too large", "GET /public HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("a", 5000) + "\r\n\r\n", 431},
+		{"not HTTP", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := e.raw(t)
+			rc.send(t, tc.req)
+			res, _ := rc.response(t, "GET")
+			if res.StatusCode != tc.status || !rc.closed() {
+				t.Fatalf("got %d, want %d and close", res.StatusCode, tc.status)
+			}
+		})
+	}
+	if n := up.requests.Load(); n != 0 {
+		t.Fatalf("upstream got %d requests", n)
+	}
+	for _, ev := range e.rec.wait(t, len(tests)) {
+		if ev.Verdict != monitor.VerdictError {
+			t.Errorf("event %+v, want ERROR", ev)
+		}
+	}
+}
+
+func TestHTTP1ReadHeaderTimeout(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.ReadHeaderTimeout = 100 * time.Millisecond })
+	rc := e.raw(t)
+	rc.send(t, "GET /public HTTP/1.1\r\nHost: h\r\n") // never finished
+	if !rc.closed() {
+		t.Fatal("the proxy kept a connection whose head never ended")
+	}
+}
+
+func TestHTTP1UpstreamDown(t *testing.T) {
+	e := newEnv(t, closedPort(t), webPolicy, nil)
+	res := do(t, e.client(), newReq(t, "GET", "http://h/public/x", nil))
+	if res.status != 502 {
+		t.Fatalf("got %d %q, want 502", res.status, res.body)
+	}
+	if ev := e.rec.wait(t, 1)[0]; ev.Verdict != monitor.VerdictError || ev.L7.Status != 502 {
+		t.Fatalf("event %+v %+v", ev, ev.L7)
+	}
+}
+
+// Upstream connections are reused across requests and client connections
+// of one source address.
+func TestHTTP1UpstreamPooling(t *testing.T) {
+	up := startUpstream(t)
+	var dials atomic.Int64
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) {
+		o.Dial = func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	})
+	for range 3 {
+		c := e.client()
+		for range 3 {
+			if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 200 {
+				t.Fatalf("got %d", res.status)
+			}
+		}
+		c.CloseIdleConnections()
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d upstream dials for 9 sequential requests, want 1", n)
+	}
+}

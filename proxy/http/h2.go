@@ -1,0 +1,230 @@
+package http
+
+import (
+	"context"
+	"io"
+	"log"
+	"net"
+	nethttp "net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy/l7"
+	"portcullis.dev/portcullis/proxy"
+)
+
+// gRPC status codes the proxy answers with.
+const (
+	grpcPermissionDenied = 7
+	grpcUnavailable      = 14
+)
+
+var discardLog = log.New(io.Discard, "", 0)
+
+// serveH2 serves an HTTP/2 (h2c prior knowledge) client connection with
+// x/net/http2's server, which also answers malformed frames with GOAWAY.
+func (s *Server) serveH2(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
+	h := &h2handler{s: s, src: src, dst: dst, key: keyOf(src, dst)}
+	s.h2s.ServeConn(c, &http2.ServeConnOpts{
+		Context:    ctx,
+		Handler:    h,
+		BaseConfig: &nethttp.Server{MaxHeaderBytes: s.o.MaxHeaderBytes, ErrorLog: discardLog},
+	})
+}
+
+type h2handler struct {
+	s        *Server
+	src, dst netip.AddrPort
+	key      poolKey
+}
+
+func isGRPC(contentType string) bool {
+	rest, ok := strings.CutPrefix(contentType, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
+func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
+	a := &access{proto: "h2", method: r.Method, path: r.RequestURI, host: r.Host, start: time.Now()}
+	if isGRPC(r.Header.Get("Content-Type")) {
+		a.proto, a.isGRPC = "grpc", true
+	}
+	n := 0
+	for _, vs := range r.Header {
+		n += len(vs)
+	}
+	switch {
+	case n > h.s.o.MaxHeaderCount:
+		h.refuse(w, a, 431, "too many header fields")
+		return
+	case r.Method == "CONNECT":
+		h.refuse(w, a, 501, "CONNECT is not supported")
+		return
+	}
+	cp := h.s.resolve(h.src, h.dst)
+	a.cp = cp
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: r.RequestURI, Host: r.Host, Header: r.Header})
+	a.verdictOf(&d)
+	if !d.Allowed {
+		h.deny(w, a, &d)
+		return
+	}
+	for _, act := range d.Actions {
+		act.Apply(r.Header)
+	}
+	h.forward(w, r, a)
+}
+
+// refuse answers a request the proxy cannot judge.
+func (h *h2handler) refuse(w nethttp.ResponseWriter, a *access, status int, msg string) {
+	a.verdict, a.reason = monitor.VerdictError, msg
+	if a.isGRPC {
+		a.status, a.grpcStatus = 200, grpcPermissionDenied
+		writeGRPCStatus(w, grpcPermissionDenied, msg)
+	} else {
+		a.status = status
+		writeText(w, status, statusText(status)+": "+msg+"\r\n")
+	}
+	h.s.record(a)
+}
+
+// deny answers a denied request: 403, or a gRPC trailers-only response
+// with PERMISSION_DENIED naming the policy.
+func (h *h2handler) deny(w nethttp.ResponseWriter, a *access, d *proxy.HTTPDecision) {
+	if a.isGRPC {
+		a.status, a.grpcStatus = 200, grpcPermissionDenied
+		writeGRPCStatus(w, grpcPermissionDenied, "access denied by "+d.DeniedBy.Policies())
+	} else {
+		a.status = 403
+		writeText(w, 403, deniedBody)
+	}
+	h.s.record(a)
+}
+
+func writeText(w nethttp.ResponseWriter, status int, body string) {
+	hd := w.Header()
+	hd.Set("Content-Type", "text/plain")
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	io.WriteString(w, body)
+}
+
+// writeGRPCStatus answers a trailers-only gRPC response: one HEADERS frame
+// ending the stream, with HTTP status 200 and the gRPC status in it.
+func writeGRPCStatus(w nethttp.ResponseWriter, code int, msg string) {
+	hd := w.Header()
+	hd.Set("Content-Type", "application/grpc")
+	hd.Set("Grpc-Status", strconv.Itoa(code))
+	hd.Set("Grpc-Message", grpcPercentEncode(msg))
+	w.WriteHeader(200)
+}
+
+// grpcPercentEncode encodes a grpc-message value as the gRPC HTTP/2
+// protocol requires: bytes outside printable ASCII, and '%', as %XX.
+func grpcPercentEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// forward sends an allowed request to the original destination over a
+// pooled h2c connection and streams the response back, trailers included.
+func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, a *access) {
+	u := &url.URL{Scheme: "http", Host: h.dst.String()}
+	if p := r.RequestURI; strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") {
+		u.Opaque = p // sent as :path exactly as received
+	} else {
+		u.Path, u.RawPath, u.RawQuery = r.URL.Path, r.URL.RawPath, r.URL.RawQuery
+	}
+	out := (&nethttp.Request{
+		Method:        r.Method,
+		URL:           u,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        r.Header,
+		Body:          r.Body,
+		ContentLength: r.ContentLength,
+		Trailer:       r.Trailer,
+		Host:          r.Host,
+	}).WithContext(r.Context())
+	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
+		out.Body = nil
+	}
+	cc, err := h.s.h2pool.get(r.Context(), h.key, func(ctx context.Context) (net.Conn, error) {
+		return h.s.o.Dial(ctx, h.src, h.dst)
+	})
+	var res *nethttp.Response
+	if err == nil {
+		res, err = cc.RoundTrip(out)
+	}
+	if err != nil {
+		a.verdict, a.reason = monitor.VerdictError, "upstream: "+err.Error()
+		if a.isGRPC {
+			a.status, a.grpcStatus = 200, grpcUnavailable
+			writeGRPCStatus(w, grpcUnavailable, "upstream unavailable: "+err.Error())
+		} else {
+			a.status = 502
+			writeText(w, 502, statusText(502)+"\r\n")
+		}
+		h.s.record(a)
+		return
+	}
+	defer res.Body.Close()
+	hd := w.Header()
+	for k, vs := range res.Header {
+		if k == "Trailer" {
+			continue
+		}
+		hd[k] = vs
+	}
+	a.status = res.StatusCode
+	w.WriteHeader(res.StatusCode)
+	a.latency = time.Since(a.start)
+	fl, _ := w.(nethttp.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	buf := *bp
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				break
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	copyBufPool.Put(bp)
+	for k, vs := range res.Trailer {
+		hd[nethttp.TrailerPrefix+k] = vs
+	}
+	if a.isGRPC {
+		gs := res.Trailer.Get("Grpc-Status")
+		if gs == "" {
+			gs = res.Header.Get("Grpc-Status")
+		}
+		a.grpcStatus, _ = strconv.Atoi(gs)
+	}
+	h.s.record(a)
+}

@@ -1,0 +1,249 @@
+package http_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"portcullis.dev/portcullis/apis/policy/validation"
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/proxy"
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
+)
+
+// The test's endpoints: the client dials from clientIP, upstream servers
+// listen on serverIP; both are loopback addresses, so the test needs no
+// namespace of its own.
+var (
+	clientIP = netip.MustParseAddr("127.0.0.2")
+	serverIP = netip.MustParseAddr("127.0.0.3")
+)
+
+// webPolicy is the policy most tests run under: the server's ingress from
+// the client on the upstream's port, with a handful of HTTP rules.
+const webPolicy = `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: web
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: client
+    toPorts:
+    - ports:
+      - port: "PORT"
+        protocol: TCP
+      rules:
+        http:
+        - method: GET
+          path: "/public(/.*)?"
+        - method: POST
+          path: /upload
+        - method: GET
+          path: /ws
+        - method: POST
+          path: /doormanager.DoorManager/GetName
+        - method: GET
+          path: /actions
+          headerMatches:
+          - name: X-Added
+            value: "yes"
+            mismatch: ADD
+          - name: X-Replaced
+            value: new
+            mismatch: REPLACE
+          - name: X-Deleted
+            value: good
+            mismatch: DELETE
+`
+
+// otherPolicy allows only GET /other.
+const otherPolicy = `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: other
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: client
+    toPorts:
+    - ports:
+      - port: "PORT"
+        protocol: TCP
+      rules:
+        http:
+        - method: GET
+          path: /other
+`
+
+// snapshot builds a policy snapshot with a real repository from YAML:
+// the client and server pods in namespace default and the policies, whose
+// "PORT" is replaced with port.
+func snapshot(t testing.TB, yaml string, port uint16) *proxy.Snapshot {
+	t.Helper()
+	yaml = strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port))
+	l := loader.Loader{Validate: validation.Validate}
+	res, err := l.LoadBytes("policy.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("loading the policy: %v", err)
+	}
+	repo := policy.NewRepository(policy.Options{})
+	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, false)
+	for _, d := range res.Documents {
+		if _, ok := d.Object.(*corev1.Namespace); ok {
+			continue
+		}
+		if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {
+			t.Fatalf("compiling %s: %v", d.Source, errs.ToAggregate())
+		}
+	}
+	eps := []*policy.Endpoint{
+		{Namespace: "default", Name: "client", Labels: map[string]string{"app": "client"}, IPs: []netip.Addr{clientIP}},
+		{Namespace: "default", Name: "server", Labels: map[string]string{"app": "server"}, IPs: []netip.Addr{serverIP}},
+	}
+	snap := &proxy.Snapshot{Revision: repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}}
+	for _, ep := range eps {
+		repo.UpsertEndpoint(ep)
+	}
+	for _, ep := range eps {
+		snap.Endpoints[ep.IPs[0]] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IPs[0], Policy: repo.EndpointPolicy(ep.Namespace, ep.Name)}
+	}
+	snap.Revision = repo.Revision()
+	snap.Identities = repo.IdentityOfIP
+	return snap
+}
+
+// recorder collects access events.
+type recorder struct {
+	mu     sync.Mutex
+	events []monitor.Event
+}
+
+func (r *recorder) record(e monitor.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+// wait returns the events once there are n of them (events may be
+// recorded just after the response reached the client).
+func (r *recorder) wait(t *testing.T, n int) []monitor.Event {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		r.mu.Lock()
+		got := append([]monitor.Event(nil), r.events...)
+		r.mu.Unlock()
+		if len(got) >= n || time.Now().After(deadline) {
+			if len(got) != n {
+				t.Fatalf("got %d events, want %d: %+v", len(got), n, got)
+			}
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// env is a proxy on 127.0.0.1 in front of one upstream address.
+type env struct {
+	store    *proxy.Store
+	srv      *proxyhttp.Server
+	addr     string // the proxy's listening address
+	upstream netip.AddrPort
+	rec      *recorder
+}
+
+// listenServer listens on the server endpoint's address.
+func listenServer(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(serverIP, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// newEnv starts a proxy whose connections all go to upstream, under yaml.
+func newEnv(t testing.TB, upstream netip.AddrPort, yaml string, mod func(*proxyhttp.Options)) *env {
+	t.Helper()
+	e := &env{store: &proxy.Store{}, upstream: upstream, rec: &recorder{}}
+	if yaml != "" {
+		e.store.Set(snapshot(t, yaml, upstream.Port()))
+	}
+	o := proxyhttp.Options{Resolver: e.store, Record: e.rec.record}
+	if mod != nil {
+		mod(&o)
+	}
+	e.srv = proxyhttp.New(o)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.srv.ServeConn(ctx, c, src, upstream)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		cancel()
+		e.srv.Close()
+		wg.Wait()
+	})
+	return e
+}
+
+// dial connects to the proxy from the client endpoint's address.
+func (e *env) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(clientIP, 0))}
+	return d.DialContext(ctx, "tcp", e.addr)
+}
+
+func addrOf(ln net.Listener) netip.AddrPort { return ln.Addr().(*net.TCPAddr).AddrPort() }
+
+// closedPort returns an address on the server endpoint where nothing
+// listens.
+func closedPort(t testing.TB) netip.AddrPort {
+	ln := listenServer(t)
+	a := addrOf(ln)
+	ln.Close()
+	return a
+}
+
+var errUnexpected = errors.New("unexpected")

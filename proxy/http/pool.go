@@ -1,0 +1,250 @@
+package http
+
+import (
+	"bufio"
+	"container/list"
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// poolKey identifies the upstream connections that may be shared: the
+// upstream sees the client's address as the source of a transparent
+// proxy's connection, so connections are shared only between requests of
+// one source address to one destination.
+type poolKey struct {
+	src netip.Addr
+	dst netip.AddrPort
+}
+
+func keyOf(src, dst netip.AddrPort) poolKey { return poolKey{src: src.Addr().Unmap(), dst: dst} }
+
+// upConn is one HTTP/1.1 upstream connection.
+type upConn struct {
+	c     net.Conn
+	dc    *dconn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	key   poolKey
+	since time.Time
+	// reused: the connection served a request before, so it may have been
+	// closed by the upstream while idle.
+	reused bool
+}
+
+func (u *upConn) close() {
+	u.c.Close()
+	if u.br != nil {
+		putReader(u.br)
+		putWriter(u.bw)
+		u.br, u.bw = nil, nil
+	}
+}
+
+// pool keeps idle HTTP/1.1 upstream connections: at most perKey per key,
+// at most maxKeys keys (least recently used key evicted), none idle longer
+// than idle.
+type pool struct {
+	perKey, maxKeys int
+	idle            time.Duration
+
+	mu     sync.Mutex
+	keys   map[poolKey]*list.Element // of *poolEntry
+	lru    list.List                 // front: most recently used
+	closed bool
+}
+
+type poolEntry struct {
+	key   poolKey
+	conns []*upConn
+}
+
+func newPool(perKey, maxKeys int, idle time.Duration) *pool {
+	return &pool{perKey: perKey, maxKeys: maxKeys, idle: idle, keys: map[poolKey]*list.Element{}}
+}
+
+// get returns an idle connection for k, or nil.
+func (p *pool) get(k poolKey) *upConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	el := p.keys[k]
+	if el == nil {
+		return nil
+	}
+	e := el.Value.(*poolEntry)
+	now := time.Now()
+	for len(e.conns) > 0 {
+		u := e.conns[len(e.conns)-1]
+		e.conns[len(e.conns)-1] = nil
+		e.conns = e.conns[:len(e.conns)-1]
+		if now.Sub(u.since) < p.idle {
+			if len(e.conns) == 0 {
+				p.lru.Remove(el)
+				delete(p.keys, k)
+			}
+			return u
+		}
+		go u.close()
+	}
+	p.lru.Remove(el)
+	delete(p.keys, k)
+	return nil
+}
+
+// put makes u idle, or closes it when the pool is full or closed.
+func (p *pool) put(u *upConn) {
+	u.since = time.Now()
+	u.reused = true
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		u.close()
+		return
+	}
+	el := p.keys[u.key]
+	if el == nil {
+		if p.lru.Len() >= p.maxKeys {
+			old := p.lru.Back()
+			oe := old.Value.(*poolEntry)
+			p.lru.Remove(old)
+			delete(p.keys, oe.key)
+			for _, c := range oe.conns {
+				go c.close()
+			}
+		}
+		el = p.lru.PushFront(&poolEntry{key: u.key})
+		p.keys[u.key] = el
+	} else {
+		p.lru.MoveToFront(el)
+	}
+	e := el.Value.(*poolEntry)
+	if len(e.conns) >= p.perKey {
+		p.mu.Unlock()
+		u.close()
+		return
+	}
+	e.conns = append(e.conns, u)
+	p.mu.Unlock()
+}
+
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	p.closed = true
+	var all []*upConn
+	for _, el := range p.keys {
+		all = append(all, el.Value.(*poolEntry).conns...)
+	}
+	clear(p.keys)
+	p.lru.Init()
+	p.mu.Unlock()
+	for _, u := range all {
+		u.close()
+	}
+}
+
+// h2pool keeps HTTP/2 upstream client connections, which multiplex
+// requests: at most perKey per key, at most maxKeys keys.
+type h2pool struct {
+	t               *http2.Transport
+	perKey, maxKeys int
+
+	mu     sync.Mutex
+	keys   map[poolKey]*list.Element // of *h2Entry
+	lru    list.List
+	closed bool
+}
+
+type h2Entry struct {
+	key   poolKey
+	conns []*http2.ClientConn
+}
+
+func newH2Pool(t *http2.Transport, perKey, maxKeys int) *h2pool {
+	return &h2pool{t: t, perKey: perKey, maxKeys: maxKeys, keys: map[poolKey]*list.Element{}}
+}
+
+// get returns a client connection for k that can take a request, dialling
+// one with dial if needed.
+func (p *h2pool) get(ctx context.Context, k poolKey, dial func(context.Context) (net.Conn, error)) (*http2.ClientConn, error) {
+	p.mu.Lock()
+	if el := p.keys[k]; el != nil {
+		p.lru.MoveToFront(el)
+		e := el.Value.(*h2Entry)
+		live := e.conns[:0]
+		var found *http2.ClientConn
+		for _, cc := range e.conns {
+			st := cc.State()
+			if st.Closed || st.Closing {
+				continue
+			}
+			live = append(live, cc)
+			if found == nil && cc.CanTakeNewRequest() {
+				found = cc
+			}
+		}
+		clear(e.conns[len(live):])
+		e.conns = live
+		if found != nil {
+			p.mu.Unlock()
+			return found, nil
+		}
+	}
+	p.mu.Unlock()
+
+	c, err := dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := p.t.NewClientConn(c)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		cc.Close()
+		return nil, net.ErrClosed
+	}
+	el := p.keys[k]
+	if el == nil {
+		if p.lru.Len() >= p.maxKeys {
+			old := p.lru.Back()
+			oe := old.Value.(*h2Entry)
+			p.lru.Remove(old)
+			delete(p.keys, oe.key)
+			for _, o := range oe.conns {
+				go o.Shutdown(context.Background())
+			}
+		}
+		el = p.lru.PushFront(&h2Entry{key: k})
+		p.keys[k] = el
+	}
+	e := el.Value.(*h2Entry)
+	if len(e.conns) >= p.perKey {
+		// Full: the oldest connection finishes its streams and goes.
+		go e.conns[0].Shutdown(context.Background())
+		e.conns = append(e.conns[:0], e.conns[1:]...)
+	}
+	e.conns = append(e.conns, cc)
+	return cc, nil
+}
+
+func (p *h2pool) closeAll() {
+	p.mu.Lock()
+	p.closed = true
+	var all []*http2.ClientConn
+	for _, el := range p.keys {
+		all = append(all, el.Value.(*h2Entry).conns...)
+	}
+	clear(p.keys)
+	p.lru.Init()
+	p.mu.Unlock()
+	for _, cc := range all {
+		cc.Close()
+	}
+}

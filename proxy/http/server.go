@@ -1,0 +1,286 @@
+// Package http is the node-local proxy for HTTP/1.1, HTTP/2 with prior
+// knowledge (h2c) and gRPC: it reads each request, asks the connection's
+// policy for a verdict, answers a denial in the protocol's words (403, or
+// gRPC PERMISSION_DENIED) and forwards an allowed request, with the
+// policy's header actions applied, to the connection's original
+// destination over a pooled upstream connection.
+//
+// The transparent listener and the upstream dialer (socket mark,
+// IP_TRANSPARENT) live in package proxy; this package serves one accepted
+// connection at a time through [Server.ServeConn].
+package http
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	nethttp "net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/proxy"
+)
+
+// Defaults of the Options limits.
+const (
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultMaxHeaderCount        = 100
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultIdleTimeout           = 60 * time.Second
+	DefaultMaxConcurrentStreams  = 100
+	DefaultMaxIdleUpstreamPerKey = 8
+	DefaultMaxUpstreamKeys       = 1024
+	DefaultMaxDiscardBytes       = 64 << 10
+)
+
+// Options configure a Server. Zero limits take the defaults above.
+type Options struct {
+	// Resolver gives the policy of each request: Resolve(src, dst, 6) is
+	// called once per request (not per connection), so a policy change
+	// applies to the next request on a keep-alive connection; an in-flight
+	// request finishes under the ConnPolicy it started with. A nil
+	// Resolver or a nil ConnPolicy refuses every request.
+	Resolver proxy.Resolver
+	// Dial opens an upstream connection from src to dst (the original
+	// destination). Upstream connections are pooled per (source address,
+	// destination), so a connection dialled for one client port may carry
+	// the requests of another connection from the same source address:
+	// Dial must not depend on src's port. nil: a plain net.Dialer to dst.
+	Dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
+	// Record receives one access event per request. It must not block.
+	// nil: none.
+	Record func(monitor.Event)
+	// Node names this node in events.
+	Node string
+
+	// MaxHeaderBytes bounds a request's or response's header section
+	// (request line and fields); more is 431 (request) or 502 (response).
+	MaxHeaderBytes int
+	// MaxHeaderCount bounds the number of header fields; more is 431.
+	MaxHeaderCount int
+	// ReadHeaderTimeout bounds the time from a request's first byte to the
+	// end of its header section (HTTP/1.1).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a client connection idle between requests, and
+	// bounds each read or write of a body on either side (a peer that
+	// stops reading or sending for that long is cut off).
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams bounds the streams of an HTTP/2 client
+	// connection.
+	MaxConcurrentStreams uint32
+	// MaxIdleUpstreamPerKey bounds the idle HTTP/1.1 upstream connections
+	// kept per (source address, destination).
+	MaxIdleUpstreamPerKey int
+	// MaxUpstreamKeys bounds the (source address, destination) pairs with
+	// pooled upstream connections; the least recently used pair's
+	// connections are closed first.
+	MaxUpstreamKeys int
+	// MaxDiscardBytes is the largest body of a denied HTTP/1.1 request the
+	// proxy reads and drops to keep the connection; a larger body closes
+	// the connection after the 403.
+	MaxDiscardBytes int64
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if o.MaxHeaderCount <= 0 {
+		o.MaxHeaderCount = DefaultMaxHeaderCount
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if o.MaxIdleUpstreamPerKey <= 0 {
+		o.MaxIdleUpstreamPerKey = DefaultMaxIdleUpstreamPerKey
+	}
+	if o.MaxUpstreamKeys <= 0 {
+		o.MaxUpstreamKeys = DefaultMaxUpstreamKeys
+	}
+	if o.MaxDiscardBytes <= 0 {
+		o.MaxDiscardBytes = DefaultMaxDiscardBytes
+	}
+	if o.Dial == nil {
+		var d net.Dialer
+		o.Dial = func(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	}
+}
+
+// Server serves redirected HTTP connections. It is safe for concurrent
+// use; one Server serves every connection of a node.
+type Server struct {
+	o      Options
+	h2s    *http2.Server
+	h2t    *http2.Transport
+	pool   *pool
+	h2pool *h2pool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// New returns a Server.
+func New(o Options) *Server {
+	o.setDefaults()
+	s := &Server{o: o, conns: map[net.Conn]struct{}{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.pool = newPool(o.MaxIdleUpstreamPerKey, o.MaxUpstreamKeys, o.IdleTimeout)
+	s.h2s = &http2.Server{
+		MaxConcurrentStreams: o.MaxConcurrentStreams,
+		IdleTimeout:          o.IdleTimeout,
+		MaxHandlers:          int(o.MaxConcurrentStreams),
+	}
+	s.h2t = &http2.Transport{
+		AllowHTTP: true,
+		// Upstream connections are dialled by the pool; the transport only
+		// runs the protocol on them.
+		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+			return nil, errors.New("portcullis: h2 upstream connections come from the pool")
+		},
+		MaxHeaderListSize: uint32(o.MaxHeaderBytes),
+		ReadIdleTimeout:   o.IdleTimeout,
+	}
+	s.h2pool = newH2Pool(s.h2t, o.MaxIdleUpstreamPerKey, o.MaxUpstreamKeys)
+	return s
+}
+
+// h2Preface is the HTTP/2 client connection preface.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// ServeConn serves one accepted client connection whose flow is src → dst
+// until it ends or ctx is done; it closes c. It sniffs the HTTP/2 client
+// preface (h2c with prior knowledge) and otherwise speaks HTTP/1.1.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
+	if !s.track(c) {
+		c.Close()
+		return
+	}
+	defer s.untrack(c)
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
+	br := getReader(dc)
+	defer putReader(br)
+	if isH2(br) {
+		dc.mode = modeNone
+		c.SetDeadline(time.Time{})
+		s.serveH2(ctx, &bufConn{Conn: c, r: br}, src, dst)
+		return
+	}
+	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst}
+	h.serve(ctx)
+}
+
+// isH2 reports whether the connection starts with the HTTP/2 preface. It
+// peeks only as many bytes as needed to tell: an HTTP/1.1 request line
+// differs within the first few bytes, so a short request is never held up
+// waiting for 24 bytes.
+func isH2(br *bufio.Reader) bool {
+	for n := 1; n <= len(h2Preface); n++ {
+		b, err := br.Peek(n)
+		if len(b) < n || string(b) != h2Preface[:n] {
+			return false
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// bufConn is a net.Conn whose reads go through a bufio.Reader that may
+// already hold peeked bytes.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Close stops serving: it closes every client connection being served and
+// every pooled upstream connection, and waits for the ServeConn calls to
+// return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.pool.closeAll()
+	s.h2pool.closeAll()
+	return nil
+}
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readerPool.Put(br)
+}
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writerPool.Put(bw)
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// statusText is net/http's reason phrase.
+func statusText(code int) string { return nethttp.StatusText(code) }
