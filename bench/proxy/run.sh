@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# The L7 proxy benchmarks (issue 5), all in one run so that the ratios hold.
+#
+#   sudo bench/proxy/run.sh            # prints the markdown tables on stdout
+#
+# Targets, each in front of the same Go origin (bench/proxy/origin: HTTP/1.1
+# and h2c on :28080, gRPC on :28051):
+#   direct       the origin itself (loopback)
+#   haproxy      Debian's haproxy, one thread, ten regex ACLs (haproxy.cfg)
+#   portcullis   `portcullis proxy` standalone, GOMAXPROCS=1, the same ten
+#                rules as a TrafficPolicy (policy.yaml)
+#   pod-l4       pod to pod through the BPF datapath, an L4 allow only
+#   pod-l7       pod to pod redirected by the BPF datapath (bpf_sk_assign) to
+#                the agent's proxy, same policy (bench/proxy/podbench)
+# The proxy under test gets CPU $PROXY_CPU alone; the load generator and the
+# origin share CPU $LOAD_CPU. Every request matches the last of the ten rules.
+#
+# Environment: DURATION (wrk/h2load/gRPC, default 10s), RATE (fixed-rate
+# test, default 1000), RATE_DURATION (default 10s), IDLE_CONNS (default
+# 10000), PODS=0 skips the pod (BPF) targets, OUT (raw outputs; default a
+# fresh directory under /tmp, kept).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+RATE=${RATE:-1000}
+RATE_DURATION=${RATE_DURATION:-10s}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+PODS=${PODS:-1}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PATH_OK=/api/v2/items/abc-123/details   # matches only the 10th rule
+PATH_DENIED=/api/v2/items/abc-123/secret # matches none: 403
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Measurements. Each appends "TARGET KIND key=value..." to $RES. They take an
+# optional command prefix in $NSEXEC (ip netns exec NS) for the pod targets.
+NSEXEC=()
+
+# to_us converts wrk's "123.45us", "1.23ms", "1.2s" into microseconds.
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; printf "%.0f", n * m }'; }
+
+record() { echo "$*" >>"$RES"; }
+
+# wrk_run TARGET URL: HTTP/1.1 keep-alive, one thread, 16 connections.
+wrk_run() {
+	local t=$1 url=$2 out="$OUT/wrk-$1.txt"
+	log "wrk $t $url"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c16 -d"$DURATION" --latency "$url" >"$out"
+	if grep -q -e 'Non-2xx' -e 'Socket errors' "$out"; then die "wrk $t: errors, see $out"; fi
+	record "$t wrk rps=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$out")" \
+		"p50_us=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")" \
+		"p99_us=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")"
+}
+
+# rate_run TARGET ADDR: open loop at $RATE requests/s.
+rate_run() {
+	local t=$1 addr=$2 out="$OUT/rate-$1.txt"
+	log "fixed rate $RATE/s $t $addr"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" rate -addr "$addr" -path "$PATH_OK" -rps "$RATE" -d "$RATE_DURATION" -c 16 >"$out" || die "loadgen rate $t"
+	record "$t rate $(cat "$out")"
+}
+
+# h2_run TARGET URL: h2c (prior knowledge), 16 connections, 10 streams each.
+h2_run() {
+	local t=$1 url=$2 out="$OUT/h2load-$1.txt"
+	log "h2load $t $url"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D "${DURATION%s}" "$url" >"$out" 2>&1 || die "h2load $t, see $out"
+	local failed
+	failed=$(awk '/^requests:/ {print $10 + $12 + $14}' "$out")
+	[ "$failed" = 0 ] || die "h2load $t: $failed failed requests, see $out"
+	grep -q ' 0 4xx, 0 5xx' "$out" || die "h2load $t: error statuses, see $out"
+	record "$t h2 rps=$(awk '/^finished in/ {printf "%.0f", $4}' "$out")"
+}
+
+# grpc_run TARGET ADDR: 16 concurrent unary calls over one connection.
+grpc_run() {
+	local t=$1 addr=$2 out="$OUT/grpc-$1.txt"
+	log "gRPC $t $addr"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" grpc -addr "$addr" -c 16 -d "$DURATION" >"$out" || die "loadgen grpc $t"
+	record "$t grpc $(cat "$out")"
+}
+
+# idle_run TARGET ADDR PID: RSS of PID per idle keep-alive connection.
+idle_run() {
+	local t=$1 addr=$2 pid=$3 out="$OUT/idle-$1.txt"
+	log "$IDLE_CONNS idle connections $t $addr (pid $pid)"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" idle -addr "$addr" -path "$PATH_OK" -n "$IDLE_CONNS" -pid "$pid" >"$out" || die "loadgen idle $t"
+	record "$t idle $(cat "$out")"
+}
+
+# check ADDR PATH STATUS: the policy is in force (allowed 200, denied 403).
+check() {
+	"${NSEXEC[@]}" "$BIN/loadgen" check -addr "$1" -path "$2" -want "$3" >/dev/null || die "$1$2 did not answer $3"
+}
+
+wait_port() {
+	local i
+	for i in $(seq 100); do
+		if "${NSEXEC[@]}" bash -c "exec 3<>/dev/tcp/${1%:*}/${1##*:}" 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	die "nothing listens on $1"
+}
+
+# ---------------------------------------------------------------------------
+# Pod phases: bench/proxy/podbench runs this script again inside its setup
+# (cluster, pods, agent with the proxy), once per policy.
+if [ "${1:-}" = "--pod-phase" ]; then
+	: "${OUT:?}" "${RES:?}" "${BIN:?}" "${BENCH_CLIENT_NETNS:?}" "${BENCH_ORIGIN_IP:?}" "${BENCH_PROXY_PID:?}"
+	NSEXEC=(ip netns exec "$BENCH_CLIENT_NETNS")
+	t=$2
+	o=$BENCH_ORIGIN_IP
+	if [ "$t" = pod-l7 ]; then check "$o:28080" "$PATH_DENIED" 403; fi
+	check "$o:28080" "$PATH_OK" 200
+	wrk_run "$t" "http://$o:28080$PATH_OK"
+	rate_run "$t" "$o:28080"
+	h2_run "$t" "http://$o:28080$PATH_OK"
+	grpc_run "$t" "$o:28051"
+	if [ "$t" = pod-l7 ]; then idle_run "$t" "$o:28080" "$BENCH_PROXY_PID"; fi
+	exit 0
+fi
+
+# ---------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || die "run as root (taskset, ulimit, the BPF datapath)"
+[ "$(nproc)" -ge 2 ] || die "needs two CPUs"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v haproxy >/dev/null || need+=(haproxy)
+if [ ${#need[@]} -gt 0 ]; then
+	log "apt-get install ${need[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+	# Debian's package enables the service; it must not hold the ports.
+	if command -v systemctl >/dev/null && systemctl is-active -q haproxy 2>/dev/null; then systemctl stop haproxy; fi
+fi
+
+OUT=${OUT:-$(mktemp -d /tmp/portcullis-bench-proxy-XXXXXX)}
+mkdir -p "$OUT"
+RES=$OUT/results.txt
+: >"$RES"
+BIN=$OUT/bin
+export OUT RES BIN
+# A proxy holds two descriptors per idle connection (client and upstream);
+# raising the hard limit needs CAP_SYS_RESOURCE, which a container may lack.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ $((IDLE_CONNS * 2 + 200)) -gt "$(ulimit -n)" ]; then
+	IDLE_CONNS=$((($(ulimit -n) - 200) / 2 / 1000 * 1000))
+	log "open files limited to $(ulimit -n): $IDLE_CONNS idle connections"
+fi
+
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CPU CMD...: start a background process pinned to CPU; its pid
+# is left in $LAST.
+start() {
+	local name=$1 cpu=$2
+	shift 2
+	taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 &
+	LAST=$!
+	PIDS+=("$LAST")
+}
+stop() {
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+log "building into $BIN"
+pkgs=(./cmd/portcullis ./bench/proxy/origin ./bench/proxy/loadgen)
+[ "$PODS" = 0 ] || pkgs+=(./bench/proxy/podbench)
+(cd "$ROOT" && go build -o "$BIN/" "${pkgs[@]}")
+
+LOAD_START=$(cat /proc/loadavg)
+log "load average at start: $LOAD_START"
+
+start origin "$LOAD_CPU" env GOMAXPROCS=1 "$BIN/origin" -http 127.0.0.1:28080 -grpc 127.0.0.1:28051
+ORIGIN_PID=$LAST
+wait_port 127.0.0.1:28080
+wait_port 127.0.0.1:28051
+
+start_haproxy() {
+	start haproxy "$PROXY_CPU" haproxy -db -f "$HERE/haproxy.cfg"
+	HAPROXY_PID=$LAST
+	wait_port 127.0.0.1:28180
+	wait_port 127.0.0.1:28181
+}
+
+# `portcullis proxy` standalone: the same code path as the agent's proxy,
+# listening on a plain (non-transparent) socket, one upstream per process.
+PC_ARGS=(--policy "$HERE/policy.yaml" --src app=bench-client --dst app=bench-origin)
+HAVE_PORTCULLIS=0
+if "$BIN/portcullis" proxy --help >/dev/null 2>&1; then HAVE_PORTCULLIS=1; else log "portcullis proxy: not built, skipped"; fi
+start_portcullis() {
+	start portcullis "$PROXY_CPU" env GOMAXPROCS=1 "$BIN/portcullis" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28280 --upstream 127.0.0.1:28080
+	PC_PID=$LAST
+	start portcullis-grpc "$PROXY_CPU" env GOMAXPROCS=1 "$BIN/portcullis" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28251 --upstream 127.0.0.1:28051
+	PC_GRPC_PID=$LAST
+	wait_port 127.0.0.1:28280
+	wait_port 127.0.0.1:28251
+}
+
+start_haproxy
+check 127.0.0.1:28180 "$PATH_OK" 200
+check 127.0.0.1:28180 "$PATH_DENIED" 403
+if [ $HAVE_PORTCULLIS = 1 ]; then
+	start_portcullis
+	check 127.0.0.1:28280 "$PATH_OK" 200
+	check 127.0.0.1:28280 "$PATH_DENIED" 403
+fi
+
+wrk_run direct "http://127.0.0.1:28080$PATH_OK"
+wrk_run haproxy "http://127.0.0.1:28180$PATH_OK"
+[ $HAVE_PORTCULLIS = 0 ] || wrk_run portcullis "http://127.0.0.1:28280$PATH_OK"
+
+rate_run direct 127.0.0.1:28080
+rate_run haproxy 127.0.0.1:28180
+[ $HAVE_PORTCULLIS = 0 ] || rate_run portcullis 127.0.0.1:28280
+
+h2_run direct "http://127.0.0.1:28080$PATH_OK"
+h2_run haproxy "http://127.0.0.1:28181$PATH_OK"
+[ $HAVE_PORTCULLIS = 0 ] || h2_run portcullis "http://127.0.0.1:28280$PATH_OK"
+
+grpc_run direct 127.0.0.1:28051
+[ $HAVE_PORTCULLIS = 0 ] || grpc_run portcullis 127.0.0.1:28251
+
+# Memory: fresh processes, so that the benchmarks' heap does not hide it.
+stop "$HAPROXY_PID"
+start_haproxy
+idle_run haproxy 127.0.0.1:28180 "$HAPROXY_PID"
+stop "$HAPROXY_PID"
+if [ $HAVE_PORTCULLIS = 1 ]; then
+	stop "$PC_PID"
+	stop "$PC_GRPC_PID"
+	start_portcullis
+	idle_run portcullis 127.0.0.1:28280 "$PC_PID"
+	stop "$PC_PID"
+	stop "$PC_GRPC_PID"
+fi
+stop "$ORIGIN_PID"
+
+if [ "$PODS" = 1 ]; then
+	log "pod targets (local cluster, BPF datapath, agent with the proxy)"
+	"$BIN/podbench" -policy "$HERE/policy.yaml" -origin "$BIN/origin" -proxy-cpu "$PROXY_CPU" -load-cpu "$LOAD_CPU" \
+		-- "$HERE/run.sh" --pod-phase >"$OUT/podbench.log" 2>&1 || {
+		tail -20 "$OUT/podbench.log" >&2
+		die "podbench, see $OUT/podbench.log"
+	}
+fi
+
+LOAD_END=$(cat /proc/loadavg)
+log "load average at end: $LOAD_END"
+
+# ---------------------------------------------------------------------------
+# The tables.
+get() { awk -v t="$1" -v k="$2" -v f="$3" '$1 == t && $2 == k { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$RES"; }
+ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; else echo "–"; fi; }
+ms() { if [ -n "$1" ]; then awk -v u="$1" 'BEGIN { printf "%.3f ms", u / 1000 }'; else echo "–"; fi; }
+added() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f ms", (a - b) / 1000 }'; else echo "–"; fi; }
+num() { if [ -n "$1" ]; then printf "%'d" "$1"; else echo "–"; fi; }
+name() {
+	case $1 in
+	direct) echo "direct (loopback)" ;;
+	haproxy) echo "haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), 1 thread, 10 regex ACLs" ;;
+	portcullis) echo "portcullis proxy (standalone), GOMAXPROCS=1, 10 rules" ;;
+	pod-l4) echo "pod → pod, BPF datapath, L4 allow (no proxy)" ;;
+	pod-l7) echo "pod → pod, BPF redirect → agent's proxy, 10 rules" ;;
+	esac
+}
+base() { case $1 in pod-*) echo pod-l4 ;; *) echo direct ;; esac; }
+TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
+
+{
+	echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
+	echo "Load average at start: $LOAD_START; at end: $LOAD_END."
+	echo "Proxy on CPU $PROXY_CPU alone; load generator and origin on CPU $LOAD_CPU. Raw outputs: $OUT."
+	echo
+	echo "HTTP/1.1 keep-alive, \`wrk -t1 -c16 -d$DURATION --latency\`, GET $PATH_OK (allowed by the 10th rule):"
+	echo
+	echo "| target | requests/s | × direct | × haproxy | p50 | p99 |"
+	echo "|---|---|---|---|---|---|"
+	for t in "${TARGETS[@]}"; do
+		r=$(get "$t" wrk rps)
+		[ -n "$r" ] || continue
+		echo "| $(name "$t") | $(num "$r") | $(ratio "$r" "$(get "$(base "$t")" wrk rps)") | $(ratio "$r" "$(get haproxy wrk rps)") | $(ms "$(get "$t" wrk p50_us)") | $(ms "$(get "$t" wrk p99_us)") |"
+	done
+	echo
+	echo "Fixed rate, $RATE requests/s for $RATE_DURATION over 16 keep-alive connections (\`loadgen rate\`, open loop), latency from the write of the request to the end of the response:"
+	echo
+	echo "| target | p50 | p99 | p99.9 | added p50 | added p99 |"
+	echo "|---|---|---|---|---|---|"
+	for t in "${TARGETS[@]}"; do
+		p50=$(get "$t" rate p50_us)
+		[ -n "$p50" ] || continue
+		b=$(base "$t")
+		if [ "$t" = "$b" ]; then a50="(base)" a99="(base)"; else
+			a50=$(added "$p50" "$(get "$b" rate p50_us)")
+			a99=$(added "$(get "$t" rate p99_us)" "$(get "$b" rate p99_us)")
+		fi
+		echo "| $(name "$t") | $(ms "$p50") | $(ms "$(get "$t" rate p99_us)") | $(ms "$(get "$t" rate p999_us)") | $a50 | $a99 |"
+	done
+	echo
+	echo "h2c (prior knowledge), \`h2load -t1 -c16 -m10 -D ${DURATION%s}\`, and gRPC unary (bench.Echo/Echo, 16 concurrent calls on one connection, \`loadgen grpc\`; the 10th gRPC rule allows it):"
+	echo
+	echo "| target | h2c requests/s | × direct | gRPC calls/s | × direct | gRPC p50 | gRPC p99 |"
+	echo "|---|---|---|---|---|---|---|"
+	for t in "${TARGETS[@]}"; do
+		h=$(get "$t" h2 rps)
+		g=$(get "$t" grpc rps)
+		[ -n "$h$g" ] || continue
+		b=$(base "$t")
+		echo "| $(name "$t") | $(num "$h") | $(ratio "$h" "$(get "$b" h2 rps)") | $(num "$g") | $(ratio "$g" "$(get "$b" grpc rps)") | $(ms "$(get "$t" grpc p50_us)") | $(ms "$(get "$t" grpc p99_us)") |"
+	done
+	echo
+	echo "Memory, $IDLE_CONNS idle HTTP/1.1 keep-alive connections (one request each, so that the upstream side is open too), growth of the proxy process's VmRSS:"
+	echo
+	echo "| target | RSS before | RSS with the connections | per connection |"
+	echo "|---|---|---|---|"
+	for t in "${TARGETS[@]}"; do
+		k=$(get "$t" idle kib_per_conn)
+		[ -n "$k" ] || continue
+		echo "| $(name "$t") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB |"
+	done
+}
