@@ -41,11 +41,12 @@ generate: $(CONTROLLER_GEN) deps ## Generate deepcopy code and the BPF objects (
 	$(CONTROLLER_GEN) object paths=./apis/...
 	$(GO) generate ./bpf/...
 
-# clang, llvm (llvm-strip) and libbpf headers for bpf2go, from Debian, only when missing.
-BPF_DEBS := clang llvm libbpf-dev
+# clang, llvm (llvm-strip) and libbpf headers for bpf2go, and curl, the real
+# client of the proxy's e2e tests and the demo; from Debian, only when missing.
+DEBS := clang llvm libbpf-dev curl
 .PHONY: deps
-deps: ## Install the BPF toolchain (clang llvm libbpf-dev) with apt-get if missing.
-	@dpkg -s $(BPF_DEBS) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BPF_DEBS); }
+deps: ## Install the BPF toolchain (clang llvm libbpf-dev) and curl with apt-get if missing.
+	@dpkg -s $(DEBS) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS); }
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases and RBAC into config/rbac.
