@@ -80,6 +80,11 @@ test: lint tools deps ## Run every test (unit, CRD, CLI golden, real-apiserver, 
 bench: ## Run the benchmarks reported in docs/benchmarks.md.
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./policy/
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./bpf/ ./controllers/agent/
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./bench/proxy/
+
+.PHONY: bench-proxy
+bench-proxy: ## The L7 proxy against direct and haproxy (root; wrk, h2load, haproxy from apt; about 5 minutes).
+	bench/proxy/run.sh
 
 .PHONY: e2e
 e2e: tools ## End-to-end tests only (also part of make test).

@@ -17,7 +17,8 @@
 #
 # Environment: DURATION (wrk/h2load/gRPC, default 10s), RATE (fixed-rate
 # test, default 1000), RATE_DURATION (default 10s), IDLE_CONNS (default
-# 10000), PODS=0 skips the pod (BPF) targets, OUT (raw outputs; default a
+# 10000), PODS=0 skips the pod (BPF) targets, PROFILE=0 skips the perf
+# profile of the standalone proxy, OUT (raw outputs; default a
 # fresh directory under /tmp, kept).
 set -euo pipefail
 
@@ -26,6 +27,7 @@ RATE=${RATE:-1000}
 RATE_DURATION=${RATE_DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PODS=${PODS:-1}
+PROFILE=${PROFILE:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -146,7 +148,7 @@ mkdir -p "$OUT"
 RES=$OUT/results.txt
 : >"$RES"
 BIN=$OUT/bin
-export OUT RES BIN
+export OUT RES BIN DURATION RATE RATE_DURATION PROXY_CPU LOAD_CPU
 # A proxy holds two descriptors per idle connection (client and upstream);
 # raising the hard limit needs CAP_SYS_RESOURCE, which a container may lack.
 ulimit -n "$(ulimit -Hn)"
@@ -154,6 +156,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ $((IDLE_CONNS * 2 + 200)) -gt "$(ulimit 
 	IDLE_CONNS=$((($(ulimit -n) - 200) / 2 / 1000 * 1000))
 	log "open files limited to $(ulimit -n): $IDLE_CONNS idle connections"
 fi
+export IDLE_CONNS
 
 PIDS=()
 cleanup() {
@@ -236,6 +239,21 @@ h2_run haproxy "http://127.0.0.1:28181$PATH_OK"
 grpc_run direct 127.0.0.1:28051
 [ $HAVE_PORTCULLIS = 0 ] || grpc_run portcullis 127.0.0.1:28251
 
+# Where the standalone proxy's CPU goes under the same wrk load (after the
+# measured runs: perf's sampling costs a little).
+if [ "$PROFILE" = 1 ] && [ $HAVE_PORTCULLIS = 1 ] && command -v perf >/dev/null; then
+	log "perf profile of portcullis proxy under wrk"
+	taskset -c "$LOAD_CPU" wrk -t1 -c16 -d"$DURATION" "http://127.0.0.1:28280$PATH_OK" >"$OUT/wrk-profile.txt" &
+	wpid=$!
+	sleep 1
+	perf record -q -F 999 -g -p "$PC_PID" -o "$OUT/perf.data" -- sleep $((${DURATION%s} - 2)) >/dev/null 2>&1 || log "perf record failed"
+	wait "$wpid" || true
+	perf report -i "$OUT/perf.data" -g none --no-children --sort dso,symbol --stdio 2>/dev/null >"$OUT/perf-report.txt" || true
+	awk -f "$HERE/perf-categories.awk" "$OUT/perf-report.txt" | sort -rn >"$OUT/profile-portcullis.txt"
+	echo >>"$OUT/profile-portcullis.txt"
+	grep -E '^ +[0-9.]+%' "$OUT/perf-report.txt" | sed -e 's/  *- *- *$//' | head -20 >>"$OUT/profile-portcullis.txt" || true
+fi
+
 # Memory: fresh processes, so that the benchmarks' heap does not hide it.
 stop "$HAPROXY_PID"
 start_haproxy
@@ -269,7 +287,7 @@ get() { awk -v t="$1" -v k="$2" -v f="$3" '$1 == t && $2 == k { for (i = 3; i <=
 ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; else echo "–"; fi; }
 ms() { if [ -n "$1" ]; then awk -v u="$1" 'BEGIN { printf "%.3f ms", u / 1000 }'; else echo "–"; fi; }
 added() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f ms", (a - b) / 1000 }'; else echo "–"; fi; }
-num() { if [ -n "$1" ]; then printf "%'d" "$1"; else echo "–"; fi; }
+num() { if [ -n "$1" ]; then echo "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; else echo "–"; fi; }
 name() {
 	case $1 in
 	direct) echo "direct (loopback)" ;;
@@ -326,11 +344,19 @@ TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 	echo
 	echo "Memory, $IDLE_CONNS idle HTTP/1.1 keep-alive connections (one request each, so that the upstream side is open too), growth of the proxy process's VmRSS:"
 	echo
-	echo "| target | RSS before | RSS with the connections | per connection |"
-	echo "|---|---|---|---|"
+	echo "| target | RSS before | RSS with the connections | per connection | per 10,000 connections |"
+	echo "|---|---|---|---|---|"
 	for t in "${TARGETS[@]}"; do
 		k=$(get "$t" idle kib_per_conn)
 		[ -n "$k" ] || continue
-		echo "| $(name "$t") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB |"
+		echo "| $(name "$t") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB | $(awk -v k="$k" 'BEGIN { printf "%.1f MiB", k * 10000 / 1024 }') |"
 	done
+	if [ -s "$OUT/profile-portcullis.txt" ]; then
+		echo
+		echo "Where the standalone proxy's CPU goes under the same wrk load (\`perf record -F 999 -g -p PID\`; self time by category, then the top 20 symbols):"
+		echo
+		echo '```'
+		cat "$OUT/profile-portcullis.txt"
+		echo '```'
+	fi
 }
