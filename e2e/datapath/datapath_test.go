@@ -109,6 +109,12 @@ type env struct {
 	policyMapSize uint32
 	// probeAddr is where the running agent serves /healthz and /readyz.
 	probeAddr string
+	// mode and audit are the agent's EnforcementMode and AuditMode.
+	mode  string
+	audit bool
+	// events records every datapath event of every agent run.
+	eventsMu sync.Mutex
+	events   []bpf.Event
 }
 
 func (e *env) startAgent() {
@@ -126,9 +132,13 @@ func (e *env) startAgent() {
 		done <- agent.Run(ctx, agent.Config{
 			RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
 			BPFFS: e.bpffs, ProxyPort: e.port, PolicyMapSize: e.policyMapSize,
+			EnforcementMode: e.mode, AuditMode: e.audit,
 			MetricsBindAddress: "0", HealthProbeBindAddress: e.probeAddr,
 			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
 			OnEvent: func(ev bpf.Event) {
+				e.eventsMu.Lock()
+				e.events = append(e.events, ev)
+				e.eventsMu.Unlock()
 				if ev.Verdict == bpf.EventDrop {
 					v, _ := e.drops.LoadOrStore(ev.Src.Addr(), new(atomic.Int64))
 					v.(*atomic.Int64).Add(1)

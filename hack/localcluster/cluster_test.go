@@ -260,8 +260,24 @@ func TestClusterPodsTalk(t *testing.T) {
 		})
 	}
 
-	// A server in the first pod; connections from the second pod and from
-	// the root namespace; and from the pod to a server on the gateway.
+	// A host: plumbed like a pod, no Pod object.
+	host, err := c.AddHost("outside")
+	if err != nil {
+		t.Fatalf("AddHost: %v", err)
+	}
+	if host.IP == pods[0].IP || host.IP == pods[1].IP || !PodCIDR.Contains(host.IP) {
+		t.Errorf("host IP %s: want an address of %s that no pod has", host.IP, PodCIDR)
+	}
+	if _, err := c.AddHost("outside"); !errors.Is(err, ErrPodExists) {
+		t.Errorf("second AddHost: got %v, want ErrPodExists", err)
+	}
+	if list, err := c.Clientset().CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil || len(list.Items) != len(specs) {
+		t.Errorf("pods in the API after AddHost: %v, %v; want %d (a host has no Pod object)", list, err, len(specs))
+	}
+
+	// A server in the first pod; connections from the second pod, from
+	// the host and from the root namespace; and from the pod to a server on
+	// the gateway.
 	server := pods[0]
 	addr := netip.AddrPortFrom(server.IP, 8080).String()
 	stop := startHelper(t, server, addr)
@@ -271,6 +287,7 @@ func TestClusterPodsTalk(t *testing.T) {
 		dial func() (string, error)
 	}{
 		{"pod to pod", func() (string, error) { return bashConnect(ctx, pods[1], addr) }},
+		{"host namespace to pod", func() (string, error) { return bashConnect(ctx, host, addr) }},
 		{"host to pod", func() (string, error) { return goConnect(addr) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -313,6 +330,13 @@ func TestClusterPodsTalk(t *testing.T) {
 	}
 	if _, err := c.Clientset().CoreV1().Pods(pods[1].Namespace).Get(ctx, pods[1].Name, metav1.GetOptions{}); err == nil {
 		t.Errorf("Pod object %s still there after DeletePod", pods[1].Name)
+	}
+
+	if err := c.DeletePod(ctx, "", host.Name); err != nil {
+		t.Fatalf("DeletePod of the host: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(netnsDir, host.NetNS)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("netns %s still there after DeletePod (%v)", host.NetNS, err)
 	}
 
 	// Stop, twice, and nothing remains (the server process included).

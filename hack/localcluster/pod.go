@@ -212,7 +212,8 @@ func (c *Cluster) ensureServiceAccount(ctx context.Context, namespace, name stri
 // DeletePod deletes the Pod object (immediately: there is no kubelet to
 // confirm a graceful deletion), kills the processes in the pod's network
 // namespace and removes the namespace and its veth pair. A pod that
-// AddPod did not make is an error.
+// AddPod did not make is an error. With namespace "" it deletes a host made
+// by AddHost.
 func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 	key := podKey(namespace, name)
 	c.mu.Lock()
@@ -229,9 +230,11 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 	c.mu.Unlock()
 
 	var errs []error
-	err := c.clientset.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
-	if err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, fmt.Errorf("deleting Pod object: %w", err))
+	if p.Object != nil { // a host (AddHost) has no Pod object
+		err := c.clientset.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting Pod object: %w", err))
+		}
 	}
 	if err := unplumbPod(p.plumbing); err != nil {
 		errs = append(errs, err)

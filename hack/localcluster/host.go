@@ -1,0 +1,56 @@
+package localcluster
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// AddHost makes a network namespace plumbed exactly like a pod's (a veth
+// pair, an address of PodCIDR, the same routes) but with no Pod object: an
+// address the cluster knows nothing about, which policy treats as outside
+// the cluster (world, or the CIDR identity of a prefix a rule names). Tests
+// use it as an "external" peer that still lies in a namespace they made.
+//
+// The returned Pod has an empty Namespace and a nil Object; Command and
+// Exec work as for a pod, DeletePod(ctx, "", name) removes it, and Stop
+// removes it with the pods. name must be a DNS-1123 subdomain, unique among
+// hosts.
+func (c *Cluster) AddHost(name string) (_ *Pod, err error) {
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return nil, fmt.Errorf("host name %q: %s", name, strings.Join(msgs, "; "))
+	}
+	// A pod's namespace is never empty, so this key, and the names derived
+	// from it, cannot collide with a pod's.
+	key := podKey("", name)
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil, ErrStopped
+	}
+	if _, ok := c.pods[key]; ok {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("adding host %s: %w", name, ErrPodExists)
+	}
+	c.pods[key] = nil // reserved
+	c.mu.Unlock()
+
+	var p *Pod
+	defer func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil {
+			delete(c.pods, key)
+			return
+		}
+		c.pods[key] = p
+	}()
+	pl, err := plumbPod(c.netnsName("", name), c.vethName("", name), c.ipam.alloc)
+	if err != nil {
+		return nil, fmt.Errorf("adding host %s: %w", name, err)
+	}
+	p = &Pod{Name: name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, plumbing: pl}
+	c.logf("host %s: %s in netns %s, host veth %s (no Pod object)", name, pl.ip, pl.netns, pl.hostVeth)
+	return p, nil
+}
