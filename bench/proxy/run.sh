@@ -18,7 +18,8 @@
 # Environment: DURATION (wrk/h2load/gRPC, default 10s), RATE (fixed-rate
 # test, default 1000), RATE_DURATION (default 10s), IDLE_CONNS (default
 # 10000), PODS=0 skips the pod (BPF) targets, PROFILE=0 skips the perf
-# profile of the standalone proxy, OUT (raw outputs; default a
+# profile of the standalone proxy, PORTCULLIS_BIN (default: the one built
+# here), OUT (raw outputs; default a
 # fresh directory under /tmp, kept).
 set -euo pipefail
 
@@ -47,13 +48,19 @@ NSEXEC=()
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; printf "%.0f", n * m }'; }
 
 record() { echo "$*" >>"$RES"; }
+# problem TARGET TEXT: a failure that does not stop the run; listed under
+# the tables, and its target's figure is marked.
+problem() {
+	log "PROBLEM $1: $2"
+	echo "$1 problem $2" >>"$RES"
+}
 
 # wrk_run TARGET URL: HTTP/1.1 keep-alive, one thread, 16 connections.
 wrk_run() {
 	local t=$1 url=$2 out="$OUT/wrk-$1.txt"
 	log "wrk $t $url"
 	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c16 -d"$DURATION" --latency "$url" >"$out"
-	if grep -q -e 'Non-2xx' -e 'Socket errors' "$out"; then die "wrk $t: errors, see $out"; fi
+	if grep -q -e 'Non-2xx' -e 'Socket errors' "$out"; then problem "$t" "wrk: $(grep -h -e 'Non-2xx' -e 'Socket errors' "$out" | tr -s ' ' | tr '\n' ' ')($out)"; fi
 	record "$t wrk rps=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$out")" \
 		"p50_us=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")" \
 		"p99_us=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")"
@@ -63,19 +70,20 @@ wrk_run() {
 rate_run() {
 	local t=$1 addr=$2 out="$OUT/rate-$1.txt"
 	log "fixed rate $RATE/s $t $addr"
-	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" rate -addr "$addr" -path "$PATH_OK" -rps "$RATE" -d "$RATE_DURATION" -c 16 >"$out" || die "loadgen rate $t"
-	record "$t rate $(cat "$out")"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" rate -addr "$addr" -path "$PATH_OK" -rps "$RATE" -d "$RATE_DURATION" -c 16 >"$out" 2>"$out.err" ||
+		problem "$t" "loadgen rate: $(cat "$out.err")"
+	[ ! -s "$out" ] || record "$t rate $(cat "$out")"
 }
 
 # h2_run TARGET URL: h2c (prior knowledge), 16 connections, 10 streams each.
 h2_run() {
 	local t=$1 url=$2 out="$OUT/h2load-$1.txt"
 	log "h2load $t $url"
-	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D "${DURATION%s}" "$url" >"$out" 2>&1 || die "h2load $t, see $out"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" h2load -t1 -c16 -m10 -D "${DURATION%s}" "$url" >"$out" 2>&1 || problem "$t" "h2load failed ($out)"
 	local failed
 	failed=$(awk '/^requests:/ {print $10 + $12 + $14}' "$out")
-	[ "$failed" = 0 ] || die "h2load $t: $failed failed requests, see $out"
-	grep -q ' 0 4xx, 0 5xx' "$out" || die "h2load $t: error statuses, see $out"
+	[ "$failed" = 0 ] || problem "$t" "h2load: $failed failed requests ($out)"
+	grep -q ' 0 4xx, 0 5xx' "$out" || problem "$t" "h2load: error statuses ($out)"
 	record "$t h2 rps=$(awk '/^finished in/ {printf "%.0f", $4}' "$out")"
 }
 
@@ -83,21 +91,28 @@ h2_run() {
 grpc_run() {
 	local t=$1 addr=$2 out="$OUT/grpc-$1.txt"
 	log "gRPC $t $addr"
-	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" grpc -addr "$addr" -c 16 -d "$DURATION" >"$out" || die "loadgen grpc $t"
-	record "$t grpc $(cat "$out")"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" grpc -addr "$addr" -c 16 -d "$DURATION" >"$out" 2>"$out.err" ||
+		problem "$t" "loadgen grpc: $(cat "$out.err")"
+	[ ! -s "$out" ] || record "$t grpc $(cat "$out")"
 }
 
 # idle_run TARGET ADDR PID: RSS of PID per idle keep-alive connection.
 idle_run() {
 	local t=$1 addr=$2 pid=$3 out="$OUT/idle-$1.txt"
 	log "$IDLE_CONNS idle connections $t $addr (pid $pid)"
-	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" idle -addr "$addr" -path "$PATH_OK" -n "$IDLE_CONNS" -pid "$pid" >"$out" || die "loadgen idle $t"
-	record "$t idle $(cat "$out")"
+	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" idle -addr "$addr" -path "$PATH_OK" -n "$IDLE_CONNS" -pid "$pid" >"$out" 2>"$out.err" ||
+		problem "$t" "loadgen idle: $(cat "$out.err")"
+	[ ! -s "$out" ] || record "$t idle $(cat "$out")"
 }
 
-# check ADDR PATH STATUS: the policy is in force (allowed 200, denied 403).
+# check TARGET ADDR PATH STATUS: the policy is in force (allowed 200,
+# denied 403); a problem otherwise.
 check() {
-	"${NSEXEC[@]}" "$BIN/loadgen" check -addr "$1" -path "$2" -want "$3" >/dev/null || die "$1$2 did not answer $3"
+	local err
+	if ! err=$("${NSEXEC[@]}" "$BIN/loadgen" check -addr "$2" -path "$3" -want "$4" 2>&1); then
+		problem "$1" "GET $3 did not answer $4: $err; target skipped"
+		return 1
+	fi
 }
 
 wait_port() {
@@ -106,7 +121,8 @@ wait_port() {
 		if "${NSEXEC[@]}" bash -c "exec 3<>/dev/tcp/${1%:*}/${1##*:}" 2>/dev/null; then return 0; fi
 		sleep 0.1
 	done
-	die "nothing listens on $1"
+	log "nothing listens on $1"
+	return 1
 }
 
 # ---------------------------------------------------------------------------
@@ -117,8 +133,8 @@ if [ "${1:-}" = "--pod-phase" ]; then
 	NSEXEC=(ip netns exec "$BENCH_CLIENT_NETNS")
 	t=$2
 	o=$BENCH_ORIGIN_IP
-	if [ "$t" = pod-l7 ]; then check "$o:28080" "$PATH_DENIED" 403; fi
-	check "$o:28080" "$PATH_OK" 200
+	if [ "$t" = pod-l7 ]; then check "$t" "$o:28080" "$PATH_DENIED" 403 || exit 0; fi
+	check "$t" "$o:28080" "$PATH_OK" 200 || exit 0
 	wrk_run "$t" "http://$o:28080$PATH_OK"
 	rate_run "$t" "$o:28080"
 	h2_run "$t" "http://$o:28080$PATH_OK"
@@ -191,37 +207,37 @@ log "load average at start: $LOAD_START"
 
 start origin "$LOAD_CPU" env GOMAXPROCS=1 "$BIN/origin" -http 127.0.0.1:28080 -grpc 127.0.0.1:28051
 ORIGIN_PID=$LAST
-wait_port 127.0.0.1:28080
-wait_port 127.0.0.1:28051
+wait_port 127.0.0.1:28080 || die "origin did not start ($OUT/origin.log)"
+wait_port 127.0.0.1:28051 || die "origin did not start ($OUT/origin.log)"
 
 start_haproxy() {
 	start haproxy "$PROXY_CPU" haproxy -db -f "$HERE/haproxy.cfg"
 	HAPROXY_PID=$LAST
-	wait_port 127.0.0.1:28180
-	wait_port 127.0.0.1:28181
+	wait_port 127.0.0.1:28180 || die "haproxy did not start ($OUT/haproxy.log)"
+	wait_port 127.0.0.1:28181 || die "haproxy did not start ($OUT/haproxy.log)"
 }
 
 # `portcullis proxy` standalone: the same code path as the agent's proxy,
 # listening on a plain (non-transparent) socket, one upstream per process.
+PORTCULLIS_BIN=${PORTCULLIS_BIN:-$BIN/portcullis}
 PC_ARGS=(--policy "$HERE/policy.yaml" --src app=bench-client --dst app=bench-origin)
 HAVE_PORTCULLIS=0
-if "$BIN/portcullis" proxy --help >/dev/null 2>&1; then HAVE_PORTCULLIS=1; else log "portcullis proxy: not built, skipped"; fi
+if "$PORTCULLIS_BIN" proxy --help >/dev/null 2>&1; then HAVE_PORTCULLIS=1; else log "portcullis proxy: not built, skipped"; fi
 start_portcullis() {
-	start portcullis "$PROXY_CPU" env GOMAXPROCS=1 "$BIN/portcullis" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28280 --upstream 127.0.0.1:28080
+	start portcullis "$PROXY_CPU" env GOMAXPROCS=1 "$PORTCULLIS_BIN" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28280 --upstream 127.0.0.1:28080
 	PC_PID=$LAST
-	start portcullis-grpc "$PROXY_CPU" env GOMAXPROCS=1 "$BIN/portcullis" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28251 --upstream 127.0.0.1:28051
+	start portcullis-grpc "$PROXY_CPU" env GOMAXPROCS=1 "$PORTCULLIS_BIN" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28251 --upstream 127.0.0.1:28051
 	PC_GRPC_PID=$LAST
-	wait_port 127.0.0.1:28280
-	wait_port 127.0.0.1:28251
+	wait_port 127.0.0.1:28280 && wait_port 127.0.0.1:28251 ||
+		{ problem portcullis "portcullis proxy did not start ($OUT/portcullis.log)"; return 1; }
 }
 
 start_haproxy
-check 127.0.0.1:28180 "$PATH_OK" 200
-check 127.0.0.1:28180 "$PATH_DENIED" 403
+check haproxy 127.0.0.1:28180 "$PATH_OK" 200 || die "haproxy does not work"
+check haproxy 127.0.0.1:28180 "$PATH_DENIED" 403 || die "haproxy does not deny"
 if [ $HAVE_PORTCULLIS = 1 ]; then
-	start_portcullis
-	check 127.0.0.1:28280 "$PATH_OK" 200
-	check 127.0.0.1:28280 "$PATH_DENIED" 403
+	start_portcullis &&
+	check portcullis 127.0.0.1:28280 "$PATH_OK" 200 && check portcullis 127.0.0.1:28280 "$PATH_DENIED" 403 || HAVE_PORTCULLIS=0
 fi
 
 wrk_run direct "http://127.0.0.1:28080$PATH_OK"
@@ -262,8 +278,7 @@ stop "$HAPROXY_PID"
 if [ $HAVE_PORTCULLIS = 1 ]; then
 	stop "$PC_PID"
 	stop "$PC_GRPC_PID"
-	start_portcullis
-	idle_run portcullis 127.0.0.1:28280 "$PC_PID"
+	start_portcullis && idle_run portcullis 127.0.0.1:28280 "$PC_PID"
 	stop "$PC_PID"
 	stop "$PC_GRPC_PID"
 fi
@@ -273,8 +288,8 @@ if [ "$PODS" = 1 ]; then
 	log "pod targets (local cluster, BPF datapath, agent with the proxy)"
 	"$BIN/podbench" -policy "$HERE/policy.yaml" -origin "$BIN/origin" -proxy-cpu "$PROXY_CPU" -load-cpu "$LOAD_CPU" \
 		-- "$HERE/run.sh" --pod-phase >"$OUT/podbench.log" 2>&1 || {
-		tail -20 "$OUT/podbench.log" >&2
-		die "podbench, see $OUT/podbench.log"
+		grep -v '^{' "$OUT/podbench.log" | tail -5 >&2
+		problem pod "podbench failed: $(grep -v '^{' "$OUT/podbench.log" | tail -1) ($OUT/podbench.log)"
 	}
 fi
 
@@ -351,6 +366,12 @@ TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 		[ -n "$k" ] || continue
 		echo "| $(name "$t") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB | $(awk -v k="$k" 'BEGIN { printf "%.1f MiB", k * 10000 / 1024 }') |"
 	done
+	if grep -q '^[^ ]* problem ' "$RES"; then
+		echo
+		echo "Problems in this run (the figures of these targets are incomplete or include failures):"
+		echo
+		awk '$2 == "problem" { t = $1; $1 = ""; $2 = ""; sub(/^ +/, ""); print "- " t ": " $0 }' "$RES"
+	fi
 	if [ -s "$OUT/profile-portcullis.txt" ]; then
 		echo
 		echo "Where the standalone proxy's CPU goes under the same wrk load (\`perf record -F 999 -g -p PID\`; self time by category, then the top 20 symbols):"
