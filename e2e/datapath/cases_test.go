@@ -181,8 +181,8 @@ func TestPolicyCases(t *testing.T) {
 	t.Run("new deny cuts established connections, replies ride on", func(t *testing.T) {
 		// forward: client -> server:9000; reverse: server -> client:9001,
 		// whose replies travel client -> server.
-		forward := e.open(t, estClient, to(estServer, 9000))
-		reverse := e.open(t, estServer, to(estClient, 9001))
+		forward := openConn(t, estClient, to(estServer, 9000))
+		reverse := openConn(t, estServer, to(estClient, 9001))
 		e.apply(t, "established", "server", v1alpha1.Rule{
 			EndpointSelector: sel("app", "server"),
 			Ingress:          []v1alpha1.IngressRule{{IngressCommonRule: v1alpha1.IngressCommonRule{FromEntities: []v1alpha1.Entity{v1alpha1.EntityAll}}}},
@@ -221,7 +221,7 @@ func TestPolicyCases(t *testing.T) {
 		e.apply(t, "sticky", "server", rule(nil))
 		addr := to(stickyServer, 80)
 		e.expectDial(t, stickyClient, addr, true)
-		conn := e.open(t, stickyClient, addr)
+		conn := openConn(t, stickyClient, addr)
 		// Port 80 becomes an L7 (HTTP) port: new flows are redirected to
 		// the proxy, which does not run here, so they are dropped with
 		// reason no-proxy ...
@@ -342,7 +342,7 @@ func (e *env) waitEvent(t *testing.T, what string, match func(bpf.Event) bool) {
 func (e *env) expectAudited(t *testing.T, from *localcluster.Pod, addr string) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("AUDITED %s/%s -> %s", from.Namespace, from.Name, addr), 10*time.Second, func() error {
-		if err := e.probe(from, addr); err != nil {
+		if err := probe(from, addr); err != nil {
 			t.Fatalf("an audited flow must pass: %v", err)
 		}
 		e.eventsMu.Lock()
@@ -366,7 +366,7 @@ func (e *env) expectDial(t *testing.T, from *localcluster.Pod, addr string, want
 		what = fmt.Sprintf("%s/%s -> %s connects", from.Namespace, from.Name, addr)
 	}
 	eventually(t, what, 10*time.Second, func() error {
-		err := e.probe(from, addr)
+		err := probe(from, addr)
 		switch {
 		case want && err != nil:
 			return err
@@ -380,7 +380,7 @@ func (e *env) expectDial(t *testing.T, from *localcluster.Pod, addr string, want
 }
 
 // probe connects from pod to addr, reads the greeting and closes.
-func (e *env) probe(from *localcluster.Pod, addr string) error {
+func probe(from *localcluster.Pod, addr string) error {
 	c, err := dialFrom(from, addr)
 	if err != nil {
 		return err
@@ -388,8 +388,8 @@ func (e *env) probe(from *localcluster.Pod, addr string) error {
 	return c.Close()
 }
 
-// open is a connection from pod to addr that stays open for the test.
-func (e *env) open(t *testing.T, from *localcluster.Pod, addr string) *lineConn {
+// openConn is a connection from pod to addr that stays open for the test.
+func openConn(t *testing.T, from *localcluster.Pod, addr string) *lineConn {
 	t.Helper()
 	c, err := dialFrom(from, addr)
 	if err != nil {
