@@ -102,7 +102,10 @@ idle_run() {
 	log "$IDLE_CONNS idle connections $t $addr (pid $pid)"
 	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" idle -addr "$addr" -path "$PATH_OK" -n "$IDLE_CONNS" -pid "$pid" >"$out" 2>"$out.err" ||
 		problem "$t" "loadgen idle: $(cat "$out.err")"
-	[ ! -s "$out" ] || record "$t idle $(cat "$out")"
+	[ ! -s "$out" ] || record "$t idle $(sed 's/ refused=.*//' "$out")"
+	if grep -q ' refused=' "$out"; then
+		problem "$t" "refused connections after $(sed 's/^conns=\([0-9]*\).*/\1/' "$out") of $IDLE_CONNS: $(sed 's/.* refused=//' "$out"); measured with those"
+	fi
 }
 
 # check TARGET ADDR PATH STATUS: the policy is in force (allowed 200,
@@ -219,14 +222,17 @@ start_haproxy() {
 
 # `portcullis proxy` standalone: the same code path as the agent's proxy,
 # listening on a plain (non-transparent) socket, one upstream per process.
+# It writes one access record per request to stdout (formatted, one
+# write(2) each): that goes to /dev/null, so that the run measures the
+# proxy and not the disk; haproxy logs nothing.
 PORTCULLIS_BIN=${PORTCULLIS_BIN:-$BIN/portcullis}
 PC_ARGS=(--policy "$HERE/policy.yaml" --src app=bench-client --dst app=bench-origin)
 HAVE_PORTCULLIS=0
 if "$PORTCULLIS_BIN" proxy --help >/dev/null 2>&1; then HAVE_PORTCULLIS=1; else log "portcullis proxy: not built, skipped"; fi
 start_portcullis() {
-	start portcullis "$PROXY_CPU" env GOMAXPROCS=1 "$PORTCULLIS_BIN" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28280 --upstream 127.0.0.1:28080
+	start portcullis "$PROXY_CPU" sh -c 'exec "$@" >/dev/null' sh env GOMAXPROCS=1 "$PORTCULLIS_BIN" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28280 --upstream 127.0.0.1:28080
 	PC_PID=$LAST
-	start portcullis-grpc "$PROXY_CPU" env GOMAXPROCS=1 "$PORTCULLIS_BIN" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28251 --upstream 127.0.0.1:28051
+	start portcullis-grpc "$PROXY_CPU" sh -c 'exec "$@" >/dev/null' sh env GOMAXPROCS=1 "$PORTCULLIS_BIN" proxy "${PC_ARGS[@]}" --listen 127.0.0.1:28251 --upstream 127.0.0.1:28051
 	PC_GRPC_PID=$LAST
 	wait_port 127.0.0.1:28280 && wait_port 127.0.0.1:28251 ||
 		{ problem portcullis "portcullis proxy did not start ($OUT/portcullis.log)"; return 1; }
@@ -268,6 +274,11 @@ if [ "$PROFILE" = 1 ] && [ $HAVE_PORTCULLIS = 1 ] && command -v perf >/dev/null;
 	awk -f "$HERE/perf-categories.awk" "$OUT/perf-report.txt" | sort -rn >"$OUT/profile-portcullis.txt"
 	echo >>"$OUT/profile-portcullis.txt"
 	grep -E '^ +[0-9.]+%' "$OUT/perf-report.txt" | sed -e 's/  *- *- *$//' | head -20 >>"$OUT/profile-portcullis.txt" || true
+	echo >>"$OUT/profile-portcullis.txt"
+	# Inclusive time (children) of the proxy's own functions and the
+	# libraries it calls, to tell parsing, policy, forwarding and logging apart.
+	perf report -i "$OUT/perf.data" -g none --children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' |
+		grep -E 'portcullis\.dev|main\.|regexp\.\(|prometheus\.|http2\.' | sed -e 's/  *- *- *$//' | head -30 >>"$OUT/profile-portcullis.txt" || true
 fi
 
 # Memory: fresh processes, so that the benchmarks' heap does not hide it.
@@ -357,14 +368,14 @@ TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 		echo "| $(name "$t") | $(num "$h") | $(ratio "$h" "$(get "$b" h2 rps)") | $(num "$g") | $(ratio "$g" "$(get "$b" grpc rps)") | $(ms "$(get "$t" grpc p50_us)") | $(ms "$(get "$t" grpc p99_us)") |"
 	done
 	echo
-	echo "Memory, $IDLE_CONNS idle HTTP/1.1 keep-alive connections (one request each, so that the upstream side is open too), growth of the proxy process's VmRSS:"
+	echo "Memory, up to $IDLE_CONNS idle HTTP/1.1 keep-alive connections (one request each, so that the upstream side is open too), growth of the proxy process's VmRSS:"
 	echo
-	echo "| target | RSS before | RSS with the connections | per connection | per 10,000 connections |"
-	echo "|---|---|---|---|---|"
+	echo "| target | connections | RSS before | RSS with the connections | per connection | per 10,000 connections |"
+	echo "|---|---|---|---|---|---|"
 	for t in "${TARGETS[@]}"; do
 		k=$(get "$t" idle kib_per_conn)
 		[ -n "$k" ] || continue
-		echo "| $(name "$t") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB | $(awk -v k="$k" 'BEGIN { printf "%.1f MiB", k * 10000 / 1024 }') |"
+		echo "| $(name "$t") | $(num "$(get "$t" idle conns)") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB | $(awk -v k="$k" 'BEGIN { printf "%.1f MiB", k * 10000 / 1024 }') |"
 	done
 	if grep -q '^[^ ]* problem ' "$RES"; then
 		echo
@@ -374,7 +385,7 @@ TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 	fi
 	if [ -s "$OUT/profile-portcullis.txt" ]; then
 		echo
-		echo "Where the standalone proxy's CPU goes under the same wrk load (\`perf record -F 999 -g -p PID\`; self time by category, then the top 20 symbols):"
+		echo "Where the standalone proxy's CPU goes under the same wrk load (\`perf record -F 999 -g -p PID\`): self time by category, the top 20 symbols by self time, then inclusive time (children, self) of the proxy's functions:"
 		echo
 		echo '```'
 		cat "$OUT/profile-portcullis.txt"

@@ -270,7 +270,9 @@ func grpcLoop(addr string, d time.Duration, conc int) error {
 
 // idle opens n keep-alive connections, sends one request on each (so that
 // the proxy has its upstream side too) and reports how much the resident
-// set of process pid grew, per connection.
+// set of process pid grew, per connection. If the server refuses a
+// connection (a connection limit), it stops opening more and reports on
+// those it holds, with the error (refused=...).
 func idle(addr string, req []byte, n, pid int) error {
 	before, err := rss(pid)
 	if err != nil {
@@ -288,6 +290,9 @@ func idle(addr string, req []byte, n, pid int) error {
 	var failed atomic.Value
 	sem := make(chan struct{}, 64)
 	for range n {
+		if failed.Load() != nil {
+			break
+		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -301,18 +306,22 @@ func idle(addr string, req []byte, n, pid int) error {
 				if err == nil && st != 200 {
 					err = fmt.Errorf("status %d", st)
 				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
+				if err != nil {
+					_ = c.c.Close()
+				} else {
+					mu.Lock()
+					conns = append(conns, c)
+					mu.Unlock()
+				}
 			}
 			if err != nil {
-				failed.CompareAndSwap(nil, err)
+				failed.CompareAndSwap(nil, err.Error())
 			}
 		}()
 	}
 	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		return fmt.Errorf("opening %d connections: %w", n, err)
+	if len(conns) == 0 {
+		return fmt.Errorf("no connection opened: %v", failed.Load())
 	}
 	// Let the proxy settle (a Go proxy's GC, haproxy's buffers released).
 	time.Sleep(2 * time.Second)
@@ -320,8 +329,12 @@ func idle(addr string, req []byte, n, pid int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("conns=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.1f\n",
-		len(conns), before, after, float64(after-before)/float64(len(conns)))
+	refused := ""
+	if e, ok := failed.Load().(string); ok {
+		refused = fmt.Sprintf(" refused=%q", e)
+	}
+	fmt.Printf("conns=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.1f%s\n",
+		len(conns), before, after, float64(after-before)/float64(len(conns)), refused)
 	return nil
 }
 
