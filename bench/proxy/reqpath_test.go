@@ -16,9 +16,13 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 
 	"portcullis.dev/portcullis/apis/policy/validation"
+	"portcullis.dev/portcullis/bench/proxy/echo"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
 	"portcullis.dev/portcullis/policy/loader"
@@ -38,15 +42,16 @@ const (
 )
 
 // store builds the policy snapshot of policy.yaml (the same ten rules as
-// run.sh) with the HTTP port moved to port, for the pods app=bench-client
-// at clientIP and app=bench-origin at originIP.
-func store(b *testing.B, port uint16) *proxy.Store {
+// run.sh) with its HTTP and gRPC ports moved to httpPort and grpcPort, for
+// the pods app=bench-client at clientIP and app=bench-origin at originIP.
+func store(b *testing.B, httpPort, grpcPort uint16) *proxy.Store {
 	b.Helper()
 	y, err := os.ReadFile("policy.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
-	y = bytes.ReplaceAll(y, []byte(`port: "28080"`), []byte(fmt.Sprintf("port: %q", strconv.Itoa(int(port)))))
+	y = bytes.ReplaceAll(y, []byte(`port: "28080"`), []byte(fmt.Sprintf("port: %q", strconv.Itoa(int(httpPort)))))
+	y = bytes.ReplaceAll(y, []byte(`port: "28051"`), []byte(fmt.Sprintf("port: %q", strconv.Itoa(int(grpcPort)))))
 	l := loader.Loader{Validate: validation.Validate}
 	res, err := l.LoadBytes("policy.yaml", y)
 	if err != nil {
@@ -82,7 +87,7 @@ func store(b *testing.B, port uint16) *proxy.Store {
 // against the snapshot (done per request) and judging the request against
 // the ten rules.
 func BenchmarkDecide(b *testing.B) {
-	st := store(b, 28080)
+	st := store(b, 28080, 28051)
 	src := netip.AddrPortFrom(clientIP, 40000)
 	dst := netip.AddrPortFrom(originIP, 28080)
 	for _, tc := range []struct {
@@ -184,35 +189,15 @@ func roundTrip(c net.Conn, br *bufio.Reader, req []byte) (int, error) {
 // proxy's cost per request, system calls included.
 func BenchmarkHTTP1(b *testing.B) {
 	up := origin(b)
-	st := store(b, up.Port())
-	srv := proxyhttp.New(proxyhttp.Options{Resolver: st})
-	b.Cleanup(func() { srv.Close() })
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { pl.Close() })
-	go func() {
-		for {
-			c, err := pl.Accept()
-			if err != nil {
-				return
-			}
-			// Standalone mode: the flow is the client's address to the
-			// configured upstream.
-			src := netip.MustParseAddrPort(c.RemoteAddr().String())
-			go srv.ServeConn(context.Background(), c, src, up)
-		}
-	}()
-
+	pl := serveProxy(b, store(b, up.Port(), 1), up)
 	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
 	for _, tc := range []struct {
 		name, addr, path string
 		status           int
 	}{
 		{"direct", up.String(), pathAllowed, 200},
-		{"proxy-allowed", pl.Addr().String(), pathAllowed, 200},
-		{"proxy-denied", pl.Addr().String(), pathDenied, 403},
+		{"proxy-allowed", pl.String(), pathAllowed, 200},
+		{"proxy-denied", pl.String(), pathDenied, 403},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			c, err := dialer.Dial("tcp", tc.addr)
@@ -230,6 +215,73 @@ func BenchmarkHTTP1(b *testing.B) {
 			for b.Loop() {
 				if st, err := roundTrip(c, br, req); err != nil || st != tc.status {
 					b.Fatalf("status %d, %v; want %d", st, err, tc.status)
+				}
+			}
+		})
+	}
+}
+
+// serveProxy serves proxy/http's Server with the policy of st on a
+// loopback listener, every connection as a flow to up (the way the
+// standalone proxy does), and returns the listener's address.
+func serveProxy(b *testing.B, st *proxy.Store, up netip.AddrPort) net.Addr {
+	b.Helper()
+	srv := proxyhttp.New(proxyhttp.Options{Resolver: st})
+	b.Cleanup(func() { srv.Close() })
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pl.Close() })
+	go func() {
+		for {
+			c, err := pl.Accept()
+			if err != nil {
+				return
+			}
+			src := netip.MustParseAddrPort(c.RemoteAddr().String())
+			go srv.ServeConn(context.Background(), c, src, up)
+		}
+	}()
+	return pl.Addr()
+}
+
+// BenchmarkGRPCUnary is one unary call (bench.Echo/Echo, allowed by the
+// 10th gRPC rule) at a time with grpc-go on both ends, direct and through
+// the proxy (h2c on both legs).
+func BenchmarkGRPCUnary(b *testing.B) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(originIP.String(), "0"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	gs.RegisterService(&echo.ServiceDesc, echo.Impl{})
+	go func() { _ = gs.Serve(ln) }()
+	b.Cleanup(gs.Stop)
+	up := netip.MustParseAddrPort(ln.Addr().String())
+	pl := serveProxy(b, store(b, 1, up.Port()), up)
+
+	in := wrapperspb.Bytes([]byte("portcullis benchmark payload"))
+	for _, tc := range []struct{ name, addr string }{{"direct", up.String()}, {"proxy-allowed", pl.String()}} {
+		b.Run(tc.name, func(b *testing.B) {
+			// From the client pod's address, as the policy wants.
+			dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP.AsSlice()}}
+			cc, err := grpc.NewClient("passthrough:///"+tc.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+					return dialer.DialContext(ctx, "tcp", addr)
+				}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cc.Close()
+			ctx := context.Background()
+			if _, err := echo.Call(ctx, cc, in); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := echo.Call(ctx, cc, in); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

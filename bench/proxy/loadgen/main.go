@@ -29,6 +29,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"portcullis.dev/portcullis/bench/proxy/echo"
 )
 
 func main() {
@@ -224,8 +226,8 @@ func grpcLoop(addr string, d time.Duration, conc int) error {
 	defer cc.Close()
 	in := wrapperspb.Bytes([]byte("portcullis benchmark payload"))
 	call := func(ctx context.Context) error {
-		out := new(wrapperspb.BytesValue)
-		return cc.Invoke(ctx, "/bench.Echo/Echo", in, out)
+		_, err := echo.Call(ctx, cc, in)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	err = call(ctx)

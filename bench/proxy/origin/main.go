@@ -2,14 +2,10 @@
 // and h2c (prior knowledge) on one port, gRPC on another. Every HTTP
 // request gets 200 and a short body whatever its path (the proxy or
 // haproxy in front decides what is allowed); the gRPC service
-// bench.Echo/Echo returns its BytesValue argument.
-//
-// The gRPC service is described by hand (a grpc.ServiceDesc over
-// wrapperspb messages) so that the benchmark needs no protoc.
+// bench.Echo/Echo (package echo) returns its BytesValue argument.
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -23,35 +19,9 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"portcullis.dev/portcullis/bench/proxy/echo"
 )
-
-// EchoServer is the handler type of the hand-written service description.
-type EchoServer interface {
-	Echo(context.Context, *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error)
-}
-
-type echo struct{}
-
-func (echo) Echo(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
-	return in, nil
-}
-
-// EchoServiceDesc is bench.Echo with one unary method, Echo.
-var EchoServiceDesc = grpc.ServiceDesc{
-	ServiceName: "bench.Echo",
-	HandlerType: (*EchoServer)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Echo",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.BytesValue)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			return srv.(EchoServer).Echo(ctx, in)
-		},
-	}},
-}
 
 var body = []byte("ok\n")
 
@@ -81,7 +51,7 @@ func main() {
 			log.Fatal(err)
 		}
 		gs := grpc.NewServer()
-		gs.RegisterService(&EchoServiceDesc, echo{})
+		gs.RegisterService(&echo.ServiceDesc, echo.Impl{})
 		go func() { log.Fatal(gs.Serve(gl)) }()
 	}
 	fmt.Println("ready")
