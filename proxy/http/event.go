@@ -1,6 +1,8 @@
 package http
 
 import (
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"portcullis.dev/portcullis/monitor"
@@ -19,6 +21,8 @@ type access struct {
 	verdict             string
 	policy, reason, dir string
 	start               time.Time
+	// peers caches the connection's source and destination for events.
+	peers *[2]peerCache
 	// latency, when set, is the time to the response's head.
 	latency time.Duration
 }
@@ -73,14 +77,35 @@ func (s *Server) record(a *access) {
 		g := a.grpcStatus
 		e.L7.GRPCStatus = &g
 	}
-	if a.cp != nil {
-		e.Source = endpointOf(a.cp.Source)
-		e.Destination = endpointOf(a.cp.Destination)
+	if a.cp != nil && a.peers != nil {
+		e.Source = a.peers[0].endpoint(a.cp.Source)
+		e.Destination = a.peers[1].endpoint(a.cp.Destination)
+	} else if a.cp != nil {
+		var pc [2]peerCache
+		e.Source = pc[0].endpoint(a.cp.Source)
+		e.Destination = pc[1].endpoint(a.cp.Destination)
 	}
 	s.o.Record(e)
 }
 
-func endpointOf(p proxy.Peer) monitor.Endpoint {
+// peerCache remembers how the last event of a connection showed one of
+// its peers: the address is the connection's and the identity changes
+// only with the policy, so most events reuse the strings.
+type peerCache struct {
+	last atomic.Pointer[peerEntry]
+}
+
+type peerEntry struct {
+	addr  netip.AddrPort
+	ident *policy.Identity
+	ep    *proxy.Endpoint
+	e     monitor.Endpoint
+}
+
+func (c *peerCache) endpoint(p proxy.Peer) monitor.Endpoint {
+	if l := c.last.Load(); l != nil && l.addr == p.Addr && l.ident == p.Identity && l.ep == p.Endpoint {
+		return l.e
+	}
 	e := monitor.Endpoint{IP: p.Addr.Addr().Unmap().String(), Port: p.Addr.Port()}
 	if p.Endpoint != nil {
 		e.Namespace, e.Pod = p.Endpoint.Namespace, p.Endpoint.Name
@@ -89,6 +114,7 @@ func endpointOf(p proxy.Peer) monitor.Endpoint {
 		e.Identity = uint32(p.Identity.ID)
 		e.Labels = labelStrings(p.Identity.Labels)
 	}
+	c.last.Store(&peerEntry{addr: p.Addr, ident: p.Identity, ep: p.Endpoint, e: e})
 	return e
 }
 

@@ -65,6 +65,10 @@ type h1conn struct {
 	key      poolKey
 	head     []byte
 	rhead    []byte
+	peers    [2]peerCache
+	lr       io.LimitedReader
+	wo       writerOnly
+	acc      access
 	// linger: close gracefully, the client may still be sending.
 	linger bool
 	req    request
@@ -113,7 +117,7 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
-			a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: he.msg, start: start, status: he.status}
+			a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: he.msg, start: start, status: he.status, peers: &h.peers}
 			if o.Record != nil {
 				a.method, a.path, a.host = h.req.method, h.req.path, h.req.host
 				a.cp = h.s.resolve(h.src, h.dst)
@@ -127,7 +131,8 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 	r := &h.req
 	cp := h.s.resolve(h.src, h.dst)
 	d := h.s.decide(cp, l7.HTTPRequest{Method: r.method, Path: r.path, Host: r.host, Header: r.header})
-	a := &access{cp: cp, proto: "http/1.1", method: r.method, path: r.path, host: r.host, start: start}
+	h.acc = access{cp: cp, proto: "http/1.1", method: r.method, path: r.path, host: r.host, start: start, peers: &h.peers}
+	a := &h.acc
 	a.verdictOf(&d)
 	if !d.Allowed {
 		return h.deny(r, a)
@@ -374,7 +379,7 @@ func (h *h1conn) sendRequest(u *upConn, r *request, actions []l7.HeaderAction) e
 	}
 	bw.WriteString("\r\n")
 	if r.contentLength > 0 {
-		if err := h.copyBody(bw, io.LimitReader(h.br, r.contentLength), r.contentLength); err != nil {
+		if err := h.copyBody(bw, h.limit(h.br, r.contentLength), r.contentLength); err != nil {
 			return errors.Join(errRequestSent, err)
 		}
 	} else if r.chunked {
@@ -413,11 +418,30 @@ func writeField(bw *bufio.Writer, name, value string) {
 	bw.WriteString("\r\n")
 }
 
-// copyBody copies n bytes from r to w with a pooled buffer.
+// limit returns the connection's reused LimitedReader on r.
+func (h *h1conn) limit(r io.Reader, n int64) io.Reader {
+	h.lr = io.LimitedReader{R: r, N: n}
+	return &h.lr
+}
+
+// copyBody copies n bytes from r to w with a pooled buffer. A body that
+// is already buffered is copied straight from the reader's buffer.
 func (h *h1conn) copyBody(w io.Writer, r io.Reader, n int64) error {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if br, ok := lr.R.(*bufio.Reader); ok && lr.N > 0 && int64(br.Buffered()) >= lr.N {
+			b, _ := br.Peek(int(lr.N))
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			br.Discard(len(b))
+			return nil
+		}
+	}
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
-	m, err := io.CopyBuffer(writerOnly{w}, r, *bp)
+	h.wo.Writer = w
+	m, err := io.CopyBuffer(&h.wo, r, *bp)
+	h.wo.Writer = nil
 	if err == nil && m < n {
 		err = io.ErrUnexpectedEOF
 	}
@@ -586,7 +610,7 @@ func (h *h1conn) copyResponseBody(u *upConn, resp *response, bodyless, chunkOut 
 		_, err := readHead(u.br, discard[:0], h.s.o.MaxHeaderBytes, h.s.o.MaxHeaderCount, false)
 		return err
 	case resp.contentLength >= 0:
-		return h.copyBody(h.bw, io.LimitReader(u.br, resp.contentLength), resp.contentLength)
+		return h.copyBody(h.bw, h.limit(u.br, resp.contentLength), resp.contentLength)
 	default:
 		return h.copyBody(h.bw, u.br, 0)
 	}

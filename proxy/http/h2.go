@@ -30,7 +30,7 @@ var discardLog = log.New(io.Discard, "", 0)
 // serveH2 serves an HTTP/2 (h2c prior knowledge) client connection with
 // x/net/http2's server, which also answers malformed frames with GOAWAY.
 func (s *Server) serveH2(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
-	h := &h2handler{s: s, src: src, dst: dst, key: keyOf(src, dst)}
+	h := &h2handler{s: s, src: src, dst: dst, key: keyOf(src, dst), peers: new([2]peerCache)}
 	s.h2s.ServeConn(c, &http2.ServeConnOpts{
 		Context:    ctx,
 		Handler:    h,
@@ -42,6 +42,7 @@ type h2handler struct {
 	s        *Server
 	src, dst netip.AddrPort
 	key      poolKey
+	peers    *[2]peerCache
 }
 
 func isGRPC(contentType string) bool {
@@ -50,7 +51,7 @@ func isGRPC(contentType string) bool {
 }
 
 func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
-	a := &access{proto: "h2", method: r.Method, path: r.RequestURI, host: r.Host, start: time.Now()}
+	a := &access{proto: "h2", method: r.Method, path: r.RequestURI, host: r.Host, start: time.Now(), peers: h.peers}
 	if isGRPC(r.Header.Get("Content-Type")) {
 		a.proto, a.isGRPC = "grpc", true
 	}

@@ -201,4 +201,3 @@ func TestGRPCUpstreamDown(t *testing.T) {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
 }
-

@@ -82,16 +82,12 @@ func (p *pool) get(k poolKey) *upConn {
 		e.conns[len(e.conns)-1] = nil
 		e.conns = e.conns[:len(e.conns)-1]
 		if now.Sub(u.since) < p.idle {
-			if len(e.conns) == 0 {
-				p.lru.Remove(el)
-				delete(p.keys, k)
-			}
+			// The key's entry stays (empty) so that putting the
+			// connection back allocates nothing; eviction bounds keys.
 			return u
 		}
 		go u.close()
 	}
-	p.lru.Remove(el)
-	delete(p.keys, k)
 	return nil
 }
 
