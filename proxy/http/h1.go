@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy/l7"
 	"portcullis.dev/portcullis/proxy"
@@ -363,7 +364,7 @@ func (h *h1conn) sendRequest(u *upConn, r *request, actions []l7.HeaderAction) e
 		writeField(bw, "Host", host)
 	}
 	for i, act := range actions {
-		if touched(actions[:i], act.Name) {
+		if act.Action == v1alpha1.MismatchLog || touched(actions[:i], act.Name) {
 			continue
 		}
 		for _, v := range r.header[act.Name] {
@@ -404,7 +405,7 @@ func (r *request) isDropped(name string) bool {
 
 func touched(actions []l7.HeaderAction, name string) bool {
 	for _, a := range actions {
-		if a.Name == name && a.Action != "LOG" {
+		if a.Name == name && a.Action != v1alpha1.MismatchLog {
 			return true
 		}
 	}

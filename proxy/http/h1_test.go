@@ -50,7 +50,7 @@ func startUpstream(t testing.TB) *upstream {
 		w.Header().Set("X-Sum", "3")
 	})
 	mux.HandleFunc("/actions", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "added=%q replaced=%q deleted=%q", r.Header.Values("X-Added"), r.Header.Values("X-Replaced"), r.Header.Values("X-Deleted"))
+		fmt.Fprintf(w, "added=%q replaced=%q deleted=%q logged=%q", r.Header.Values("X-Added"), r.Header.Values("X-Replaced"), r.Header.Values("X-Deleted"), r.Header.Values("X-Logged"))
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
@@ -259,8 +259,9 @@ func TestHTTP1HeaderActions(t *testing.T) {
 	req := newReq(t, "GET", "http://h/actions", nil)
 	req.Header.Set("X-Replaced", "old")
 	req.Header.Set("X-Deleted", "bad")
+	req.Header.Set("X-Logged", "other") // LOG: reported, passed on as is
 	res := do(t, e.client(), req)
-	want := `added=["yes"] replaced=["new"] deleted=[]`
+	want := `added=["yes"] replaced=["new"] deleted=[] logged=["other"]`
 	if res.status != 200 || res.body != want {
 		t.Fatalf("got %d %q, want %q", res.status, res.body, want)
 	}
@@ -270,7 +271,7 @@ func TestHTTP1HeaderActions(t *testing.T) {
 	req.Header.Set("X-Replaced", "new")
 	req.Header.Set("X-Deleted", "good")
 	res = do(t, e.client(), req)
-	if want := `added=["yes"] replaced=["new"] deleted=["good"]`; res.body != want {
+	if want := `added=["yes"] replaced=["new"] deleted=["good"] logged=[]`; res.body != want {
 		t.Fatalf("got %q, want %q", res.body, want)
 	}
 }
@@ -401,6 +402,13 @@ func TestHTTP1Upgrade(t *testing.T) {
 			t.Fatalf("echo: %q %v", buf, err)
 		}
 	}
+	// An upgrade to h2c is not passed on: the request goes on as a plain
+	// one (the upstream sees no Upgrade) and the connection stays HTTP/1.1.
+	rc = e.raw(t)
+	rc.send(t, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+	if res, body := rc.response(t, "GET"); res.StatusCode != 400 || body != "no upgrade\n" {
+		t.Fatalf("h2c upgrade: got %d %q, want the upstream's 400 for a request without Upgrade", res.StatusCode, body)
+	}
 	// An upgrade the policy does not allow.
 	rc = e.raw(t)
 	rc.send(t, "GET /ws2 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
@@ -522,5 +530,19 @@ func TestHTTP1UpstreamPooling(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("%d upstream dials for 9 sequential requests, want 1", n)
+	}
+}
+
+// In audit mode a request the policy denies is forwarded and reported as
+// AUDITED.
+func TestHTTP1Audit(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, "", nil)
+	e.store.Set(snapshotAudit(t, webPolicy, up.addr.Port(), true))
+	if res := do(t, e.client(), newReq(t, "GET", "http://h/private", nil)); res.status != 200 {
+		t.Fatalf("got %d %q, want 200", res.status, res.body)
+	}
+	if ev := e.rec.wait(t, 1)[0]; ev.Verdict != monitor.VerdictAudited || ev.Policy != "TrafficPolicy default/web" {
+		t.Fatalf("event %+v", ev)
 	}
 }

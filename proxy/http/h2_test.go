@@ -43,7 +43,7 @@ func TestH2AllowDeny(t *testing.T) {
 		{"GET", "/public/a?x=1", nil, 200, "hello GET /public/a?x=1 via HTTP/2.0"},
 		{"GET", "/private", nil, 403, "Access denied\r\n"},
 		{"POST", "/upload", nil, 200, "got 0  te=[] trailer=\"\""},
-		{"GET", "/actions", http.Header{"X-Replaced": {"old"}, "X-Deleted": {"bad"}}, 200, `added=["yes"] replaced=["new"] deleted=[]`},
+		{"GET", "/actions", http.Header{"X-Replaced": {"old"}, "X-Deleted": {"bad"}, "X-Logged": {"x"}}, 200, `added=["yes"] replaced=["new"] deleted=[] logged=["x"]`},
 		{"GET", "/public/b", nil, 200, "hello GET /public/b via HTTP/2.0"},
 	}
 	for _, tc := range tests {

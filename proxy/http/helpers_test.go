@@ -71,6 +71,9 @@ spec:
           - name: X-Deleted
             value: good
             mismatch: DELETE
+          - name: X-Logged
+            value: expected
+            mismatch: LOG
 `
 
 // otherPolicy allows only GET /other.
@@ -103,6 +106,12 @@ spec:
 // "PORT" is replaced with port.
 func snapshot(t testing.TB, yaml string, port uint16) *proxy.Snapshot {
 	t.Helper()
+	return snapshotAudit(t, yaml, port, false)
+}
+
+// snapshotAudit is snapshot with namespace default in audit mode or not.
+func snapshotAudit(t testing.TB, yaml string, port uint16, audit bool) *proxy.Snapshot {
+	t.Helper()
 	yaml = strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port))
 	l := loader.Loader{Validate: validation.Validate}
 	res, err := l.LoadBytes("policy.yaml", []byte(yaml))
@@ -110,7 +119,7 @@ func snapshot(t testing.TB, yaml string, port uint16) *proxy.Snapshot {
 		t.Fatalf("loading the policy: %v", err)
 	}
 	repo := policy.NewRepository(policy.Options{})
-	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, false)
+	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, audit)
 	for _, d := range res.Documents {
 		if _, ok := d.Object.(*corev1.Namespace); ok {
 			continue

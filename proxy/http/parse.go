@@ -319,7 +319,10 @@ func parseRequest(head string, r *request, maxFields int) error {
 	if r.minor == 0 && keepAlive && !closeTok {
 		r.close = false
 	}
-	if !connUpgrade {
+	if !connUpgrade || upgradesToH2C(r.upgrade) {
+		// An HTTP/1.1 upgrade to h2c would turn the rest of the
+		// connection into HTTP/2 spliced past the proxy's verdicts: the
+		// request goes on as a plain one, as Envoy does.
 		r.upgrade = ""
 	}
 	if tes > 0 {
@@ -345,6 +348,15 @@ func parseRequest(head string, r *request, maxFields int) error {
 	return nil
 }
 
+func upgradesToH2C(v string) bool {
+	for tok := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(trimOWS(tok), "h2c") {
+			return true
+		}
+	}
+	return false
+}
+
 // parseLength parses a Content-Length value: digits only, at most 18.
 func parseLength(v string) (int64, bool) {
 	if v == "" || len(v) > 18 {
@@ -366,7 +378,7 @@ func parseLength(v string) (int64, bool) {
 // among them because the proxy reframes bodies itself.
 func hopByHop(name string) bool {
 	switch name {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade", "Trailer":
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade", "Http2-Settings":
 		return true
 	}
 	return false
