@@ -61,6 +61,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define EV_DROP 1
 #define EV_REDIRECT 2
 #define EV_AUDIT 3
+#define EV_ALLOW 4
 
 // Event reasons (bpf.EventReason).
 #define REASON_POLICY 1
@@ -71,6 +72,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define REASON_REDIRECT_UNSUPPORTED 6
 #define REASON_UNKNOWN_DESTINATION 7
 #define REASON_NOT_IPV4 8
+#define REASON_NOT_ENFORCED 9
 
 // Flow paths remembered in conntrack.
 #define PATH_DIRECT 0
@@ -211,6 +213,12 @@ struct decision {
 	__be16 proxy_port;
 	__u32 ep_id;
 	__u32 rule_id;
+	// The last allow entry that matched (the destination's ingress wins
+	// over the source's egress), for the allowed-flow event.
+	__u8 allowed_by_entry;
+	__u8 allow_dir;
+	__u32 allow_ep_id;
+	__u32 allow_rule_id;
 };
 
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
@@ -315,6 +323,13 @@ static __always_inline void policy_check(struct decision *d, struct endpoint_inf
 			d->ep_id = ep->ep_id;
 			d->rule_id = v ? v->rule_id : 0;
 		}
+		return;
+	}
+	if (verdict == VERDICT_ALLOW) {
+		d->allowed_by_entry = 1;
+		d->allow_dir = dir;
+		d->allow_ep_id = ep->ep_id;
+		d->allow_rule_id = v->rule_id;
 		return;
 	}
 	if (verdict == VERDICT_REDIRECT && d->verdict == VERDICT_ALLOW) {
@@ -471,6 +486,9 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
 	// A pure SYN starts a new connection even if the tuple is reused.
 	int established = ct && !(f.proto == IPPROTO_TCP && f.syn && !f.ack);
+	// No entry at all: the first packet of a flow (a reused tuple or a SYN
+	// retransmission finds the entry and reports nothing new).
+	int new_flow = !ct;
 	if (!ct) {
 		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
 		struct ct_value *rv = bpf_map_lookup_elem(&conntrack, &rk);
@@ -539,6 +557,19 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 	if (d.audited) {
 		d.reason = REASON_POLICY;
 		emit(&f, &d, EV_AUDIT, src_id, dst_id);
+	} else if (new_flow) {
+		// One event per allowed flow, when its entry is created (as
+		// Cilium's policy-verdict events): the entry that allowed it, or
+		// no enforced direction at all.
+		if (d.allowed_by_entry) {
+			d.reason = REASON_POLICY;
+			d.dir = d.allow_dir;
+			d.ep_id = d.allow_ep_id;
+			d.rule_id = d.allow_rule_id;
+		} else {
+			d.reason = REASON_NOT_ENFORCED;
+		}
+		emit(&f, &d, EV_ALLOW, src_id, dst_id);
 	}
 	return TC_ACT_OK;
 }

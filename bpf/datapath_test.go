@@ -150,6 +150,24 @@ func TestEnforcement(t *testing.T) {
 			t.Errorf("event %+v", e)
 		}
 	})
+	t.Run("allowed flow reported once with its rule", func(t *testing.T) {
+		src := netip.MustParseAddrPort(open.LocalAddr().String())
+		isOpen := func(e Event) bool { return e.Verdict == EventAllow && e.Src == src }
+		e := f.ev.wait(t, "allow 8080", isOpen)
+		if want := f.eng.ruleIDByPath(t, "ingress[0].toPorts[0]"); e.RuleID != want || e.EndpointID != 12 || e.Direction != policy.Ingress ||
+			e.Reason != ReasonPolicy || e.SrcIdentity != idA || e.DstIdentity != idB || e.Dst.Port() != 8080 {
+			t.Errorf("event %+v, want rule %d of endpoint 12's ingress", e, want)
+		}
+		// The same flow passes the server's to_pod and sends more packets
+		// (data, replies): still one event.
+		if err := roundTrip(open, "again", time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if n := f.ev.count(isOpen); n != 1 {
+			t.Errorf("%d allow events for one flow, want 1", n)
+		}
+	})
 	t.Run("deny rule drops with its rule id", func(t *testing.T) {
 		f.mustNotConnect(t, a, addr(b.ip, 9091))
 		e := f.ev.wait(t, "drop 9091", func(e Event) bool { return e.Verdict == EventDrop && e.Dst.Port() == 9091 })

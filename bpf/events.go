@@ -20,6 +20,9 @@ const (
 	EventDrop     EventVerdict = 1
 	EventRedirect EventVerdict = 2
 	EventAudit    EventVerdict = 3
+	// EventAllow is a new flow that passed, reported once when its
+	// conntrack entry is created (not per packet).
+	EventAllow EventVerdict = 4
 )
 
 func (v EventVerdict) String() string {
@@ -30,6 +33,8 @@ func (v EventVerdict) String() string {
 		return "REDIRECTED"
 	case EventAudit:
 		return "AUDITED"
+	case EventAllow:
+		return "FORWARDED"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
@@ -39,7 +44,9 @@ type EventReason uint8
 
 // The event reasons.
 const (
-	// ReasonPolicy: a policy entry decided (RuleID names the rule).
+	// ReasonPolicy: a policy entry decided (RuleID names the rule; for an
+	// allowed flow, the destination's ingress entry if that direction is
+	// enforced, else the source's egress entry).
 	ReasonPolicy EventReason = 1
 	// ReasonNoEntry: the direction is enforced but no policy is written.
 	ReasonNoEntry EventReason = 2
@@ -56,6 +63,9 @@ const (
 	ReasonUnknownDestination EventReason = 7
 	// ReasonNotIPv4: IPv6 and other non-IPv4 packets (not implemented).
 	ReasonNotIPv4 EventReason = 8
+	// ReasonNotEnforced: an allowed flow that no enforced direction looked
+	// up (neither the source's egress nor the destination's ingress).
+	ReasonNotEnforced EventReason = 9
 )
 
 func (r EventReason) String() string {
@@ -76,6 +86,8 @@ func (r EventReason) String() string {
 		return "unknown-destination"
 	case ReasonNotIPv4:
 		return "not-ipv4"
+	case ReasonNotEnforced:
+		return "not-enforced"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }

@@ -287,6 +287,19 @@ func (el *eventLog) wait(t *testing.T, what string, match func(Event) bool) Even
 	}
 }
 
+// count counts the events so far that match accepts.
+func (el *eventLog) count(match func(Event) bool) int {
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	n := 0
+	for _, e := range el.evs {
+		if match(e) {
+			n++
+		}
+	}
+	return n
+}
+
 // reset forgets the events seen so far.
 func (el *eventLog) reset() {
 	el.mu.Lock()
