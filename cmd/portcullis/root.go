@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,10 +39,17 @@ func inputErrorf(format string, args ...any) error {
 // whatever the verdict), 1 on bad input, 2 on a bad command line. Nothing
 // is written to stdout when the status is not 0.
 func Execute(args []string, stdout, stderr io.Writer) int {
+	return ExecuteContext(context.Background(), args, stdout, stderr)
+}
+
+// ExecuteContext is Execute with a context: cancelling it stops a command
+// that follows the agent (monitor) with status 0.
+func ExecuteContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.SetContext(ctx)
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return exitOK
@@ -74,7 +82,7 @@ func newRootCommand() *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	pol := &cobra.Command{
 		Use:   "policy",
-		Short: "Trace, validate and convert policy files, offline",
+		Short: "Trace, validate and convert policy files (trace --live: against the agent)",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -84,7 +92,7 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	pol.AddCommand(newTraceCommand(), newValidateCommand(), newConvertCommand())
-	root.AddCommand(pol)
+	root.AddCommand(pol, newEndpointCommand(), newMonitorCommand())
 	return root
 }
 

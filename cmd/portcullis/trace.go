@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"portcullis.dev/portcullis/agentapi"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
 )
@@ -29,6 +31,8 @@ type traceFlags struct {
 	mode                  string
 	audit                 bool
 	output                string
+	live                  bool
+	socket                string
 }
 
 // peerSpec is a traced peer as given on the command line.
@@ -51,7 +55,7 @@ type traceInput struct {
 func newTraceCommand() *cobra.Command {
 	var f traceFlags
 	cmd := &cobra.Command{
-		Use:   "trace -f FILE_OR_DIR (--src LABELS | --src-ip IP | --src-entity NAME) (--dst LABELS | --dst-ip IP | --dst-entity NAME) --dport PORT[/PROTO]",
+		Use:   "trace (-f FILE_OR_DIR | --live) (--src LABELS | --src-ip IP | --src-entity NAME) (--dst LABELS | --dst-ip IP | --dst-entity NAME) --dport PORT[/PROTO]",
 		Short: "Explain whether a flow (and an L7 request) is allowed",
 		Long: `Trace loads the policy files, places the source and the destination (pods
 given by labels, addresses or entities) and explains, side by side, what
@@ -66,6 +70,13 @@ io.kubernetes.pod.namespace=NS puts the pod in namespace NS (default
 account. A pod given by labels is a local endpoint; an address is one only
 if it belongs to a local endpoint, and an entity never is.
 
+With --live, the flow is traced against the policy of the agent running
+on this node (its API socket, --socket), instead of files: its policies,
+namespaces, pods and enforcement mode as they are in force. A pod given
+by labels is then the pod the agent knows that has them (a local one
+first; io.kubernetes.pod.namespace=NS narrows it to a namespace, any
+namespace otherwise), and the output names it.
+
 The last line of the text output is "Final verdict: ALLOWED", "DENIED" or
 "AUDITED". The exit status is 0 whatever the verdict, 1 for bad input
 files, 2 for a bad command line.`,
@@ -73,18 +84,26 @@ files, 2 for a bad command line.`,
       --src org=empire,class=tiefighter --dst org=empire,class=deathstar \
       --dport 80 --http 'PUT /v1/exhaust-port'
   portcullis policy trace -f examples/kafka --src app=empire-hq --dst app=kafka \
-      --dport 9092 --kafka produce:empire-announce -o json`,
+      --dport 9092 --kafka produce:empire-announce -o json
+  portcullis policy trace --live --src class=xwing --dst class=deathstar --dport 80`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in, err := parseTraceFlags(cmd, &f)
 			if err != nil {
 				return err
 			}
+			if f.live {
+				return runLiveTrace(cmd.Context(), cmd.OutOrStdout(), f.socket, in)
+			}
 			return runTrace(cmd.OutOrStdout(), cmd.ErrOrStderr(), f.files, in)
 		},
 	}
 	fl := cmd.Flags()
-	addFileFlag(cmd, &f.files)
+	// -f is required unless --live (checked in parseTraceFlags).
+	fl.StringArrayVarP(&f.files, "filename", "f", nil,
+		"policy file or directory (*.yaml, *.yml, *.json, read recursively); - reads standard input; repeatable; required unless --live")
+	fl.BoolVar(&f.live, "live", false, "trace against the policy of the running agent on this node (through its API socket) instead of files; pods given by labels must be pods the agent knows")
+	addSocketFlag(cmd, &f.socket)
 	fl.StringVar(&f.src, "src", "", "source pod labels, k=v[,k=v...]")
 	fl.StringVar(&f.srcIP, "src-ip", "", "source address")
 	fl.StringVar(&f.srcEntity, "src-entity", "", "source entity (host, world, unmanaged, health, init, remote-node, kube-apiserver, ingress)")
@@ -117,6 +136,17 @@ files, 2 for a bad command line.`,
 func parseTraceFlags(cmd *cobra.Command, f *traceFlags) (*traceInput, error) {
 	in := &traceInput{audit: f.audit}
 	var err error
+	changed := cmd.Flags().Changed
+	switch {
+	case f.live && changed("filename"):
+		return nil, errors.New("--live traces the agent's policy: -f cannot be used with it")
+	case f.live && (changed("mode") || changed("audit")):
+		return nil, errors.New("--live uses the agent's enforcement and audit mode: --mode and --audit cannot be used with it")
+	case !f.live && changed("socket"):
+		return nil, errors.New("--socket needs --live")
+	case !f.live && len(f.files) == 0:
+		return nil, errors.New(`required flag(s) "filename" not set`)
+	}
 	if in.src, err = parsePeer(cmd, "src", f.src, f.srcIP, f.srcEntity); err != nil {
 		return nil, err
 	}
@@ -127,7 +157,6 @@ func parseTraceFlags(cmd *cobra.Command, f *traceFlags) (*traceInput, error) {
 	if in.req.Port, in.req.Proto, err = parsePort(f.dport); err != nil {
 		return nil, fmt.Errorf("--dport: %w", err)
 	}
-	changed := cmd.Flags().Changed
 	if (changed("http-host") || changed("http-header")) && !changed("http") {
 		return nil, errors.New("--http-host and --http-header need --http")
 	}
@@ -317,4 +346,57 @@ func runTrace(stdout, stderr io.Writer, files []string, in *traceInput) error {
 		return inputErrorf("writing the trace: %v", err)
 	}
 	return nil
+}
+
+// runLiveTrace traces the flow against the agent's live repository and
+// writes the explanation as runTrace does; the peers are shown as the
+// agent resolved them.
+func runLiveTrace(ctx context.Context, stdout io.Writer, socket string, in *traceInput) error {
+	req := agentapi.TraceRequest{
+		Src: livePeer(in.src), Dst: livePeer(in.dst), Proto: in.req.Proto, Port: in.req.Port,
+		HTTP: in.req.HTTP, Kafka: in.req.Kafka, DNS: in.req.DNS, SNI: in.req.SNI,
+	}
+	resp, err := agentapi.NewClient(socket).Trace(ctx, req)
+	if err != nil {
+		return agentError(err)
+	}
+	tr := resp.Result
+	for _, s := range []struct {
+		d *policy.Decision
+		p *l7.Parser
+	}{{&tr.Egress.Decision, resp.EgressParser}, {&tr.Ingress.Decision, resp.IngressParser}} {
+		if s.p != nil {
+			s.d.L7 = &l7.Policy{Parser: *s.p}
+		}
+	}
+	live := *in
+	live.src = peerSpec{Kind: resp.Src.Kind, Value: resp.Src.Value}
+	live.dst = peerSpec{Kind: resp.Dst.Kind, Value: resp.Dst.Value}
+	live.audit = resp.Audit
+	if live.mode, err = policy.ParseMode(resp.Mode); err != nil {
+		return inputErrorf("agent at %s: %v", socket, err)
+	}
+	var out []byte
+	if in.json {
+		if out, err = renderJSON(&live, tr); err != nil {
+			return inputErrorf("rendering the trace: %v", err)
+		}
+	} else {
+		out = renderText(&live, tr)
+	}
+	if _, err := stdout.Write(out); err != nil {
+		return inputErrorf("writing the trace: %v", err)
+	}
+	return nil
+}
+
+// livePeer is a command-line peer as the agent's API takes it.
+func livePeer(p peerSpec) agentapi.TracePeer {
+	switch p.Kind {
+	case "ip":
+		return agentapi.TracePeer{IP: p.Value}
+	case "entity":
+		return agentapi.TracePeer{Entity: p.Value}
+	}
+	return agentapi.TracePeer{Labels: p.Peer.Labels}
 }

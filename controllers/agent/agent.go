@@ -78,8 +78,13 @@ type Config struct {
 	PolicyMapSize uint32
 	// LeaseDuration and RenewInterval of the agent's Lease; zero: defaults.
 	LeaseDuration, RenewInterval time.Duration
-	// OnEvent, if set, is called for every datapath event (after the metric).
+	// OnEvent, if set, is called for every datapath event (after the metric
+	// and before the event is published on the agent's monitor hub).
 	OnEvent func(bpf.Event)
+	// APISocket is the unix socket of the agent's local API (endpoint list,
+	// flow events, live trace: package agentapi); "" serves no API. Its
+	// directory is created; a socket left by a dead agent is replaced.
+	APISocket string
 	// Ready, if set, is closed once the first full sync after start is done.
 	Ready chan<- struct{}
 	// Started, if set, receives the agent once it is built (before the
@@ -103,8 +108,9 @@ type EndpointInfo struct {
 }
 
 type podRecord struct {
-	ip    netip.Addr
-	local bool
+	ip     netip.Addr
+	local  bool
+	labels map[string]string
 }
 
 type policyRecord struct {
@@ -133,6 +139,7 @@ type Agent struct {
 
 	mu        sync.Mutex
 	pods      map[string]*podRecord
+	podsByIP  map[netip.Addr]string
 	endpoints map[string]*EndpointInfo
 	prevIDs   map[netip.Addr]uint32
 	nextID    uint32
@@ -142,6 +149,9 @@ type Agent struct {
 	// syncErr is the first error of the last sync pass, "" if it wrote
 	// everything.
 	syncErr string
+
+	// rules numbers the rules named by policy entries (bpf.Options.RuleID).
+	rules *ruleTable
 
 	// hub carries flow events (datapath verdicts, proxy access records)
 	// to followers such as `portcullis monitor`.
@@ -247,10 +257,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("proxy routing: %w", err)
 	}
 	port := cfg.ProxyPort
+	rules := &ruleTable{}
 	dp, err := bpf.Load(bpf.Options{
 		PinPath:       filepath.Join(cfg.BPFFS, "portcullis"),
 		PolicyMapSize: cfg.PolicyMapSize,
 		ProxyPort:     func(*policy.Decision) uint16 { return port },
+		RuleID:        rules.id,
 	})
 	if err != nil {
 		return err
@@ -260,8 +272,9 @@ func Run(ctx context.Context, cfg Config) error {
 	repo := policy.NewRepository(policy.Options{})
 	repo.SetMode(mode, cfg.AuditMode)
 	a := &Agent{
-		cfg: cfg, repo: repo, dp: dp,
+		cfg: cfg, repo: repo, dp: dp, rules: rules,
 		pods:      map[string]*podRecord{},
+		podsByIP:  map[netip.Addr]string{},
 		endpoints: map[string]*EndpointInfo{},
 		prevIDs:   map[netip.Addr]uint32{},
 		nextID:    1,
@@ -316,6 +329,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := mgr.Add(&eventReader{a: a}); err != nil {
 		return err
+	}
+	if cfg.APISocket != "" {
+		// Listen before the manager starts, so that a socket in use (another
+		// agent) is an error at start and not a log line.
+		ln, err := listenAPI(cfg.APISocket)
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(&apiServer{a: a, ln: ln}); err != nil {
+			_ = ln.Close()
+			return err
+		}
 	}
 	return mgr.Start(ctx)
 }

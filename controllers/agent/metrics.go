@@ -15,8 +15,8 @@ import (
 )
 
 var (
-	// Verdicts counts the datapath's verdict events (drops, redirects,
-	// audits; allowed flows are not reported by the datapath).
+	// Verdicts counts the datapath's verdict events: drops (per packet),
+	// redirects, audits and allowed flows (FORWARDED, once per new flow).
 	Verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "portcullis_policy_verdicts_total",
 		Help: "Policy verdict events from the datapath, by direction, protocol and verdict.",
@@ -55,8 +55,8 @@ func (a *Agent) updateGaugesLocked() {
 	}
 }
 
-// eventReader counts the datapath's events and passes them to
-// Config.OnEvent.
+// eventReader counts the datapath's events, passes them to Config.OnEvent
+// and publishes them, with names and labels, on the agent's monitor hub.
 type eventReader struct{ a *Agent }
 
 func (e *eventReader) Start(ctx context.Context) error {
@@ -81,6 +81,9 @@ func (e *eventReader) Start(ctx context.Context) error {
 		Verdicts.WithLabelValues(ev.Direction.String(), policy.ProtoName(ev.Proto), ev.Verdict.String()).Inc()
 		if e.a.cfg.OnEvent != nil {
 			e.a.cfg.OnEvent(ev)
+		}
+		if e.a.hub.Subscribers() > 0 {
+			e.a.hub.Publish(e.a.flowEvent(ev))
 		}
 	}
 }

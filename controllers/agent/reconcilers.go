@@ -250,7 +250,8 @@ func (a *Agent) applyPod(ctx context.Context, key types.NamespacedName) error {
 		}
 	}
 	id := a.repo.UpsertEndpoint(ep)
-	a.pods[key.String()] = &podRecord{ip: ip, local: local}
+	a.pods[key.String()] = &podRecord{ip: ip, local: local, labels: pod.Labels}
+	a.podsByIP[ip] = key.String()
 	if local {
 		e := a.endpoints[key.String()]
 		if e == nil {
@@ -292,6 +293,9 @@ func (a *Agent) removePodLocked(key string) error {
 		delete(a.endpoints, key)
 	}
 	a.repo.DeleteEndpoint(ns, name)
+	if a.podsByIP[p.ip] == key {
+		delete(a.podsByIP, p.ip)
+	}
 	delete(a.pods, key)
 	a.kick()
 	return nil

@@ -1,0 +1,308 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/l7"
+)
+
+// monitorBuffer is how many events a monitor follower may lag behind
+// before it loses events (and is told so).
+const monitorBuffer = 4096
+
+// listenAPI listens on the API's unix socket: its directory is created
+// (0700), a socket file that nothing serves (left by an agent that died)
+// is replaced, and a live one is an error. The socket is 0600 and is
+// removed when the listener closes.
+func listenAPI(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("API socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("API socket %s: the file exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("API socket %s: another agent is serving it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale API socket: %w", err)
+		}
+		ctrl.Log.WithName("agent").Info("replaced a stale API socket", "path", path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("API socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("API socket: %w", err)
+	}
+	return ln, nil
+}
+
+// apiServer serves the local API (package agentapi) until the manager
+// stops.
+type apiServer struct {
+	a  *Agent
+	ln net.Listener
+}
+
+func (s *apiServer) Start(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           s.a.APIHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		// Requests end with the agent (monitor streams included).
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(s.ln) }()
+	ctrl.Log.WithName("agent").Info("serving the API", "socket", s.ln.Addr().String())
+	select {
+	case <-ctx.Done():
+	case err := <-done:
+		return fmt.Errorf("API server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	<-done
+	return nil
+}
+
+// APIHandler is the agent's local API (served on Config.APISocket).
+func (a *Agent) APIHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+agentapi.PathEndpoints, a.serveEndpoints)
+	mux.HandleFunc("GET "+agentapi.PathMonitor, a.serveMonitor)
+	mux.HandleFunc("POST "+agentapi.PathTrace, a.serveTrace)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, agentapi.Error{Error: fmt.Sprintf(format, args...)})
+}
+
+// APIEndpoints is the endpoint table in the API's terms.
+func (a *Agent) APIEndpoints() []agentapi.Endpoint {
+	eps := a.Endpoints()
+	out := make([]agentapi.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		ae := agentapi.Endpoint{
+			ID: e.ID, Namespace: e.Namespace, Pod: e.Name, IP: e.IP.String(),
+			Identity: uint32(e.Identity), State: e.State,
+			IngressEnforced: e.Flags&bpf.FlagEnforceIngress != 0,
+			EgressEnforced:  e.Flags&bpf.FlagEnforceEgress != 0,
+			Audit:           e.Flags&bpf.FlagAudit != 0,
+			IfIndex:         e.IfIndex, Message: e.Message,
+		}
+		if ident := a.repo.Identity(e.Identity); ident != nil && e.Identity != 0 {
+			ae.Labels = labelStrings(ident.Labels)
+		}
+		out = append(out, ae)
+	}
+	return out
+}
+
+func (a *Agent) serveEndpoints(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.APIEndpoints())
+}
+
+// serveMonitor streams flow events as NDJSON until the client goes or the
+// agent stops. A follower that falls behind loses events (the hub never
+// blocks the datapath reader or a proxy) and gets a notice line saying
+// how many.
+func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
+	sub := a.hub.Subscribe(monitorBuffer)
+	defer sub.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	var reported uint64
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			if lost := sub.Lost(); lost > reported {
+				if enc.Encode(agentapi.MonitorLine{Event: lostNotice(a.cfg.NodeName), Lost: lost - reported}) != nil {
+					return
+				}
+				reported = lost
+			}
+			if enc.Encode(agentapi.MonitorLine{Event: ev}) != nil {
+				return
+			}
+			// Flush when the backlog is drained, not per event.
+			if len(sub.C) == 0 && rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// serveTrace traces a flow against the live repository. Peers are resolved
+// to addresses first (a pod by name or by labels must be one the agent
+// knows), so the trace never adds endpoints to the running engine.
+func (a *Agent) serveTrace(w http.ResponseWriter, r *http.Request) {
+	var req agentapi.TraceRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "decoding the trace request: %v", err)
+		return
+	}
+	resp, status, err := a.Trace(req)
+	if err != nil {
+		writeError(w, status, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// Trace runs a live trace; status is the HTTP status for an error.
+func (a *Agent) Trace(req agentapi.TraceRequest) (resp *agentapi.TraceResponse, status int, err error) {
+	if req.Port == 0 && req.Proto != policy.ProtoICMP && req.Proto != policy.ProtoICMPv6 {
+		return nil, http.StatusBadRequest, errors.New("port: 0 is not a port")
+	}
+	src, srcPeer, err := a.resolvePeer(req.Src)
+	if err != nil {
+		return nil, http.StatusNotFound, fmt.Errorf("source: %w", err)
+	}
+	dst, dstPeer, err := a.resolvePeer(req.Dst)
+	if err != nil {
+		return nil, http.StatusNotFound, fmt.Errorf("destination: %w", err)
+	}
+	tr, err := a.repo.Trace(policy.TraceRequest{
+		Src: srcPeer, Dst: dstPeer, Proto: req.Proto, Port: req.Port,
+		HTTP: req.HTTP, Kafka: req.Kafka, DNS: req.DNS, SNI: req.SNI,
+	})
+	if err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("tracing: %w", err)
+	}
+	mode, audit := a.repo.Mode()
+	resp = &agentapi.TraceResponse{Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst, Result: tr}
+	// The compiled L7 rules do not travel: keep their parser only.
+	strip := func(d *policy.Decision) *l7.Parser {
+		if d.L7 == nil {
+			return nil
+		}
+		p := d.L7.Parser
+		d.L7 = nil
+		return &p
+	}
+	resp.EgressParser = strip(&tr.Egress.Decision)
+	resp.IngressParser = strip(&tr.Ingress.Decision)
+	return resp, http.StatusOK, nil
+}
+
+// resolvePeer turns a live trace peer into an address or entity.
+func (a *Agent) resolvePeer(p agentapi.TracePeer) (agentapi.ResolvedPeer, policy.TracePeer, error) {
+	set := 0
+	for _, given := range []bool{p.Pod != "", p.Labels != nil, p.IP != "", p.Entity != ""} {
+		if given {
+			set++
+		}
+	}
+	if set != 1 {
+		return agentapi.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address or an entity")
+	}
+	switch {
+	case p.Entity != "":
+		if _, ok := policy.ReservedIdentityByName(p.Entity); !ok {
+			return agentapi.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("unknown entity %q", p.Entity)
+		}
+		return agentapi.ResolvedPeer{Kind: "entity", Value: p.Entity}, policy.TracePeer{Entity: p.Entity}, nil
+	case p.IP != "":
+		ip, err := netip.ParseAddr(p.IP)
+		if err != nil {
+			return agentapi.ResolvedPeer{}, policy.TracePeer{}, err
+		}
+		return agentapi.ResolvedPeer{Kind: "ip", Value: ip.String()}, policy.TracePeer{IP: ip}, nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := p.Pod
+	if p.Labels != nil {
+		var err error
+		if key, err = a.podByLabelsLocked(p.Labels); err != nil {
+			return agentapi.ResolvedPeer{}, policy.TracePeer{}, err
+		}
+	}
+	rec := a.pods[key]
+	if rec == nil {
+		return agentapi.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("pod %q: not a running pod with an IPv4 address that the agent on node %s knows", key, a.cfg.NodeName)
+	}
+	return agentapi.ResolvedPeer{Kind: "pod", Value: key + " (" + rec.ip.String() + ")"}, policy.TracePeer{IP: rec.ip}, nil
+}
+
+// podByLabelsLocked picks the pod that has every label of ls: a local pod
+// before a remote one, then the first by namespace/name.
+func (a *Agent) podByLabelsLocked(ls policy.Labels) (string, error) {
+	var matches []string
+	for key, rec := range a.pods {
+		ns, _, _ := strings.Cut(key, "/")
+		ok := true
+		for _, l := range ls {
+			switch {
+			case l.Key == policy.LabelNamespace:
+				ok = ns == l.Value
+			case l.Source == policy.SourceReserved:
+				ok = false
+			default:
+				v, has := rec.labels[l.Key]
+				ok = has && v == l.Value
+			}
+			if !ok {
+				break
+			}
+		}
+		if ok {
+			matches = append(matches, key)
+		}
+	}
+	if len(matches) == 0 {
+		return "", fmt.Errorf("no running pod that the agent on node %s knows has the labels %s", a.cfg.NodeName, ls)
+	}
+	sort.Slice(matches, func(i, j int) bool {
+		li, lj := a.pods[matches[i]].local, a.pods[matches[j]].local
+		if li != lj {
+			return li
+		}
+		return matches[i] < matches[j]
+	})
+	return matches[0], nil
+}

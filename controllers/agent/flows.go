@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy"
+)
+
+// ruleTable numbers the rules that policy entries name, so that a datapath
+// event (which carries a 32-bit rule id) can name its policy and rule.
+// Ids start at 1 (0 is a default verdict: no rule) and are never reused
+// while the agent runs; they are not kept across restarts (the first sync
+// rewrites every entry with the new numbers).
+type ruleTable struct {
+	mu   sync.RWMutex
+	ids  map[policy.RuleRef]uint32
+	refs []policy.RuleRef // refs[id-1]
+}
+
+// id returns the rule's number, assigning the next one to a new rule.
+func (t *ruleTable) id(r policy.RuleRef) uint32 {
+	if r == (policy.RuleRef{}) {
+		return 0
+	}
+	t.mu.RLock()
+	id, ok := t.ids[r]
+	t.mu.RUnlock()
+	if ok {
+		return id
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id, ok := t.ids[r]; ok {
+		return id
+	}
+	if t.ids == nil {
+		t.ids = map[policy.RuleRef]uint32{}
+	}
+	t.refs = append(t.refs, r)
+	id = uint32(len(t.refs))
+	t.ids[r] = id
+	return id
+}
+
+// ref returns the rule numbered id; ok is false for 0 and unknown ids.
+func (t *ruleTable) ref(id uint32) (policy.RuleRef, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if id == 0 || int(id) > len(t.refs) {
+		return policy.RuleRef{}, false
+	}
+	return t.refs[id-1], true
+}
+
+// labelStrings renders identity labels for humans: "key=value" for
+// Kubernetes labels, "source:key[=value]" for the others, sorted.
+func labelStrings(ls policy.Labels) []string {
+	out := make([]string, 0, len(ls))
+	for _, l := range ls {
+		switch {
+		case l.Source == policy.SourceK8s && l.Value == "":
+			out = append(out, l.Key)
+		case l.Source == policy.SourceK8s:
+			out = append(out, l.Key+"="+l.Value)
+		default:
+			out = append(out, l.String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// monotonicToWall converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
+func monotonicToWall(t time.Duration) time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return now
+	}
+	return now.Add(t - time.Duration(ts.Nano()))
+}
+
+// podAt names the pod with address a, if the agent knows one.
+func (a *Agent) podAt(ip netip.Addr) (namespace, name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.podAtLocked(ip)
+}
+
+func (a *Agent) podAtLocked(ip netip.Addr) (namespace, name string) {
+	namespace, name, _ = strings.Cut(a.podsByIP[ip], "/")
+	return namespace, name
+}
+
+// flowEvent turns a datapath event into a flow event for followers: both
+// sides with their pods and identity labels, and the rule that decided.
+// For ICMP the destination's port is the ICMP type, as the datapath
+// reports it.
+func (a *Agent) flowEvent(ev bpf.Event) monitor.Event {
+	side := func(ap netip.AddrPort, id policy.NumericIdentity) monitor.Endpoint {
+		e := monitor.Endpoint{IP: ap.Addr().String(), Port: ap.Port(), Identity: uint32(id)}
+		e.Namespace, e.Pod = a.podAt(ap.Addr())
+		if ident := a.repo.Identity(id); ident != nil {
+			e.Labels = labelStrings(ident.Labels)
+		}
+		return e
+	}
+	out := monitor.Event{
+		Time:        monotonicToWall(ev.Time),
+		Node:        a.cfg.NodeName,
+		Type:        monitor.TypePolicyVerdict,
+		Verdict:     ev.Verdict.String(),
+		Reason:      ev.Reason.String(),
+		Direction:   ev.Direction.String(),
+		Protocol:    policy.ProtoName(ev.Proto),
+		Source:      side(ev.Src, ev.SrcIdentity),
+		Destination: side(ev.Dst, ev.DstIdentity),
+	}
+	if r, ok := a.rules.ref(ev.RuleID); ok {
+		out.Policy = r.String()
+	}
+	return out
+}
+
+// lostNotice is the event part of a lost-events notice line.
+func lostNotice(node string) monitor.Event {
+	return monitor.Event{Time: time.Now(), Node: node, Type: agentapi.TypeLost}
+}
