@@ -88,8 +88,8 @@ type ResolvedPeer struct {
 type TraceResponse struct {
 	Node string `json:"node"`
 	// Mode and Audit are the agent's enforcement mode and global audit.
-	Mode     string              `json:"mode"`
-	Audit    bool                `json:"audit"`
+	Mode   string              `json:"mode"`
+	Audit  bool                `json:"audit"`
 	Src    ResolvedPeer        `json:"src"`
 	Dst    ResolvedPeer        `json:"dst"`
 	Result *policy.TraceResult `json:"result"`
