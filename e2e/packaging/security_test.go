@@ -70,9 +70,10 @@ func TestAgentSecurity(t *testing.T) {
 				!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"BPF", "NET_ADMIN"}) {
 				t.Errorf("capabilities = %+v, want drop ALL, add exactly BPF and NET_ADMIN", sc.Capabilities)
 			}
-			// Host paths: exactly bpffs (read-write, for pins) and cgroup2
-			// (read-only), never Bidirectional (which needs privileged).
-			wantMounts := map[string]bool{"/sys/fs/bpf": false, "/sys/fs/cgroup": true} // path: readOnly
+			// Host paths: exactly bpffs (read-write, for pins), cgroup2
+			// (read-only) and the API socket's directory, never
+			// Bidirectional (which needs privileged).
+			wantMounts := map[string]bool{"/sys/fs/bpf": false, "/sys/fs/cgroup": true, "/var/run/portcullis": false} // path: readOnly
 			vols := map[string]string{}
 			for _, v := range spec.Volumes {
 				if v.HostPath != nil {
@@ -111,6 +112,7 @@ func TestAgentSecurity(t *testing.T) {
 				"--tofqdns-max-ips-per-hostname=$(TOFQDNS_MAX_IPS_PER_HOSTNAME)",
 				"--secrets-namespace=$(SECRETS_NAMESPACE)", "--metrics-bind-address=:9962",
 				"--health-probe-bind-address=:9879", "--bpffs=/sys/fs/bpf",
+				"--api-socket=/var/run/portcullis/agent.sock",
 			} {
 				if !slices.Contains(c.Args, flag) {
 					t.Errorf("args %q lack %s", c.Args, flag)
