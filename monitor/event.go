@@ -16,7 +16,8 @@ const (
 	TypeL7 = "l7"
 )
 
-// Verdicts. The datapath reports DROPPED, REDIRECTED and AUDITED; proxies
+// Verdicts. The datapath reports FORWARDED (once per new allowed flow),
+// DROPPED, REDIRECTED and AUDITED; proxies
 // report FORWARDED, DENIED (answered in the protocol's words), AUDITED and
 // ERROR (no verdict could be reached: the request was refused).
 const (
@@ -76,7 +77,9 @@ type Event struct {
 	Source      Endpoint `json:"source"`
 	Destination Endpoint `json:"destination"`
 	// Policy names the policy (and rule) that decided, e.g.
-	// "TrafficPolicy default/rule1 spec.ingress[0]"; empty for a default.
+	// "TrafficPolicy default/rule1 spec.ingress[0].toPorts[0]"; for a
+	// default-deny drop, the policies selecting the endpoint followed by
+	// "(default deny)"; empty when no policy is involved.
 	Policy string `json:"policy,omitempty"`
 	L7     *L7    `json:"l7,omitempty"`
 }

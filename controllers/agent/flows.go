@@ -127,8 +127,38 @@ func (a *Agent) flowEvent(ev bpf.Event) monitor.Event {
 	}
 	if r, ok := a.rules.ref(ev.RuleID); ok {
 		out.Policy = r.String()
+	} else if ev.Verdict == bpf.EventDrop && ev.Reason == bpf.ReasonPolicy {
+		out.Policy = a.defaultDenyBy(ev.EndpointID, ev.Direction)
 	}
 	return out
+}
+
+// defaultDenyBy names what made a direction of an endpoint default-deny:
+// a drop by a default deny has no rule of its own, but the policies that
+// select the endpoint caused it. "" when none does (enforcement mode
+// always).
+func (a *Agent) defaultDenyBy(epID uint32, d policy.Direction) string {
+	a.mu.Lock()
+	var ns, name string
+	for _, e := range a.endpoints {
+		if e.ID == epID {
+			ns, name = e.Namespace, e.Name
+			break
+		}
+	}
+	a.mu.Unlock()
+	if name == "" {
+		return ""
+	}
+	keys := a.repo.SelectedBy(ns, name, d)
+	if len(keys) == 0 {
+		return ""
+	}
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.String()
+	}
+	return strings.Join(names, ", ") + " (default deny)"
 }
 
 // lostNotice is the event part of a lost-events notice line.

@@ -115,6 +115,8 @@ type env struct {
 	// events records every datapath event of every agent run.
 	eventsMu sync.Mutex
 	events   []bpf.Event
+	// apiSocket is the agent's API socket; empty serves none.
+	apiSocket string
 }
 
 func (e *env) startAgent() {
@@ -134,6 +136,7 @@ func (e *env) startAgent() {
 			BPFFS: e.bpffs, ProxyPort: e.port, PolicyMapSize: e.policyMapSize,
 			EnforcementMode: e.mode, AuditMode: e.audit,
 			MetricsBindAddress: "0", HealthProbeBindAddress: e.probeAddr,
+			APISocket:     e.apiSocket,
 			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
 			OnEvent: func(ev bpf.Event) {
 				e.eventsMu.Lock()
