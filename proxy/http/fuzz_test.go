@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +155,9 @@ func FuzzServeConn(f *testing.F) {
 			Record: func(e monitor.Event) {
 				if e.Verdict == monitor.VerdictForwarded {
 					forwarded.Add(1)
+				}
+				if strings.HasPrefix(e.Reason, "internal error") {
+					t.Errorf("the connection ended on a bug: %s", e.Reason)
 				}
 			},
 			ReadHeaderTimeout: time.Second,

@@ -212,6 +212,8 @@ func (h *h1conn) writeSimple(status int, body string, closeConn, head bool) {
 	bw.WriteString(strconv.Itoa(len(body)))
 	if closeConn {
 		bw.WriteString("\r\nConnection: close")
+	} else if h.req.minor == 0 {
+		bw.WriteString("\r\nConnection: keep-alive")
 	}
 	bw.WriteString("\r\n\r\n")
 	if !head {
@@ -564,6 +566,8 @@ func (h *h1conn) writeResponseHead(resp *response, chunked, closeConn bool) {
 	}
 	if closeConn {
 		bw.WriteString("Connection: close\r\n")
+	} else if h.req.minor == 0 {
+		bw.WriteString("Connection: keep-alive\r\n") // HTTP/1.0 closes by default
 	}
 	bw.WriteString("\r\n")
 }

@@ -546,3 +546,37 @@ func TestHTTP1Audit(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 }
+
+// An HTTP/1.0 client gets a chunked response decoded and the connection
+// closed; its keep-alive is honoured otherwise.
+func TestHTTP10(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "GET /public/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	if res, body := rc.response(t, "GET"); res.StatusCode != 200 || body != "hello GET /public/a via HTTP/1.1" || res.Header.Get("Connection") != "keep-alive" {
+		t.Fatalf("got %d %q connection=%q", res.StatusCode, body, res.Header.Get("Connection"))
+	}
+	rc.send(t, "GET /public/chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || string(body) != "part0;part1;part2;" || len(res.TransferEncoding) != 0 || !rc.closed() {
+		t.Fatalf("got %d %q te=%v, want the body unchunked and close", res.StatusCode, body, res.TransferEncoding)
+	}
+}
+
+// Pipelined requests are answered in order.
+func TestHTTP1Pipelined(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "GET /public/1 HTTP/1.1\r\nHost: h\r\n\r\nGET /private HTTP/1.1\r\nHost: h\r\n\r\nGET /public/3 HTTP/1.1\r\nHost: h\r\n\r\n")
+	for _, want := range []string{"hello GET /public/1 via HTTP/1.1", "Access denied\r\n", "hello GET /public/3 via HTTP/1.1"} {
+		if _, body := rc.response(t, "GET"); body != want {
+			t.Fatalf("got %q, want %q", body, want)
+		}
+	}
+}
