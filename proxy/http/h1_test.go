@@ -580,3 +580,17 @@ func TestHTTP1Pipelined(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTP1IdleTimeout(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.IdleTimeout = 100 * time.Millisecond })
+	rc := e.raw(t)
+	rc.send(t, "GET /public/a HTTP/1.1\r\nHost: h\r\n\r\n")
+	if res, _ := rc.response(t, "GET"); res.StatusCode != 200 {
+		t.Fatalf("got %d", res.StatusCode)
+	}
+	// Nothing more: the proxy closes the idle connection.
+	if !rc.closed() {
+		t.Fatal("the idle connection stayed open")
+	}
+}

@@ -3,6 +3,8 @@ package http_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -13,10 +15,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"portcullis.dev/portcullis/monitor"
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
 
 // h2client is an HTTP/2 client with prior knowledge (h2c) through the
@@ -127,6 +131,24 @@ var doorManager = grpc.ServiceDesc{
 			return wrapperspb.String("set"), nil
 		})},
 	},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Watch",
+		ServerStreams: true,
+		// Watch sends three events and a trailer.
+		Handler: func(_ any, ss grpc.ServerStream) error {
+			in := new(wrapperspb.StringValue)
+			if err := ss.RecvMsg(in); err != nil {
+				return err
+			}
+			for i := range 3 {
+				if err := ss.SendMsg(wrapperspb.String(fmt.Sprintf("%s event %d", in.GetValue(), i))); err != nil {
+					return err
+				}
+			}
+			ss.SetTrailer(metadata.Pairs("x-events", "3"))
+			return nil
+		},
+	}},
 }
 
 func unary(f func(*wrapperspb.StringValue) (*wrapperspb.StringValue, error)) grpc.MethodHandler {
@@ -199,5 +221,54 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	}
 	if ev := e.rec.wait(t, 1)[0]; ev.Verdict != monitor.VerdictError || *ev.L7.GRPCStatus != 14 {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
+	}
+}
+
+// A server stream passes through message by message, with its trailers.
+func TestGRPCStream(t *testing.T) {
+	ln := listenServer(t)
+	gs := grpc.NewServer()
+	gs.RegisterService(&doorManager, struct{}{})
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	e := newEnv(t, addrOf(ln), webPolicy, nil)
+	cc := e.grpcClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/doormanager.DoorManager/Watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SendMsg(wrapperspb.String("door1")); err != nil {
+		t.Fatal(err)
+	}
+	st.CloseSend()
+	var got []string
+	for {
+		m := new(wrapperspb.StringValue)
+		if err := st.RecvMsg(m); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m.GetValue())
+	}
+	if strings.Join(got, ",") != "door1 event 0,door1 event 1,door1 event 2" || st.Trailer().Get("x-events")[0] != "3" {
+		t.Fatalf("got %q trailer %v", got, st.Trailer())
+	}
+}
+
+func TestH2HeaderCount(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.MaxHeaderCount = 5 })
+	req := newReq(t, "GET", "http://h/public/x", nil)
+	for i := range 6 {
+		req.Header.Set(fmt.Sprintf("X-H%d", i), "v")
+	}
+	if res := do(t, e.h2client(), req); res.status != 431 {
+		t.Fatalf("got %d, want 431", res.status)
+	}
+	if up.requests.Load() != 0 {
+		t.Fatal("the request reached the upstream")
 	}
 }

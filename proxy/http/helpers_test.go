@@ -59,6 +59,8 @@ spec:
           path: /ws
         - method: POST
           path: /doormanager.DoorManager/GetName
+        - method: POST
+          path: /doormanager.DoorManager/Watch
         - method: GET
           path: /actions
           headerMatches:
