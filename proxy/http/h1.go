@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
@@ -72,8 +73,15 @@ type h1conn struct {
 	acc      access
 	// linger: close gracefully, the client may still be sending.
 	linger bool
-	req    request
-	resp   response
+
+	// cur is the upstream connection of the request in progress, closed
+	// by abort when the connection must end (Server.Close, ctx done)
+	// while the proxy waits on the upstream.
+	mu      sync.Mutex
+	cur     *upConn
+	aborted bool
+	req     request
+	resp    response
 }
 
 func (h *h1conn) serve(ctx context.Context) {
@@ -111,7 +119,9 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 	h.dc.Conn.SetReadDeadline(start.Add(o.ReadHeaderTimeout))
 	head, err := readHead(h.br, h.head[:0], o.MaxHeaderBytes, o.MaxHeaderCount, true)
 	h.head = head[:0]
-	if err == nil {
+	if err != nil {
+		h.req.reset() // the event must not show the previous request
+	} else {
 		err = parseRequest(string(head), &h.req, o.MaxHeaderCount)
 	}
 	h.dc.mode = modeIdle
@@ -150,11 +160,6 @@ func (s *Server) resolve(src, dst netip.AddrPort) *proxy.ConnPolicy {
 	}
 	return s.o.Resolver.Resolve(src, dst, 6)
 }
-
-var (
-	noPolicy   = &proxy.Side{}
-	notHTTPErr = "the connection's L7 policy is not HTTP"
-)
 
 // decide judges one request. Without a policy, or under a policy whose
 // parser is not HTTP, every request is denied: nothing passes without a
@@ -224,17 +229,43 @@ func (h *h1conn) writeSimple(status int, body string, closeConn, head bool) {
 
 // upstream returns a pooled or new upstream connection.
 func (h *h1conn) upstream(ctx context.Context, fresh bool) (*upConn, error) {
+	var u *upConn
 	if !fresh {
-		if u := h.s.pool.get(h.key); u != nil {
-			return u, nil
+		u = h.s.pool.get(h.key)
+	}
+	if u == nil {
+		c, err := h.s.o.Dial(ctx, h.src, h.dst)
+		if err != nil {
+			return nil, err
 		}
+		dc := &dconn{Conn: c, idle: h.s.o.IdleTimeout}
+		u = &upConn{c: c, dc: dc, br: getReader(dc), bw: getWriter(dc), key: h.key}
 	}
-	c, err := h.s.o.Dial(ctx, h.src, h.dst)
-	if err != nil {
-		return nil, err
+	h.mu.Lock()
+	h.cur = u
+	if h.aborted {
+		u.c.Close()
 	}
-	dc := &dconn{Conn: c, idle: h.s.o.IdleTimeout}
-	return &upConn{c: c, dc: dc, br: getReader(dc), bw: getWriter(dc), key: h.key}, nil
+	h.mu.Unlock()
+	return u, nil
+}
+
+// release hands the request's upstream connection back to the pool.
+func (h *h1conn) release(u *upConn) {
+	h.mu.Lock()
+	h.cur = nil
+	h.mu.Unlock()
+	h.s.pool.put(u)
+}
+
+// abort closes the upstream connection in use, if any.
+func (h *h1conn) abort() {
+	h.mu.Lock()
+	h.aborted = true
+	if h.cur != nil {
+		h.cur.c.Close()
+	}
+	h.mu.Unlock()
 }
 
 // errRequestSent: the failure came after the request body was consumed;
@@ -309,7 +340,7 @@ func (h *h1conn) forward(ctx context.Context, r *request, actions []l7.HeaderAct
 	// The upstream connection goes back to the pool before the client
 	// sees the end of the response, so that its next request finds it.
 	if err == nil && !resp.close && (bodyless || resp.chunked || resp.contentLength >= 0) && u.br.Buffered() == 0 {
-		h.s.pool.put(u)
+		h.release(u)
 	} else {
 		u.close()
 	}
@@ -549,6 +580,12 @@ func (h *h1conn) writeResponseHead(resp *response, chunked, closeConn bool) {
 			continue
 		}
 		if hopByHopB(name) || resp.isDropped(name) {
+			continue
+		}
+		if resp.chunked && asciiFold(name, "Content-Length") {
+			// Transfer-Encoding overrides Content-Length (RFC 9112
+			// §6.3); passing both on would let the client frame the
+			// body differently from the proxy.
 			continue
 		}
 		bw.Write(name)

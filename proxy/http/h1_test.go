@@ -594,3 +594,108 @@ func TestHTTP1IdleTimeout(t *testing.T) {
 		t.Fatal("the idle connection stayed open")
 	}
 }
+
+// rawUpstream answers each request with the canned response for its path
+// (the request line's second word), after sending the path to seen if
+// not nil.
+func rawUpstream(t *testing.T, responses map[string]string, seen chan<- string) netip.AddrPort {
+	ln := listenServer(t)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || skipHead(br) != nil {
+						return
+					}
+					f := strings.Fields(line)
+					if len(f) < 2 {
+						return
+					}
+					if seen != nil {
+						seen <- f[1]
+					}
+					resp := responses[f[1]]
+					if _, err := io.WriteString(c, resp); err != nil {
+						return
+					}
+					if strings.HasSuffix(resp, "until close") {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return addrOf(ln)
+}
+
+// Responses are reframed by the proxy: what the client gets is never
+// ambiguous, and a malformed response is a 502.
+func TestHTTP1UpstreamResponses(t *testing.T) {
+	up := rawUpstream(t, map[string]string{
+		"/public/both":    "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"/public/lengths": "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+		"/public/folded":  "HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 0\r\n\r\n",
+		"/public/cr":      "HTTP/1.1 200 OK\r\nX-A: 1\rSet-Cookie: x\r\nContent-Length: 0\r\n\r\n",
+		"/public/te":      "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+		"/public/status":  "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+		"/public/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+		"/public/eof":     "HTTP/1.1 200 OK\r\n\r\nuntil close",
+	}, nil)
+	e := newEnv(t, up, webPolicy, nil)
+	tests := []struct {
+		path   string
+		status int
+		body   string
+		close  bool
+	}{
+		{"/public/both", 200, "abc", false},
+		{"/public/lengths", 502, "Bad Gateway\r\n", true},
+		{"/public/folded", 502, "Bad Gateway\r\n", true},
+		{"/public/cr", 502, "Bad Gateway\r\n", true},
+		{"/public/te", 502, "Bad Gateway\r\n", true},
+		{"/public/status", 502, "Bad Gateway\r\n", true},
+		{"/public/hop", 200, "ok", false},
+		{"/public/eof", 200, "until close", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			rc := e.raw(t)
+			rc.send(t, "GET "+tc.path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+			res, body := rc.response(t, "GET")
+			if res.StatusCode != tc.status || body != tc.body || res.Close != tc.close {
+				t.Fatalf("got %d %q close=%v, want %d %q close=%v", res.StatusCode, body, res.Close, tc.status, tc.body, tc.close)
+			}
+			if res.ContentLength >= 0 && len(res.TransferEncoding) > 0 {
+				t.Fatalf("both Content-Length and Transfer-Encoding reached the client: %v", res.Header)
+			}
+			for _, h := range []string{"X-Secret", "Keep-Alive"} {
+				if res.Header.Get(h) != "" {
+					t.Fatalf("hop-by-hop %s reached the client", h)
+				}
+			}
+		})
+	}
+}
+
+// Close ends connections waiting on an upstream that does not answer.
+func TestCloseWhileWaitingOnUpstream(t *testing.T) {
+	seen := make(chan string, 1)
+	up := rawUpstream(t, map[string]string{}, seen) // answers nothing
+	e := newEnv(t, up, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "GET /public/hang HTTP/1.1\r\nHost: h\r\n\r\n")
+	<-seen
+	done := make(chan struct{})
+	go func() { e.srv.Close(); close(done) }()
+	if !rc.closed() {
+		t.Fatal("the client connection stayed open")
+	}
+	<-done
+}

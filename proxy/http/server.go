@@ -21,6 +21,7 @@ import (
 	nethttp "net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -190,7 +191,17 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 			s.record(&access{proto: "http/1.1", verdict: monitor.VerdictError, reason: fmt.Sprintf("%s: %v", internalError, p), start: time.Now()})
 		}
 	}()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopS := context.AfterFunc(s.ctx, cancel)
+	defer stopS()
+	var h1 atomic.Pointer[h1conn]
+	stop := context.AfterFunc(ctx, func() {
+		c.Close()
+		if h := h1.Load(); h != nil {
+			h.abort()
+		}
+	})
 	defer stop()
 
 	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
@@ -203,6 +214,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		return
 	}
 	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst}
+	h1.Store(h)
 	h.serve(ctx)
 }
 
@@ -254,13 +266,13 @@ func (s *Server) untrack(c net.Conn) {
 // every pooled upstream connection, and waits for the ServeConn calls to
 // return.
 func (s *Server) Close() error {
+	s.cancel()
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.conns {
 		c.Close()
 	}
 	s.mu.Unlock()
-	s.cancel()
 	s.wg.Wait()
 	s.pool.closeAll()
 	s.h2pool.closeAll()
