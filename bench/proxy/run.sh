@@ -218,6 +218,7 @@ start_haproxy() {
 	HAPROXY_PID=$LAST
 	wait_port 127.0.0.1:28180 || die "haproxy did not start ($OUT/haproxy.log)"
 	wait_port 127.0.0.1:28181 || die "haproxy did not start ($OUT/haproxy.log)"
+	wait_port 127.0.0.1:28151 || die "haproxy did not start ($OUT/haproxy.log)"
 }
 
 # `portcullis proxy` standalone: the same code path as the agent's proxy,
@@ -259,6 +260,7 @@ h2_run haproxy "http://127.0.0.1:28181$PATH_OK"
 [ $HAVE_PORTCULLIS = 0 ] || h2_run portcullis "http://127.0.0.1:28280$PATH_OK"
 
 grpc_run direct 127.0.0.1:28051
+grpc_run haproxy 127.0.0.1:28151
 [ $HAVE_PORTCULLIS = 0 ] || grpc_run portcullis 127.0.0.1:28251
 
 # Where the standalone proxy's CPU goes under the same wrk load (after the
@@ -329,6 +331,11 @@ TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 {
 	echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
 	echo "Load average at start: $LOAD_START; at end: $LOAD_END."
+	if awk -v a="${LOAD_START%% *}" 'BEGIN { exit !(a > 0.5) }'; then
+		echo
+		echo "**The machine was not quiet at the start (load average above 0.5): the figures include other work; ratios between targets are only rough.**"
+		echo
+	fi
 	echo "Proxy on CPU $PROXY_CPU alone; load generator and origin on CPU $LOAD_CPU. Raw outputs: $OUT."
 	echo
 	echo "HTTP/1.1 keep-alive, \`wrk -t1 -c16 -d$DURATION --latency\`, GET $PATH_OK (allowed by the 10th rule):"
