@@ -46,6 +46,8 @@ type Seen struct {
 	Path   string `json:"path"`
 	// Proto is "HTTP/1.1", "HTTP/2.0", or "grpc".
 	Proto string `json:"proto"`
+	// Remote is the client's address as the server saw it.
+	Remote string `json:"remote"`
 	// Header holds the first value of each request header (HTTP only).
 	Header map[string]string `json:"header,omitempty"`
 }
@@ -147,7 +149,7 @@ func runChild(role string, args []string) error {
 		}
 		out.write(line{Ready: ln.Addr().String()})
 		return http.Serve(ln, Deathstar(func(r *http.Request) {
-			s := &Seen{Method: r.Method, Path: r.URL.RequestURI(), Proto: r.Proto, Header: map[string]string{}}
+			s := &Seen{Method: r.Method, Path: r.URL.RequestURI(), Proto: r.Proto, Remote: r.RemoteAddr, Header: map[string]string{}}
 			for k, v := range r.Header {
 				s.Header[k] = v[0]
 			}
@@ -163,7 +165,9 @@ func runChild(role string, args []string) error {
 			return err
 		}
 		out.write(line{Ready: ln.Addr().String()})
-		return NewDoorManager(func(m string) { out.write(line{Seen: &Seen{Method: "POST", Path: m, Proto: "grpc"}}) }).Serve(ln)
+		return NewDoorManager(func(m, remote string) {
+			out.write(line{Seen: &Seen{Method: "POST", Path: m, Proto: "grpc", Remote: remote}})
+		}).Serve(ln)
 	case RoleGRPCClient:
 		addr, err := arg()
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -65,12 +66,14 @@ var doorMethods = map[string]doorMethod{
 }
 
 // doorManager is the service implementation; seen may be nil.
-type doorManager struct{ seen func(fullMethod string) }
+type doorManager struct {
+	seen func(fullMethod, remote string)
+}
 
 // NewDoorManager returns a gRPC server with the door manager registered.
-// seen, if not nil, is called with the full method of every call that
-// reaches the service.
-func NewDoorManager(seen func(fullMethod string), opts ...grpc.ServerOption) *grpc.Server {
+// seen, if not nil, is called with the full method and the client's
+// address of every call that reaches the service.
+func NewDoorManager(seen func(fullMethod, remote string), opts ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(opts...)
 	desc := grpc.ServiceDesc{
 		ServiceName: DoorManagerService,
@@ -86,9 +89,13 @@ func NewDoorManager(seen func(fullMethod string), opts ...grpc.ServerOption) *gr
 				if err := dec(in); err != nil {
 					return nil, err
 				}
-				handle := func(_ context.Context, req any) (any, error) {
+				handle := func(ctx context.Context, req any) (any, error) {
 					if f := srv.(*doorManager).seen; f != nil {
-						f(DoorManagerPath(name))
+						remote := ""
+						if p, ok := peer.FromContext(ctx); ok {
+							remote = p.Addr.String()
+						}
+						f(DoorManagerPath(name), remote)
 					}
 					return m.serve(req.(proto.Message)), nil
 				}

@@ -73,7 +73,7 @@ func TestDeathstarH2C(t *testing.T) {
 func TestDoorManager(t *testing.T) {
 	ln := bufconn.Listen(1 << 16)
 	var seen []string
-	srv := NewDoorManager(func(m string) { seen = append(seen, m) })
+	srv := NewDoorManager(func(m, _ string) { seen = append(seen, m) })
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	cc, err := grpc.NewClient("passthrough:///doormanager",
