@@ -58,6 +58,10 @@ check starwars "tiefighter POST /v1/request-landing" ALLOWED -- "${sw[@]}" --src
 check starwars "tiefighter PUT /v1/exhaust-port" DENIED -- "${sw[@]}" --src "$tiefighter" --http "PUT /v1/exhaust-port"
 check starwars "xwing POST /v1/request-landing" DENIED -- "${sw[@]}" --src "$xwing" --http "POST /v1/request-landing"
 
+hdr=(-f examples/starwars -f examples/headers --src "$tiefighter" --dst "$deathstar" --dport 80 --http "GET /v1/")
+check headers "tiefighter GET /v1/ X-Token: 12345" ALLOWED -- "${hdr[@]}" --http-header "X-Token: 12345"
+check headers "tiefighter GET /v1/ X-Token: 12a" DENIED -- "${hdr[@]}" --http-header "X-Token: 12a"
+
 cil=(-f examples/cilium/sw_l3_l4_l7_policy.yaml --dst "$deathstar" --dport 80)
 check cilium "tiefighter POST /v1/request-landing (Cilium YAML)" ALLOWED -- "${cil[@]}" --src "$tiefighter" --http "POST /v1/request-landing"
 check cilium "tiefighter PUT /v1/exhaust-port (Cilium YAML)" DENIED -- "${cil[@]}" --src "$tiefighter" --http "PUT /v1/exhaust-port"
