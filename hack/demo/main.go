@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/hack/workloads"
 )
 
 // policyResources are the kinds the demo applies and lists.
@@ -33,7 +34,7 @@ var policyResources = []schema.GroupVersionResource{
 
 // exampleDirs are the examples applied with kubectl: our kinds only
 // (examples/cilium needs the cilium.io CRDs, which are not installed).
-var exampleDirs = []string{"examples/starwars", "examples/kafka", "examples/grpc", "examples/dns", "examples/admin"}
+var exampleDirs = []string{"examples/starwars", "examples/headers", "examples/kafka", "examples/grpc", "examples/dns", "examples/admin"}
 
 // demoPods are the workloads of the examples, as the policies select them.
 var demoPods = []localcluster.PodSpec{
@@ -76,6 +77,8 @@ func tcp(name string, port int32) []corev1.ContainerPort {
 }
 
 func main() {
+	// The demo's servers and clients are this binary, run in the pods.
+	workloads.RunIfChild()
 	var cfg config
 	flag.StringVar(&cfg.operatorBin, "operator", "bin/portcullis-operator", "operator binary; skipped with a note if missing")
 	flag.StringVar(&cfg.portcullis, "portcullis", "bin/portcullis", "portcullis CLI for hack/demo.sh")
@@ -122,6 +125,8 @@ type demo struct {
 	operator *exec.Cmd
 	opDone   chan struct{}
 	opLog    string
+	// workloads are the servers and clients run in pods (traffic.go).
+	workloads []*workloads.Process
 }
 
 // totalSteps is the number of section headers.
@@ -368,6 +373,9 @@ func (d *demo) logTail(n int) string {
 func (d *demo) teardown() {
 	d.step = totalSteps - 1
 	d.section("Teardown")
+	for _, w := range d.workloads {
+		_ = w.Stop()
+	}
 	if d.operator != nil {
 		select {
 		case <-d.opDone:

@@ -46,3 +46,20 @@ func TestDemoPodsMatchExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestMatches(t *testing.T) {
+	for _, tc := range []struct {
+		got, want string
+		ok        bool
+	}{
+		{"200 Ship landed", "200 Ship landed", true},
+		{"403 Access denied", "200 Ship landed", false},
+		{`200 {"name":"Death Star","mo... (connection #1)`, `200 {"name":"Death Star",... (connection #1)`, true},
+		{`200 {"name":"Death Star","mo... (connection #2)`, `200 {"name":"Death Star",... (connection #1)`, false},
+		{"200 {", `200 {"name":...`, false},
+	} {
+		if got := matches(tc.got, tc.want); got != tc.ok {
+			t.Errorf("matches(%q, %q) = %v, want %v", tc.got, tc.want, got, tc.ok)
+		}
+	}
+}
