@@ -148,6 +148,24 @@ var doorManager = grpc.ServiceDesc{
 			ss.SetTrailer(metadata.Pairs("x-events", "3"))
 			return nil
 		},
+	}, {
+		StreamName:    "Chat",
+		ServerStreams: true,
+		ClientStreams: true,
+		// Chat echoes each message as it comes.
+		Handler: func(_ any, ss grpc.ServerStream) error {
+			for {
+				in := new(wrapperspb.StringValue)
+				if err := ss.RecvMsg(in); err == io.EOF {
+					return nil
+				} else if err != nil {
+					return err
+				}
+				if err := ss.SendMsg(wrapperspb.String("echo " + in.GetValue())); err != nil {
+					return err
+				}
+			}
+		},
 	}},
 }
 
@@ -270,5 +288,36 @@ func TestH2HeaderCount(t *testing.T) {
 	}
 	if up.requests.Load() != 0 {
 		t.Fatal("the request reached the upstream")
+	}
+}
+
+// A bidirectional stream is relayed message by message both ways: each
+// echo comes back before the next message is sent.
+func TestGRPCBidiStream(t *testing.T) {
+	ln := listenServer(t)
+	gs := grpc.NewServer()
+	gs.RegisterService(&doorManager, struct{}{})
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	e := newEnv(t, addrOf(ln), webPolicy, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.grpcClient(t).NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/doormanager.DoorManager/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		msg := fmt.Sprint("m", i)
+		if err := st.SendMsg(wrapperspb.String(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := new(wrapperspb.StringValue)
+		if err := st.RecvMsg(got); err != nil || got.GetValue() != "echo "+msg {
+			t.Fatalf("got %q %v", got.GetValue(), err)
+		}
+	}
+	st.CloseSend()
+	if err := st.RecvMsg(new(wrapperspb.StringValue)); err != io.EOF {
+		t.Fatalf("end of stream: %v", err)
 	}
 }

@@ -61,6 +61,8 @@ spec:
           path: /doormanager.DoorManager/GetName
         - method: POST
           path: /doormanager.DoorManager/Watch
+        - method: POST
+          path: /doormanager.DoorManager/Chat
         - method: GET
           path: /actions
           headerMatches:
