@@ -292,10 +292,12 @@ func (h *h1conn) forward(ctx context.Context, r *request, actions []l7.HeaderAct
 	if err == nil {
 		err = h.readResponseHead(u, r)
 	}
-	if err != nil && u.reused && !r.hasBody() && !errors.Is(err, errBadResponse) && !isTimeout(err) {
+	if err != nil && u.reused && !r.hasBody() && idempotent(r.method) && !errors.Is(err, errBadResponse) && !isTimeout(err) {
 		// An idle upstream connection may have been closed by the server
-		// just as it was taken: retry once on a new connection, which is
-		// safe as nothing of the request was consumed but its head.
+		// just as it was taken: retry once on a new connection. Only
+		// requests without a body (nothing of the client's was consumed
+		// but the head) and with an idempotent method (the server may
+		// have acted before closing), as net/http's Transport does.
 		u.close()
 		if u, err = h.upstream(ctx, true); err == nil {
 			if err = h.sendRequest(u, r, actions); err == nil {
@@ -348,6 +350,14 @@ func (h *h1conn) forward(ctx context.Context, r *request, actions []l7.HeaderAct
 		err = h.bw.Flush()
 	}
 	return err == nil && !closeClient
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

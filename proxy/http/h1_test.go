@@ -597,7 +597,8 @@ func TestHTTP1IdleTimeout(t *testing.T) {
 
 // rawUpstream answers each request with the canned response for its path
 // (the request line's second word), after sending the path to seen if
-// not nil.
+// not nil. A response starting with "CLOSE:" is sent without that prefix
+// and the connection closed, silently, after it.
 func rawUpstream(t *testing.T, responses map[string]string, seen chan<- string) netip.AddrPort {
 	ln := listenServer(t)
 	go func() {
@@ -621,11 +622,11 @@ func rawUpstream(t *testing.T, responses map[string]string, seen chan<- string) 
 					if seen != nil {
 						seen <- f[1]
 					}
-					resp := responses[f[1]]
+					resp, closeAfter := strings.CutPrefix(responses[f[1]], "CLOSE:")
 					if _, err := io.WriteString(c, resp); err != nil {
 						return
 					}
-					if strings.HasSuffix(resp, "until close") {
+					if closeAfter || strings.HasSuffix(resp, "until close") {
 						return
 					}
 				}
@@ -698,4 +699,31 @@ func TestCloseWhileWaitingOnUpstream(t *testing.T) {
 		t.Fatal("the client connection stayed open")
 	}
 	<-done
+}
+
+// An upstream that closes its idle connections without saying so: the
+// proxy retries a GET on a new connection, not a POST (the server may have
+// acted on it).
+func TestHTTP1StaleUpstreamConnection(t *testing.T) {
+	up := rawUpstream(t, map[string]string{
+		"/public/a": "CLOSE:HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/upload":   "CLOSE:HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+	}, nil)
+	e := newEnv(t, up, webPolicy, nil)
+	rc := e.raw(t)
+	rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\n\r\n")
+	if res, _ := rc.response(t, "POST"); res.StatusCode != 200 {
+		t.Fatalf("first POST: %d", res.StatusCode)
+	}
+	rc = e.raw(t)
+	rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\n\r\n")
+	if res, _ := rc.response(t, "POST"); res.StatusCode != 502 {
+		t.Fatalf("POST on a stale connection: got %d, want 502 (not retried)", res.StatusCode)
+	}
+	c := e.client()
+	for i := range 3 {
+		if res := do(t, c, newReq(t, "GET", "http://h/public/a", nil)); res.status != 200 {
+			t.Fatalf("GET %d: got %d %q", i, res.status, res.body)
+		}
+	}
 }
