@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy/l7"
@@ -52,12 +53,23 @@ spec:
 var allowedPath = regexp.MustCompile(`^/public(/.*)?$`)
 
 // fuzzConn is a client connection that sends data and then EOF, and
-// drops what the proxy answers.
+// drops what the proxy answers. With linger, the EOF comes that much
+// later: an HTTP/2 server cancels its streams when the client goes, so
+// the streams need time to reach the upstream.
 type fuzzConn struct {
-	r *bytes.Reader
+	r      *bytes.Reader
+	linger time.Duration
 }
 
-func (c *fuzzConn) Read(p []byte) (int, error)         { return c.r.Read(p) }
+func (c *fuzzConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF && c.linger > 0 {
+		time.Sleep(c.linger)
+		c.linger = 0
+	}
+	return n, err
+}
+
 func (c *fuzzConn) Write(p []byte) (int, error)        { return len(p), nil }
 func (c *fuzzConn) Close() error                       { return nil }
 func (c *fuzzConn) LocalAddr() net.Addr                { return &net.TCPAddr{} }
@@ -139,6 +151,8 @@ func FuzzServeConn(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add(h2Seed("GET", "/public/x", "GET", "/private"))
+	f.Add(h2Seed("POST", "/public", "GET", "/public/a?b"))
 	store := &proxy.Store{}
 	store.Set(snapshot(f, fuzzPolicy, 80))
 	src := netip.AddrPortFrom(clientIP, 40000)
@@ -163,7 +177,11 @@ func FuzzServeConn(f *testing.F) {
 			ReadHeaderTimeout: time.Second,
 			IdleTimeout:       time.Second,
 		})
-		s.ServeConn(context.Background(), &fuzzConn{r: bytes.NewReader(data)}, src, dst)
+		fc := &fuzzConn{r: bytes.NewReader(data)}
+		if bytes.HasPrefix(data, []byte(http2.ClientPreface)) {
+			fc.linger = 100 * time.Millisecond
+		}
+		s.ServeConn(context.Background(), fc, src, dst)
 		s.Close()
 		up.wg.Wait()
 		if n, m := up.requests.Load(), forwarded.Load(); n > m {
@@ -208,4 +226,23 @@ func FuzzDecideHTTP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// h2Seed is an HTTP/2 connection with two requests (method, path pairs),
+// for the fuzzer to start from valid frames.
+func h2Seed(reqs ...string) []byte {
+	var buf bytes.Buffer
+	buf.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&buf, nil)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for i := 0; i+1 < len(reqs); i += 2 {
+		hb.Reset()
+		for _, f := range [][2]string{{":method", reqs[i]}, {":scheme", "http"}, {":authority", "h"}, {":path", reqs[i+1]}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(i + 1), BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	}
+	return buf.Bytes()
 }
