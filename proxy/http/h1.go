@@ -385,34 +385,38 @@ func (h *h1conn) sendRequest(u *upConn, r *request, actions []l7.HeaderAction) e
 	bw.WriteByte(' ')
 	bw.WriteString(r.path)
 	bw.WriteString(" HTTP/1.1\r\n")
-	hostDone := false
-	for _, f := range r.fields {
-		if hopByHop(f.name) || f.name == "Expect" || r.isDropped(f.name) || touched(actions, f.name) {
-			continue
+	// Framing is the proxy's: Host, Content-Length and the hop-by-hop
+	// fields are written from what the proxy parsed, whatever the header
+	// actions say, so that no policy can make the upstream frame the
+	// request differently.
+	host := r.host
+	if touched(actions, "Host") {
+		if vs := r.header["Host"]; len(vs) > 0 {
+			host = vs[0]
 		}
-		if f.name == "Host" {
-			if hostDone {
-				continue
-			}
-			hostDone = true
-			f.value = r.host
+	}
+	if host == "" {
+		host = h.dst.String()
+	}
+	writeField(bw, "Host", host)
+	for _, f := range r.fields {
+		if !forwardable(f.name) || r.isDropped(f.name) || touched(actions, f.name) {
+			continue
 		}
 		writeField(bw, f.name, f.value)
 	}
-	if !hostDone {
-		host := r.host
-		if host == "" {
-			host = h.dst.String()
-		}
-		writeField(bw, "Host", host)
-	}
 	for i, act := range actions {
-		if act.Action == v1alpha1.MismatchLog || touched(actions[:i], act.Name) {
+		if act.Action == v1alpha1.MismatchLog || !forwardable(act.Name) || touched(actions[:i], act.Name) {
 			continue
 		}
 		for _, v := range r.header[act.Name] {
 			writeField(bw, act.Name, v)
 		}
+	}
+	if r.contentLength >= 0 {
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(r.contentLength, 10))
+		bw.WriteString("\r\n")
 	}
 	if r.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -432,6 +436,12 @@ func (h *h1conn) sendRequest(u *upConn, r *request, actions []l7.HeaderAction) e
 		}
 	}
 	return bw.Flush()
+}
+
+// forwardable reports whether a request field is passed on as received
+// (or as a header action left it).
+func forwardable(name string) bool {
+	return !hopByHop(name) && name != "Host" && name != "Content-Length" && name != "Expect"
 }
 
 func (r *request) isDropped(name string) bool {
@@ -592,15 +602,21 @@ func (h *h1conn) writeResponseHead(resp *response, chunked, closeConn bool) {
 		if hopByHopB(name) || resp.isDropped(name) {
 			continue
 		}
-		if resp.chunked && asciiFold(name, "Content-Length") {
-			// Transfer-Encoding overrides Content-Length (RFC 9112
-			// §6.3); passing both on would let the client frame the
+		if asciiFold(name, "Content-Length") {
+			// Written once below from the parsed value; dropped when
+			// chunked, since Transfer-Encoding overrides it (RFC 9112
+			// §6.3) and passing both on would let the client frame the
 			// body differently from the proxy.
 			continue
 		}
 		bw.Write(name)
 		bw.WriteString(": ")
 		bw.Write(f[1])
+		bw.WriteString("\r\n")
+	}
+	if resp.contentLength >= 0 && !resp.chunked {
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(resp.contentLength, 10))
 		bw.WriteString("\r\n")
 	}
 	if resp.status == 101 {

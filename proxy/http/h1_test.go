@@ -34,6 +34,7 @@ func startUpstream(t testing.TB) *upstream {
 		fmt.Fprintf(w, "hello %s %s via %s", r.Method, r.RequestURI, r.Proto)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Seen-Host", r.Host)
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), 500)
@@ -725,5 +726,57 @@ func TestHTTP1StaleUpstreamConnection(t *testing.T) {
 		if res := do(t, c, newReq(t, "GET", "http://h/public/a", nil)); res.status != 200 {
 			t.Fatalf("GET %d: got %d %q", i, res.status, res.body)
 		}
+	}
+}
+
+// Header actions cannot change how the upstream frames a request: the
+// proxy writes Content-Length and Transfer-Encoding from what it parsed.
+// Host may be rewritten.
+func TestHTTP1ActionsKeepFraming(t *testing.T) {
+	const framing = `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: framing
+  namespace: default
+spec:
+  endpointSelector:
+    matchLabels:
+      app: server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: client
+    toPorts:
+    - ports:
+      - port: "PORT"
+        protocol: TCP
+      rules:
+        http:
+        - method: POST
+          path: /upload
+          headerMatches:
+          - name: Content-Length
+            value: "1"
+            mismatch: REPLACE
+          - name: Transfer-Encoding
+            value: chunked
+            mismatch: ADD
+          - name: Host
+            value: rewritten
+            mismatch: REPLACE
+`
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, framing, nil)
+	rc := e.raw(t)
+	for range 2 {
+		rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+		res, body := rc.response(t, "POST")
+		if want := `got 5 hello te=[] trailer=""`; res.StatusCode != 200 || body != want || res.Header.Get("X-Seen-Host") != "rewritten" {
+			t.Fatalf("got %d %q host %q, want %q", res.StatusCode, body, res.Header.Get("X-Seen-Host"), want)
+		}
+	}
+	if n := up.requests.Load(); n != 2 {
+		t.Fatalf("upstream got %d requests, want 2", n)
 	}
 }
