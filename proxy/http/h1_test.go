@@ -31,6 +31,7 @@ func startUpstream(t testing.TB) *upstream {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Seen-Host", r.Host)
+		w.Header().Set("X-Seen-User-Agent", fmt.Sprint(r.Header["User-Agent"]))
 		fmt.Fprintf(w, "hello %s %s via %s", r.Method, r.RequestURI, r.Proto)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
@@ -729,11 +730,9 @@ func TestHTTP1StaleUpstreamConnection(t *testing.T) {
 	}
 }
 
-// Header actions cannot change how the upstream frames a request: the
-// proxy writes Content-Length and Transfer-Encoding from what it parsed.
-// Host may be rewritten.
-func TestHTTP1ActionsKeepFraming(t *testing.T) {
-	const framing = `
+// framingPolicy asks for header actions on the fields that frame a
+// request.
+const framingPolicy = `
 apiVersion: policy.portcullis.dev/v1alpha1
 kind: TrafficPolicy
 metadata:
@@ -766,8 +765,13 @@ spec:
             value: rewritten
             mismatch: REPLACE
 `
+
+// Header actions cannot change how the upstream frames a request: the
+// proxy writes Content-Length and Transfer-Encoding from what it parsed.
+// Host may be rewritten.
+func TestHTTP1ActionsKeepFraming(t *testing.T) {
 	up := startUpstream(t)
-	e := newEnv(t, up.addr, framing, nil)
+	e := newEnv(t, up.addr, framingPolicy, nil)
 	rc := e.raw(t)
 	for range 2 {
 		rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
@@ -778,5 +782,10 @@ spec:
 	}
 	if n := up.requests.Load(); n != 2 {
 		t.Fatalf("upstream got %d requests, want 2", n)
+	}
+	// HTTP/2: the Host action sets :authority.
+	res := do(t, e.h2client(), newReq(t, "POST", "http://h/upload", strings.NewReader("hello")))
+	if want := `got 5 hello te=[] trailer=""`; res.status != 200 || res.body != want || res.header.Get("X-Seen-Host") != "rewritten" {
+		t.Fatalf("h2: got %d %q host %q, want %q", res.status, res.body, res.header.Get("X-Seen-Host"), want)
 	}
 }

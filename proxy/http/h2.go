@@ -75,10 +75,18 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		h.deny(w, a, &d)
 		return
 	}
+	host := r.Host
 	for _, act := range d.Actions {
 		act.Apply(r.Header)
+		if act.Name == "Host" {
+			// The Host field of an HTTP/2 request is its :authority.
+			host = r.Header.Get("Host")
+			if host == "" {
+				host = r.Host
+			}
+		}
 	}
-	h.forward(w, r, a)
+	h.forward(w, r, host, a)
 }
 
 // refuse answers a request the proxy cannot judge.
@@ -145,7 +153,7 @@ func grpcPercentEncode(s string) string {
 
 // forward sends an allowed request to the original destination over a
 // pooled h2c connection and streams the response back, trailers included.
-func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, a *access) {
+func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host string, a *access) {
 	u := &url.URL{Scheme: "http", Host: h.dst.String()}
 	if p := r.RequestURI; strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") {
 		u.Opaque = p // sent as :path exactly as received
@@ -161,8 +169,13 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, a *acc
 		Body:          r.Body,
 		ContentLength: r.ContentLength,
 		Trailer:       r.Trailer,
-		Host:          r.Host,
+		Host:          host,
 	}).WithContext(r.Context())
+	if _, ok := r.Header["User-Agent"]; !ok {
+		// An empty value keeps the transport from adding its own: the
+		// upstream sees the client's fields, nothing added.
+		r.Header["User-Agent"] = []string{""}
+	}
 	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
 		out.Body = nil
 	}

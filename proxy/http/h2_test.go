@@ -321,3 +321,20 @@ func TestGRPCBidiStream(t *testing.T) {
 		t.Fatalf("end of stream: %v", err)
 	}
 }
+
+// The upstream sees the client's fields: the proxy's HTTP/2 client adds no
+// User-Agent of its own.
+func TestH2NothingAdded(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	req := newReq(t, "GET", "http://h/public/x", nil)
+	req.Header["User-Agent"] = []string{""} // the client sends none
+	if res := do(t, e.h2client(), req); res.status != 200 || res.header.Get("X-Seen-User-Agent") != "[]" {
+		t.Fatalf("got %d, upstream saw User-Agent %s", res.status, res.header.Get("X-Seen-User-Agent"))
+	}
+	req = newReq(t, "GET", "http://h/public/x", nil)
+	req.Header.Set("User-Agent", "client/1")
+	if res := do(t, e.h2client(), req); res.header.Get("X-Seen-User-Agent") != "[client/1]" {
+		t.Fatalf("upstream saw User-Agent %s", res.header.Get("X-Seen-User-Agent"))
+	}
+}
