@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -36,6 +38,11 @@ func (s *Server) serveH2(ctx context.Context, c net.Conn, src, dst netip.AddrPor
 		Handler:    h,
 		BaseConfig: &nethttp.Server{MaxHeaderBytes: s.o.MaxHeaderBytes, ErrorLog: discardLog},
 	})
+	// The HTTP/2 server returns when the connection ends, but the streams'
+	// handlers may still be finishing (their contexts are canceled):
+	// ServeConn returns after them, so that every request has its event
+	// and Close leaves nothing running.
+	h.drain()
 }
 
 type h2handler struct {
@@ -43,6 +50,48 @@ type h2handler struct {
 	src, dst netip.AddrPort
 	key      poolKey
 	peers    *[2]peerCache
+
+	// Handlers in progress, so that serveH2 can wait for them.
+	mu     sync.Mutex
+	active int
+	done   bool
+	idle   chan struct{}
+}
+
+// enter registers a handler; false once the connection has ended (the
+// request is dropped unjudged and unforwarded: its client is gone).
+func (h *h2handler) enter() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return false
+	}
+	h.active++
+	return true
+}
+
+func (h *h2handler) leave() {
+	h.mu.Lock()
+	h.active--
+	if h.done && h.active == 0 && h.idle != nil {
+		close(h.idle)
+		h.idle = nil
+	}
+	h.mu.Unlock()
+}
+
+// drain waits for the handlers in progress and refuses new ones.
+func (h *h2handler) drain() {
+	h.mu.Lock()
+	h.done = true
+	if h.active == 0 {
+		h.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	h.idle = ch
+	h.mu.Unlock()
+	<-ch
 }
 
 func isGRPC(contentType string) bool {
@@ -51,7 +100,22 @@ func isGRPC(contentType string) bool {
 }
 
 func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
+	if !h.enter() {
+		return
+	}
+	defer h.leave()
 	a := &access{proto: "h2", method: r.Method, path: r.RequestURI, host: r.Host, start: time.Now(), peers: h.peers}
+	defer func() {
+		// As on HTTP/1.1, a bug costs the stream and is reported as an
+		// ERROR event (the HTTP/2 server would only log it).
+		if p := recover(); p != nil {
+			if p != nethttp.ErrAbortHandler {
+				h.s.record(&access{proto: a.proto, method: a.method, path: a.path, host: a.host, start: a.start, peers: h.peers,
+					verdict: monitor.VerdictError, reason: fmt.Sprintf("%s: %v", internalError, p)})
+			}
+			panic(nethttp.ErrAbortHandler)
+		}
+	}()
 	if isGRPC(r.Header.Get("Content-Type")) {
 		a.proto, a.isGRPC = "grpc", true
 	}
