@@ -156,6 +156,8 @@ type Agent struct {
 	// hub carries flow events (datapath verdicts, proxy access records)
 	// to followers such as `portcullis monitor`.
 	hub *monitor.Hub
+	// proxy is the L7 proxy; each complete sync pass publishes a snapshot.
+	proxy *nodeProxy
 
 	trigger chan struct{}
 	// synced is set once a sync pass after start wrote everything.
@@ -293,6 +295,11 @@ func Run(ctx context.Context, cfg Config) error {
 			a.nextID = e.ID + 1
 		}
 	}
+	// The proxy listens before the first sync writes a redirect entry.
+	if a.proxy, err = a.startProxy(); err != nil {
+		return err
+	}
+	defer a.proxy.stop()
 	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode)
 
 	if cfg.Started != nil {
@@ -475,12 +482,14 @@ func (a *Agent) sync(ctx context.Context) bool {
 	for _, p := range a.pods {
 		want[netip.PrefixFrom(p.ip, 32)] = a.repo.IdentityOfIP(p.ip).ID
 	}
+	pols := make(map[*EndpointInfo]*policy.EndpointPolicy, len(a.endpoints))
 	for _, ep := range a.endpoints {
 		pol := a.repo.EndpointPolicy(ep.Namespace, ep.Name)
 		if pol == nil {
 			ep.State = StateWaitingForIdentity
 			continue
 		}
+		pols[ep] = pol
 		ep.Identity = pol.Identity.ID
 		if ep.State != StateLockdown {
 			ep.State = StateRegenerating
@@ -557,6 +566,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 		for _, rec := range a.policies {
 			rec.realized = rec.inForce
 		}
+		a.publishProxySnapshotLocked(pols)
 	}
 	a.updateGaugesLocked()
 	return ok

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/proxy"
+)
+
+// httpServerFactory builds the HTTP protocol server of the proxy; nil
+// leaves HTTP connections refused (with an event).
+var httpServerFactory func(res proxy.Resolver, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), record func(monitor.Event)) (proxy.ConnServer, func() error)
+
+// nodeProxy is the agent's L7 proxy: the transparent listener the
+// datapath's redirects reach, and the snapshot store it judges by.
+type nodeProxy struct {
+	store  proxy.Store
+	proxy  *proxy.Proxy
+	closeH func() error
+	done   chan error
+}
+
+// startProxy opens the proxy's transparent listener on 0.0.0.0:ProxyPort
+// and serves it. It runs before the first sync writes a redirect entry,
+// so no redirected flow finds the port closed (reason no-proxy). Until
+// the first complete sync publishes a snapshot every connection is
+// refused (fail closed).
+func (a *Agent) startProxy() (*nodeProxy, error) {
+	m, err := proxy.NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("proxy metrics: %w", err)
+	}
+	np := &nodeProxy{done: make(chan error, 1)}
+	log := ctrl.Log.WithName("proxy")
+	record := func(e monitor.Event) {
+		e.Node = a.cfg.NodeName
+		m.Observe(e)
+		a.hub.Publish(e)
+	}
+	dialer := &proxy.Dialer{
+		Mark: bpf.MarkFromProxy,
+		Fallback: func(src, dst netip.AddrPort, err error) {
+			log.Info("upstream leg uses the node's address: transparent bind failed", "src", src, "dst", dst, "error", err.Error())
+		},
+	}
+	opts := proxy.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record}
+	if httpServerFactory != nil {
+		opts.HTTP, np.closeH = httpServerFactory(&np.store, dialer.DialContext, record)
+	}
+	if np.proxy, err = proxy.New(opts); err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(a.cfg.ProxyPort)))
+	l, err := proxy.ListenTransparent(context.Background(), addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() { np.done <- np.proxy.Serve(l) }()
+	log.Info("proxy listening", "addr", addr)
+	return np, nil
+}
+
+// stop closes the listener and the open connections.
+func (np *nodeProxy) stop() {
+	_ = np.proxy.Close()
+	if np.closeH != nil {
+		_ = np.closeH()
+	}
+}
+
+// publishProxySnapshotLocked hands the proxy the policy of a sync pass
+// that wrote everything: the local endpoints with the policies written in
+// that pass, and the ipcache as written (an immutable copy).
+func (a *Agent) publishProxySnapshotLocked(pols map[*EndpointInfo]*policy.EndpointPolicy) {
+	if a.proxy == nil {
+		return
+	}
+	s := &proxy.Snapshot{Revision: a.repo.Revision(), Endpoints: make(map[netip.Addr]*proxy.Endpoint, len(pols))}
+	for ep, pol := range pols {
+		s.Endpoints[ep.IP] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IP, Policy: pol}
+	}
+	s.Identities = newIPCacheView(a.ipcache, a.repo.Identity).lookup
+	a.proxy.store.Set(s)
+}
+
+// ipcacheView answers address → identity as the datapath's ipcache does
+// (longest prefix, a miss is world), from a copy that never changes.
+type ipcacheView struct {
+	hosts    map[netip.Addr]*policy.Identity
+	prefixes []prefixIdentity // longest first
+	world    *policy.Identity
+}
+
+type prefixIdentity struct {
+	p  netip.Prefix
+	id *policy.Identity
+}
+
+func newIPCacheView(ipcache map[netip.Prefix]policy.NumericIdentity, identity func(policy.NumericIdentity) *policy.Identity) *ipcacheView {
+	v := &ipcacheView{hosts: map[netip.Addr]*policy.Identity{}, world: identity(policy.IdentityWorld)}
+	byID := map[policy.NumericIdentity]*policy.Identity{}
+	get := func(n policy.NumericIdentity) *policy.Identity {
+		id, ok := byID[n]
+		if !ok {
+			id = identity(n)
+			if id == nil {
+				id = &policy.Identity{ID: n}
+			}
+			byID[n] = id
+		}
+		return id
+	}
+	for p, n := range ipcache {
+		if p.IsSingleIP() {
+			v.hosts[p.Addr()] = get(n)
+			continue
+		}
+		v.prefixes = append(v.prefixes, prefixIdentity{p, get(n)})
+	}
+	sort.Slice(v.prefixes, func(i, j int) bool { return v.prefixes[i].p.Bits() > v.prefixes[j].p.Bits() })
+	return v
+}
+
+func (v *ipcacheView) lookup(a netip.Addr) *policy.Identity {
+	if id, ok := v.hosts[a]; ok {
+		return id
+	}
+	for _, pi := range v.prefixes {
+		if pi.p.Contains(a) {
+			return pi.id
+		}
+	}
+	return v.world
+}
