@@ -418,6 +418,29 @@ assign:
 	return 0;
 }
 
+// assign_proxy_leg hands a reply on a proxy leg to the proxy's upstream
+// socket when the leg is bound to a local pod's address (the proxy keeps
+// the client's source address, notes pitfall 8): the reply is addressed to
+// that pod, and without the assignment the node would forward it there.
+static __always_inline void assign_proxy_leg(struct __sk_buff *skb, struct flow *f)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	if (f->proto != IPPROTO_TCP || !bpf_map_lookup_elem(&endpoints, &f->daddr))
+		return;
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = f->sport;
+	t.ipv4.dport = f->dport;
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return;
+	if (sk->state != BPF_TCP_LISTEN && bpf_sk_assign(skb, sk, 0) == 0)
+		skb->mark = (skb->mark & ~MARK_MASK) | MARK_TO_PROXY;
+	bpf_sk_release(sk);
+}
+
 static __always_inline void ct_create(struct ct_key *k, __u8 path, __u8 audited, __be16 proxy_port)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -495,6 +518,8 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 		if (rv) {
 			// A reply rides its flow's entry.
 			rv->last_seen = bpf_ktime_get_ns();
+			if (from_pod && rv->path == PATH_PROXY_LEG)
+				assign_proxy_leg(skb, &f);
 			return TC_ACT_OK;
 		}
 	}

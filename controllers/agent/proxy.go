@@ -49,6 +49,14 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 	}
 	dialer := &proxy.Dialer{
 		Mark: bpf.MarkFromProxy,
+		// The upstream sees the client pod's address when both pods are
+		// local: the server's replies then pass its from_pod, which hands
+		// them to the proxy's socket (bpf assign_proxy_leg). Elsewhere they
+		// would be routed to the client pod, so the node's address is used.
+		Transparent: func(src, dst netip.AddrPort) bool {
+			s := np.store.Load()
+			return s != nil && s.Endpoints[src.Addr()] != nil && s.Endpoints[dst.Addr()] != nil
+		},
 		Fallback: func(src, dst netip.AddrPort, err error) {
 			log.Info("upstream leg uses the node's address: transparent bind failed", "src", src, "dst", dst, "error", err.Error())
 		},

@@ -1,0 +1,405 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/proxy"
+)
+
+// The transparent side on the real kernel datapath: throwaway network
+// namespaces (a node and two pods on veths, plumbed like hack/localcluster),
+// the datapath attached to the pods' host veths, bpf_sk_assign redirecting
+// into proxy.ListenTransparent, and the upstream leg reaching a server in
+// the other pod.
+
+const (
+	nodeAddr  = "10.244.9.254"
+	proxyPort = 15001
+)
+
+var (
+	podClient = netip.MustParseAddr("10.244.9.1")
+	podServer = netip.MustParseAddr("10.244.9.2")
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (BPF, network namespaces)")
+	}
+	_ = rlimit.RemoveMemlock()
+}
+
+// newNS creates an anonymous network namespace, closed on cleanup.
+func newNS(t *testing.T) netns.NsHandle {
+	t.Helper()
+	type res struct {
+		h   netns.NsHandle
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			c <- res{err: err}
+			return
+		}
+		defer orig.Close()
+		h, err := netns.New()
+		if err == nil {
+			if serr := netns.Set(orig); serr != nil {
+				c <- res{h, serr}
+				return // the thread stays locked and is discarded
+			}
+		}
+		runtime.UnlockOSThread()
+		c <- res{h, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		t.Skipf("cannot create network namespaces: %v", r.err)
+	}
+	t.Cleanup(func() { _ = r.h.Close() })
+	return r.h
+}
+
+// inNS runs fn on a locked thread inside ns; the thread is discarded.
+func inNS(ns netns.NsHandle, fn func() error) error {
+	c := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			c <- err
+			return
+		}
+		c <- fn()
+	}()
+	return <-c
+}
+
+type pod struct {
+	name   string
+	ip     netip.Addr
+	ns     netns.NsHandle
+	labels map[string]string
+}
+
+// plumb creates the node namespace and the pods' veths: the host side has
+// nodeAddr/32 and a /32 route to the pod, the pod a default route via it.
+func plumb(t *testing.T, pods ...*pod) netns.NsHandle {
+	t.Helper()
+	node := newNS(t)
+	nh, err := netlink.NewHandleAt(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, err := nh.LinkByName("lo")
+	must(err)
+	must(nh.LinkSetUp(lo))
+	must(inNS(node, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	host := netip.MustParseAddr(nodeAddr)
+	for i, p := range pods {
+		p.ns = newNS(t)
+		ph, err := netlink.NewHandleAt(p.ns)
+		must(err)
+		la := netlink.NewLinkAttrs()
+		la.Name = fmt.Sprintf("lxc%d", i)
+		must(nh.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(p.ns))}))
+		hl, err := nh.LinkByName(la.Name)
+		must(err)
+		must(nh.AddrAdd(hl, &netlink.Addr{IPNet: ipnet(host)}))
+		must(nh.LinkSetUp(hl))
+		must(nh.RouteAdd(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipnet(p.ip), Scope: netlink.SCOPE_LINK}))
+		eth, err := ph.LinkByName("eth0")
+		must(err)
+		must(ph.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(p.ip)}))
+		must(ph.LinkSetUp(eth))
+		plo, err := ph.LinkByName("lo")
+		must(err)
+		must(ph.LinkSetUp(plo))
+		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipnet(host), Scope: netlink.SCOPE_LINK}))
+		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(host.AsSlice())}))
+		ph.Close()
+	}
+	return node
+}
+
+func ipnet(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(32, 32)}
+}
+
+// node is a datapath-enforced node with a policy repository.
+type node struct {
+	ns    netns.NsHandle
+	dp    *bpf.Datapath
+	repo  *policy.Repository
+	pods  []*pod
+	store proxy.Store
+}
+
+func newNode(t *testing.T, yaml string, pods ...*pod) *node {
+	t.Helper()
+	requireRoot(t)
+	n := &node{ns: plumb(t, pods...), repo: policy.NewRepository(policy.Options{}), pods: pods}
+	n.repo.UpsertNamespace("default", nil, false)
+	for _, p := range pods {
+		n.repo.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: p.name, Labels: p.labels, IPs: []netip.Addr{p.ip}})
+	}
+	res, err := (&loader.Loader{}).LoadBytes("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range res.Documents {
+		if _, ok := d.Object.(*corev1.Namespace); ok {
+			continue
+		}
+		if _, errs := n.repo.UpsertPolicy(d.Object); len(errs) > 0 {
+			t.Fatal(errs.ToAggregate())
+		}
+	}
+	n.dp, err = bpf.Load(bpf.Options{
+		RuleID:    func(policy.RuleRef) uint32 { return 1 },
+		ProxyPort: func(*policy.Decision) uint16 { return proxyPort },
+	})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("kernel cannot load the datapath: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.dp.Close() })
+	var teardown func() error
+	if err := inNS(n.ns, func() (err error) { teardown, err = bpf.SetupProxyRouting(); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inNS(n.ns, teardown) })
+	if err := n.dp.SetIPCache(netip.MustParsePrefix(nodeAddr+"/32"), policy.IdentityHost); err != nil {
+		t.Fatal(err)
+	}
+	snap := &proxy.Snapshot{Revision: n.repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}, Identities: n.repo.IdentityOfIP}
+	for i, p := range pods {
+		pol := n.repo.EndpointPolicy("default", p.name)
+		if err := n.dp.SyncEndpointPolicy(uint32(i+1), pol); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.dp.SetIPCache(netip.PrefixFrom(p.ip, 32), pol.Identity.ID); err != nil {
+			t.Fatal(err)
+		}
+		err := inNS(n.ns, func() error {
+			idx, err := bpf.HostInterface(p.ip)
+			if err != nil {
+				return err
+			}
+			return n.dp.AttachEndpoint(idx, p.ip, uint32(i+1), bpf.FlagEnforceIngress|bpf.FlagEnforceEgress)
+		})
+		if errors.Is(err, errors.ErrUnsupported) {
+			t.Skipf("attach: %v", err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap.Endpoints[p.ip] = &proxy.Endpoint{Namespace: "default", Name: p.name, IP: p.ip, Policy: pol}
+	}
+	n.store.Set(snap)
+	return n
+}
+
+// listen opens a TCP listener inside ns.
+func listen(t *testing.T, ns netns.NsHandle, addr string, transparent bool) net.Listener {
+	t.Helper()
+	var l net.Listener
+	err := inNS(ns, func() (err error) {
+		if transparent {
+			l, err = proxy.ListenTransparent(context.Background(), addr)
+		} else {
+			l, err = net.Listen("tcp4", addr)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// whoami serves l: every connection is told the address it comes from,
+// and closed once the client has closed.
+func whoami(l net.Listener) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = io.WriteString(c, c.RemoteAddr().String()+"\n")
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+				_ = c.Close()
+			}()
+		}
+	}()
+}
+
+// relayServer stands in for a protocol server: it relays the bytes of an
+// accepted connection to its original destination through dial.
+type relayServer struct {
+	dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *relayServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
+	defer c.Close()
+	up, err := r.dial(ctx, src, dst)
+	if err != nil {
+		r.mu.Lock()
+		r.errs = append(r.errs, err)
+		r.mu.Unlock()
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(up, c)
+		_ = up.(interface{ CloseWrite() error }).CloseWrite()
+		close(done)
+	}()
+	_, _ = io.Copy(c, up)
+	<-done
+}
+
+// startProxy serves the node's store on the transparent listener; dials
+// run in the node's namespace.
+func (n *node) startProxy(t *testing.T, d *proxy.Dialer, srv func(dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) proxy.ConnServer) *proxy.Proxy {
+	t.Helper()
+	dial := func(ctx context.Context, src, dst netip.AddrPort) (c net.Conn, err error) {
+		err = inNS(n.ns, func() (err error) { c, err = d.DialContext(ctx, src, dst); return })
+		return c, err
+	}
+	p, err := proxy.New(proxy.Options{Resolver: &n.store, HTTP: srv(dial), Dial: dial, Record: func(e monitor.Event) { t.Logf("proxy event: %s %s", e.Verdict, e.Reason) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listen(t, n.ns, fmt.Sprintf("0.0.0.0:%d", proxyPort), true)
+	go func() { _ = p.Serve(l) }()
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// fetch connects from the pod to addr and reads one line.
+func fetch(p *pod, addr string) (string, error) {
+	var c net.Conn
+	if err := inNS(p.ns, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 2*time.Second); return }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+const ingressHTTPPolicy = `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}]
+      rules:
+        http: [{method: GET, path: "/allowed.*"}]
+`
+
+// TestTransparentSourcePreserved redirects a pod's TCP flow with
+// bpf_sk_assign into the proxy's listener; the proxy's upstream leg,
+// bound to the client's address, reaches the server pod, which sees the
+// client's address, not the node's. The server's ingress policy allows
+// only the client (at L7): the marked leg passes without a second check.
+func TestTransparentSourcePreserved(t *testing.T) {
+	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
+	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
+	n := newNode(t, ingressHTTPPolicy, client, server)
+	whoami(listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
+	var fallbacks []error
+	d := &proxy.Dialer{
+		Mark:        bpf.MarkFromProxy,
+		Transparent: func(_, dst netip.AddrPort) bool { return dst.Addr() == podServer },
+		Fallback:    func(_, _ netip.AddrPort, err error) { fallbacks = append(fallbacks, err) },
+	}
+	var rs *relayServer
+	n.startProxy(t, d, func(dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) proxy.ConnServer {
+		rs = &relayServer{dial: dial}
+		return rs
+	})
+	for i := range 3 {
+		got, err := fetch(client, netip.AddrPortFrom(podServer, 8080).String())
+		if err != nil {
+			t.Fatalf("round %d: %v (relay errors %v)", i, err, rs.errs)
+		}
+		seen, perr := netip.ParseAddrPort(trimNL(got))
+		if perr != nil || seen.Addr() != podClient {
+			t.Fatalf("round %d: the server saw %q, want the client's address %s (relay errors %v)", i, got, podClient, rs.errs)
+		}
+	}
+	if len(fallbacks) > 0 {
+		t.Errorf("fallbacks: %v", fallbacks)
+	}
+}
+
+// TestTransparentNodeAddress: without a transparent bind the upstream sees
+// the node's address, and the leg still passes the server's policy.
+func TestTransparentNodeAddress(t *testing.T) {
+	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
+	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
+	n := newNode(t, ingressHTTPPolicy, client, server)
+	whoami(listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
+	n.startProxy(t, &proxy.Dialer{Mark: bpf.MarkFromProxy}, func(dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) proxy.ConnServer {
+		return &relayServer{dial: dial}
+	})
+	got, err := fetch(client, netip.AddrPortFrom(podServer, 8080).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := netip.ParseAddrPort(trimNL(got)); err != nil || seen.Addr() != netip.MustParseAddr(nodeAddr) {
+		t.Fatalf("the server saw %q, want the node's address %s", got, nodeAddr)
+	}
+}
+
+func trimNL(s string) string {
+	if len(s) > 0 && s[len(s)-1] == '\n' {
+		return s[:len(s)-1]
+	}
+	return s
+}
