@@ -1,15 +1,16 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 	"portcullis.dev/portcullis/proxy"
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
 
 // The transparent side on the real kernel datapath: throwaway network
@@ -252,80 +254,81 @@ func listen(t *testing.T, ns netns.NsHandle, addr string, transparent bool) net.
 	return l
 }
 
-// whoami serves l: every connection is told the address it comes from,
-// and closed once the client has closed.
-func whoami(l net.Listener) {
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_, _ = io.WriteString(c, c.RemoteAddr().String()+"\n")
-				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				_, _ = io.Copy(io.Discard, c)
-				_ = c.Close()
-			}()
-		}
-	}()
+// whoami serves HTTP on l: every request is told the address it comes from.
+func whoami(t *testing.T, l net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.RemoteAddr)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
 }
 
-// relayServer stands in for a protocol server: it relays the bytes of an
-// accepted connection to its original destination through dial.
-type relayServer struct {
-	dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
-	mu   sync.Mutex
-	errs []error
-}
-
-func (r *relayServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
-	defer c.Close()
-	up, err := r.dial(ctx, src, dst)
-	if err != nil {
-		r.mu.Lock()
-		r.errs = append(r.errs, err)
-		r.mu.Unlock()
-		return
-	}
-	defer up.Close()
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(up, c)
-		_ = up.(interface{ CloseWrite() error }).CloseWrite()
-		close(done)
-	}()
-	_, _ = io.Copy(c, up)
-	<-done
-}
-
-// startProxy serves the node's store on the transparent listener; dials
-// run in the node's namespace.
-func (n *node) startProxy(t *testing.T, d *proxy.Dialer, srv func(dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) proxy.ConnServer) *proxy.Proxy {
+// startProxy serves the node's store with proxy/http on the transparent
+// listener; dials run in the node's namespace.
+func (n *node) startProxy(t *testing.T, d *proxy.Dialer) *events {
 	t.Helper()
 	dial := func(ctx context.Context, src, dst netip.AddrPort) (c net.Conn, err error) {
 		err = inNS(n.ns, func() (err error) { c, err = d.DialContext(ctx, src, dst); return })
 		return c, err
 	}
-	p, err := proxy.New(proxy.Options{Resolver: &n.store, HTTP: srv(dial), Dial: dial, Record: func(e monitor.Event) { t.Logf("proxy event: %s %s", e.Verdict, e.Reason) }})
+	ev := &events{}
+	hs := proxyhttp.New(proxyhttp.Options{Resolver: &n.store, Dial: dial, Record: ev.record})
+	p, err := proxy.New(proxy.Options{Resolver: &n.store, HTTP: hs, Dial: dial, Record: ev.record})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := listen(t, n.ns, fmt.Sprintf("0.0.0.0:%d", proxyPort), true)
 	go func() { _ = p.Serve(l) }()
-	t.Cleanup(func() { _ = p.Close() })
-	return p
+	t.Cleanup(func() { _ = p.Close(); _ = hs.Close() })
+	return ev
 }
 
-// fetch connects from the pod to addr and reads one line.
-func fetch(p *pod, addr string) (string, error) {
-	var c net.Conn
-	if err := inNS(p.ns, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 2*time.Second); return }); err != nil {
-		return "", err
+type events struct {
+	mu  sync.Mutex
+	evs []monitor.Event
+}
+
+func (e *events) record(ev monitor.Event) {
+	e.mu.Lock()
+	e.evs = append(e.evs, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range e.evs {
+		fmt.Fprintf(&b, "%s %s %+v\n", ev.Verdict, ev.Reason, ev.L7)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	return bufio.NewReader(c).ReadString('\n')
+	return b.String()
+}
+
+// get sends one HTTP request from the pod (a fresh connection each time).
+func get(p *pod, url string) (int, string, error) {
+	var (
+		code int
+		body string
+	)
+	// The transport dials on goroutines of its own: each dial enters the
+	// pod's namespace itself.
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = inNS(p.ns, func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 3 * time.Second, Transport: tr}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	code, body = resp.StatusCode, string(b)
+	return code, body, err
 }
 
 const ingressHTTPPolicy = `
@@ -342,36 +345,38 @@ spec:
         http: [{method: GET, path: "/allowed.*"}]
 `
 
-// TestTransparentSourcePreserved redirects a pod's TCP flow with
-// bpf_sk_assign into the proxy's listener; the proxy's upstream leg,
-// bound to the client's address, reaches the server pod, which sees the
-// client's address, not the node's. The server's ingress policy allows
-// only the client (at L7): the marked leg passes without a second check.
+// TestTransparentSourcePreserved redirects a pod's HTTP requests with
+// bpf_sk_assign into the proxy's listener; proxy/http judges them under
+// the server's ingress policy: an allowed one goes upstream on a leg bound
+// to the client's address, so the server sees the client pod's address,
+// not the node's; a denied one gets 403 from the proxy. The server's
+// policy allows only the client: the marked leg passes without a second
+// check.
 func TestTransparentSourcePreserved(t *testing.T) {
 	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
 	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
 	n := newNode(t, ingressHTTPPolicy, client, server)
-	whoami(listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
+	whoami(t, listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
 	var fallbacks []error
 	d := &proxy.Dialer{
 		Mark:        bpf.MarkFromProxy,
 		Transparent: func(_, dst netip.AddrPort) bool { return dst.Addr() == podServer },
 		Fallback:    func(_, _ netip.AddrPort, err error) { fallbacks = append(fallbacks, err) },
 	}
-	var rs *relayServer
-	n.startProxy(t, d, func(dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) proxy.ConnServer {
-		rs = &relayServer{dial: dial}
-		return rs
-	})
+	ev := n.startProxy(t, d)
+	base := "http://" + netip.AddrPortFrom(podServer, 8080).String()
 	for i := range 3 {
-		got, err := fetch(client, netip.AddrPortFrom(podServer, 8080).String())
-		if err != nil {
-			t.Fatalf("round %d: %v (relay errors %v)", i, err, rs.errs)
+		code, body, err := get(client, base+"/allowed")
+		if err != nil || code != 200 {
+			t.Fatalf("round %d: %d %q %v; proxy events:\n%s", i, code, body, err, ev)
 		}
-		seen, perr := netip.ParseAddrPort(trimNL(got))
+		seen, perr := netip.ParseAddrPort(body)
 		if perr != nil || seen.Addr() != podClient {
-			t.Fatalf("round %d: the server saw %q, want the client's address %s (relay errors %v)", i, got, podClient, rs.errs)
+			t.Fatalf("round %d: the server saw %q, want the client's address %s", i, body, podClient)
 		}
+	}
+	if code, body, err := get(client, base+"/other"); err != nil || code != 403 || body != "Access denied\r\n" {
+		t.Fatalf("denied request: %d %q %v", code, body, err)
 	}
 	if len(fallbacks) > 0 {
 		t.Errorf("fallbacks: %v", fallbacks)
@@ -384,22 +389,13 @@ func TestTransparentNodeAddress(t *testing.T) {
 	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
 	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
 	n := newNode(t, ingressHTTPPolicy, client, server)
-	whoami(listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
-	n.startProxy(t, &proxy.Dialer{Mark: bpf.MarkFromProxy}, func(dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) proxy.ConnServer {
-		return &relayServer{dial: dial}
-	})
-	got, err := fetch(client, netip.AddrPortFrom(podServer, 8080).String())
-	if err != nil {
-		t.Fatal(err)
+	whoami(t, listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
+	ev := n.startProxy(t, &proxy.Dialer{Mark: bpf.MarkFromProxy})
+	code, body, err := get(client, "http://"+netip.AddrPortFrom(podServer, 8080).String()+"/allowed")
+	if err != nil || code != 200 {
+		t.Fatalf("%d %q %v; proxy events:\n%s", code, body, err, ev)
 	}
-	if seen, err := netip.ParseAddrPort(trimNL(got)); err != nil || seen.Addr() != netip.MustParseAddr(nodeAddr) {
-		t.Fatalf("the server saw %q, want the node's address %s", got, nodeAddr)
+	if seen, err := netip.ParseAddrPort(body); err != nil || seen.Addr() != netip.MustParseAddr(nodeAddr) {
+		t.Fatalf("the server saw %q, want the node's address %s", body, nodeAddr)
 	}
-}
-
-func trimNL(s string) string {
-	if len(s) > 0 && s[len(s)-1] == '\n' {
-		return s[:len(s)-1]
-	}
-	return s
 }

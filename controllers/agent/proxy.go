@@ -15,11 +15,8 @@ import (
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/proxy"
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
-
-// httpServerFactory builds the HTTP protocol server of the proxy; nil
-// leaves HTTP connections refused (with an event).
-var httpServerFactory func(res proxy.Resolver, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), record func(monitor.Event)) (proxy.ConnServer, func() error)
 
 // nodeProxy is the agent's L7 proxy: the transparent listener the
 // datapath's redirects reach, and the snapshot store it judges by.
@@ -27,7 +24,6 @@ type nodeProxy struct {
 	store  proxy.Store
 	proxy  *proxy.Proxy
 	closeH func() error
-	done   chan error
 }
 
 // startProxy opens the proxy's transparent listener on 0.0.0.0:ProxyPort
@@ -40,7 +36,7 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
-	np := &nodeProxy{done: make(chan error, 1)}
+	np := &nodeProxy{}
 	log := ctrl.Log.WithName("proxy")
 	record := func(e monitor.Event) {
 		e.Node = a.cfg.NodeName
@@ -61,19 +57,25 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 			log.Info("upstream leg uses the node's address: transparent bind failed", "src", src, "dst", dst, "error", err.Error())
 		},
 	}
-	opts := proxy.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record}
-	if httpServerFactory != nil {
-		opts.HTTP, np.closeH = httpServerFactory(&np.store, dialer.DialContext, record)
-	}
-	if np.proxy, err = proxy.New(opts); err != nil {
+	hs := proxyhttp.New(proxyhttp.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record, Node: a.cfg.NodeName})
+	np.closeH = hs.Close
+	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Dial: dialer.DialContext, Record: record}); err != nil {
+		_ = hs.Close()
 		return nil, err
 	}
 	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(a.cfg.ProxyPort)))
 	l, err := proxy.ListenTransparent(context.Background(), addr)
 	if err != nil {
+		np.stop()
 		return nil, err
 	}
-	go func() { np.done <- np.proxy.Serve(l) }()
+	go func() {
+		// Serve returns nil once stopped; an accept error leaves redirected
+		// flows unanswered (they time out), so it is logged loudly.
+		if err := np.proxy.Serve(l); err != nil {
+			log.Error(err, "the proxy stopped accepting connections")
+		}
+	}()
 	log.Info("proxy listening", "addr", addr)
 	return np, nil
 }

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	nethttp "net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/proxy"
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
+)
+
+// The standalone proxy places its two endpoints at documentation
+// addresses (RFC 5737): they only name the flow for the policy engine.
+var (
+	standaloneSrcIP = netip.MustParseAddr("192.0.2.1")
+	standaloneDstIP = netip.MustParseAddr("192.0.2.2")
+)
+
+// proxyFlags are the flags of `portcullis proxy`, as given.
+type proxyFlags struct {
+	files       []string
+	listen      string
+	upstream    string
+	src, dst    string
+	metricsAddr string
+	output      string
+	dport       uint16
+}
+
+// standalone is a parsed `portcullis proxy` command line.
+type standalone struct {
+	files       []string
+	listen      string
+	upstream    netip.AddrPort
+	upstreamArg string
+	src, dst    *policy.Endpoint
+	metricsAddr string
+	json        bool
+	// dport is the flow's destination port: --dport, else the upstream's.
+	dport uint16
+}
+
+func newProxyCommand() *cobra.Command {
+	var f proxyFlags
+	cmd := &cobra.Command{
+		Use:   "proxy --policy FILE_OR_DIR --listen ADDR --upstream ADDR --src LABELS --dst LABELS",
+		Short: "Run the L7 proxy standalone, in front of one upstream",
+		Long: `Proxy runs the node proxy's HTTP code path (HTTP/1.1, h2c, gRPC) without
+a cluster or a kernel datapath. It loads the policy files, places a source
+pod and a destination pod given by their labels (as in 'policy trace':
+io.kubernetes.pod.namespace=NS sets the namespace, default "default"), and
+treats every connection accepted on --listen as a flow from the source pod
+to the destination pod on the port of --upstream (or --dport). Allowed requests go to
+--upstream; denied ones are answered by the proxy (HTTP 403, gRPC status
+7). One access record per request goes to standard output, as text or as
+JSON flow events (-o json). It runs until interrupted.`,
+		Example: `  portcullis proxy --policy examples/starwars --listen 127.0.0.1:8080 \
+      --upstream 127.0.0.1:80 --src org=empire,class=tiefighter \
+      --dst org=empire,class=deathstar`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, err := parseProxyFlags(&f)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			return runProxy(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), in)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.files, "policy", nil, "policy file or directory (*.yaml, *.yml, *.json, read recursively); repeatable")
+	fl.StringVar(&f.listen, "listen", "", "address to accept client connections on, HOST:PORT")
+	fl.StringVar(&f.upstream, "upstream", "", "address of the upstream server, IP:PORT; its port is the flow's destination port")
+	fl.StringVar(&f.src, "src", "", "source pod labels, k=v[,k=v...]")
+	fl.StringVar(&f.dst, "dst", "", "destination pod labels, k=v[,k=v...]")
+	fl.Uint16Var(&f.dport, "dport", 0, "destination port of the flow as the policy sees it (default: the port of --upstream)")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on HOST:PORT at /metrics (default: off)")
+	fl.StringVarP(&f.output, "output", "o", "text", "access log format: text or json")
+	for _, name := range []string{"policy", "listen", "upstream", "src", "dst"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+// parseProxyFlags checks and parses the flags; its errors are usage errors.
+func parseProxyFlags(f *proxyFlags) (*standalone, error) {
+	in := &standalone{files: f.files, listen: f.listen, metricsAddr: f.metricsAddr, upstreamArg: f.upstream}
+	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	up, err := netip.ParseAddrPort(strings.TrimSpace(f.upstream))
+	if err != nil {
+		return nil, fmt.Errorf("--upstream: %q is not IP:PORT: %w", f.upstream, err)
+	}
+	if up.Port() == 0 {
+		return nil, fmt.Errorf("--upstream: port 0")
+	}
+	in.upstream = up
+	in.dport = up.Port()
+	if f.dport != 0 {
+		in.dport = f.dport
+	}
+	if in.src, err = standaloneEndpoint("src", f.src, standaloneSrcIP); err != nil {
+		return nil, err
+	}
+	if in.dst, err = standaloneEndpoint("dst", f.dst, standaloneDstIP); err != nil {
+		return nil, err
+	}
+	if f.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(f.metricsAddr); err != nil {
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
+	switch f.output {
+	case "text":
+	case "json":
+		in.json = true
+	default:
+		return nil, fmt.Errorf("--output: unknown format %q (want text or json)", f.output)
+	}
+	return in, nil
+}
+
+// standaloneEndpoint turns --NAME LABELS into a pod named NAME at ip, with
+// the namespace and service account labels of `policy trace`.
+func standaloneEndpoint(name, labels string, ip netip.Addr) (*policy.Endpoint, error) {
+	ls, err := policy.ParseLabels(labels)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", name, err)
+	}
+	if len(ls) == 0 {
+		return nil, fmt.Errorf("--%s: no labels", name)
+	}
+	ep := &policy.Endpoint{Namespace: "default", Name: name, Labels: map[string]string{}, IPs: []netip.Addr{ip}}
+	for _, l := range ls {
+		switch {
+		case l.Source == policy.SourceReserved:
+			return nil, fmt.Errorf("--%s: reserved label %s: the standalone proxy's peers are pods", name, l)
+		case l.Key == policy.LabelNamespace:
+			ep.Namespace = l.Value
+		case l.Key == policy.LabelServiceAccount:
+			ep.ServiceAccount = l.Value
+		case l.Key == policy.LabelCluster:
+		default:
+			ep.Labels[l.Key] = l.Value
+		}
+	}
+	return ep, nil
+}
+
+// runProxy serves until ctx is done or a signal arrives.
+func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) error {
+	repo := policy.NewRepository(policy.Options{})
+	res, err := loadRepository(repo, in.files)
+	if err != nil {
+		return err
+	}
+	printWarnings(stderr, res)
+	snap := &proxy.Snapshot{Endpoints: map[netip.Addr]*proxy.Endpoint{}}
+	for _, ep := range []*policy.Endpoint{in.src, in.dst} {
+		repo.UpsertEndpoint(ep)
+	}
+	for _, ep := range []*policy.Endpoint{in.src, in.dst} {
+		pol := repo.EndpointPolicy(ep.Namespace, ep.Name)
+		if pol == nil {
+			return inputErrorf("no policy for the %s endpoint %s", ep.Name, ep.Key())
+		}
+		snap.Endpoints[ep.IPs[0]] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IPs[0], Policy: pol}
+	}
+	// The repository does not change from here on: its lookups are a
+	// fixed view.
+	snap.Revision = repo.Revision()
+	snap.Identities = repo.IdentityOfIP
+	var store proxy.Store
+	store.Set(snap)
+
+	reg := prometheus.NewRegistry()
+	metrics, err := proxy.NewMetrics(reg)
+	if err != nil {
+		return inputErrorf("metrics: %v", err)
+	}
+	var outMu sync.Mutex
+	record := func(e monitor.Event) {
+		metrics.Observe(e)
+		line := formatAccess(e, in.json)
+		outMu.Lock()
+		_, _ = io.WriteString(stdout, line)
+		outMu.Unlock()
+	}
+	dialer := net.Dialer{Timeout: proxy.DefaultDialTimeout}
+	dial := func(ctx context.Context, _, _ netip.AddrPort) (net.Conn, error) {
+		return dialer.DialContext(ctx, "tcp", in.upstream.String())
+	}
+	hs := proxyhttp.New(proxyhttp.Options{Resolver: &store, Dial: dial, Record: record})
+	defer hs.Close()
+	srcPort := func(c net.Conn) uint16 {
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			return uint16(ta.Port)
+		}
+		return 0
+	}
+	p, err := proxy.New(proxy.Options{
+		Resolver: &store, HTTP: hs, Dial: dial, Record: record,
+		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
+			return netip.AddrPortFrom(standaloneSrcIP, srcPort(c)), netip.AddrPortFrom(standaloneDstIP, in.dport)
+		},
+	})
+	if err != nil {
+		return inputErrorf("%v", err)
+	}
+	l, err := net.Listen("tcp", in.listen)
+	if err != nil {
+		return inputErrorf("--listen %s: %v", in.listen, err)
+	}
+	var ms *nethttp.Server
+	if in.metricsAddr != "" {
+		ml, err := net.Listen("tcp", in.metricsAddr)
+		if err != nil {
+			_ = l.Close()
+			return inputErrorf("--metrics-addr %s: %v", in.metricsAddr, err)
+		}
+		mux := nethttp.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ms = &nethttp.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ms.Serve(ml) }()
+		fmt.Fprintf(stderr, "metrics on http://%s/metrics\n", ml.Addr())
+	}
+	fmt.Fprintf(stderr, "proxy listening on %s: %s/%s -> %s/%s:%d via %s\n", l.Addr(),
+		in.src.Namespace, in.src.Name, in.dst.Namespace, in.dst.Name, in.dport, in.upstream)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(l) }()
+	select {
+	case <-ctx.Done():
+	case err = <-done:
+	}
+	_ = p.Close()
+	if ms != nil {
+		_ = ms.Close()
+	}
+	if err != nil {
+		return inputErrorf("serving %s: %v", in.listen, err)
+	}
+	return nil
+}
+
+// formatAccess renders one access record: a JSON flow event, or a line
+// of text.
+func formatAccess(e monitor.Event, asJSON bool) string {
+	if asJSON {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Sprintf("{\"error\":%q}\n", err.Error())
+		}
+		return string(b) + "\n"
+	}
+	var b strings.Builder
+	b.WriteString(e.Time.UTC().Format(time.RFC3339Nano))
+	b.WriteString(" " + e.Verdict)
+	fmt.Fprintf(&b, " %s -> %s", endpointName(e.Source), endpointName(e.Destination))
+	if e.L7 != nil {
+		b.WriteString(" " + e.L7.Protocol)
+		if e.L7.Method != "" {
+			fmt.Fprintf(&b, " %s %s", e.L7.Method, e.L7.Path)
+		}
+		if e.L7.Status != 0 {
+			fmt.Fprintf(&b, " %d", e.L7.Status)
+		}
+		if e.L7.GRPCStatus != nil {
+			fmt.Fprintf(&b, " grpc-status=%d", *e.L7.GRPCStatus)
+		}
+		if e.L7.Latency > 0 {
+			fmt.Fprintf(&b, " %s", e.L7.Latency.Round(time.Microsecond))
+		}
+	}
+	if e.Policy != "" {
+		fmt.Fprintf(&b, " policy=%q", e.Policy)
+	}
+	if e.Reason != "" {
+		fmt.Fprintf(&b, " reason=%q", e.Reason)
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+func endpointName(e monitor.Endpoint) string {
+	if e.Pod != "" {
+		return fmt.Sprintf("%s/%s:%d", e.Namespace, e.Pod, e.Port)
+	}
+	return fmt.Sprintf("%s:%d", e.IP, e.Port)
+}
