@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -127,18 +128,28 @@ func (p *Proxy) Serve(l net.Listener) error {
 		delete(p.listeners, l)
 		p.mu.Unlock()
 	}()
+	var backoff time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if p.ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors, an aborted handshake, ...: keep
+			// accepting after a pause, as net/http does, rather than
+			// leave every redirected flow unanswered.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return nil
+			}
+			continue
 		}
+		backoff = 0
 		select {
 		case p.sem <- struct{}{}:
 		default:
