@@ -223,12 +223,12 @@ func TestPolicyCases(t *testing.T) {
 		e.expectDial(t, stickyClient, addr, true)
 		conn := openConn(t, stickyClient, addr)
 		// Port 80 becomes an L7 (HTTP) port: new flows are redirected to
-		// the proxy, which does not run here, so they are dropped with
-		// reason no-proxy ...
+		// the agent's HTTP proxy, which waits for a request, so the
+		// server's greeting never comes ...
 		e.apply(t, "sticky", "server", rule(&v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "GET"}}}))
 		e.expectDial(t, stickyClient, addr, false)
-		e.waitEvent(t, "DROPPED no-proxy for a new flow", func(ev bpf.Event) bool {
-			return ev.Verdict == bpf.EventDrop && ev.Reason == bpf.ReasonNoProxy && ev.Src.Addr() == stickyClient.IP && ev.Dst.String() == addr
+		e.waitEvent(t, "REDIRECTED for a new flow", func(ev bpf.Event) bool {
+			return ev.Verdict == bpf.EventRedirect && ev.Src.Addr() == stickyClient.IP && ev.Dst.String() == addr
 		})
 		// ... while the open connection keeps going direct until it closes.
 		for i := range 3 {
