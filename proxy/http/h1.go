@@ -346,8 +346,11 @@ func (h *h1conn) forward(ctx context.Context, r *request, actions []l7.HeaderAct
 	} else {
 		u.close()
 	}
-	if err == nil {
-		err = h.bw.Flush()
+	// On an upstream failure mid-body the client gets what came, then the
+	// close: a cut response, never one that looks complete (its framing
+	// is unfinished) nor none at all (a client could retry it).
+	if ferr := h.bw.Flush(); err == nil {
+		err = ferr
 	}
 	return err == nil && !closeClient
 }

@@ -51,6 +51,11 @@ func startUpstream(t testing.TB) *upstream {
 		}
 		w.Header().Set("X-Sum", "3")
 	})
+	mux.HandleFunc("/public/abort", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection (HTTP/1.1) or stream (HTTP/2) is cut
+	})
 	mux.HandleFunc("/actions", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "added=%q replaced=%q deleted=%q logged=%q", r.Header.Values("X-Added"), r.Header.Values("X-Replaced"), r.Header.Values("X-Deleted"), r.Header.Values("X-Logged"))
 	})
@@ -787,5 +792,23 @@ func TestHTTP1ActionsKeepFraming(t *testing.T) {
 	res := do(t, e.h2client(), newReq(t, "POST", "http://h/upload", strings.NewReader("hello")))
 	if want := `got 5 hello te=[] trailer=""`; res.status != 200 || res.body != want || res.header.Get("X-Seen-Host") != "rewritten" {
 		t.Fatalf("h2: got %d %q host %q, want %q", res.status, res.body, res.header.Get("X-Seen-Host"), want)
+	}
+}
+
+// A response the upstream cuts short reaches the client cut short, never
+// as a complete one, on both protocols.
+func TestUpstreamCutMidResponse(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	for name, c := range map[string]*http.Client{"http/1.1": e.client(), "h2": e.h2client()} {
+		res, err := c.Get("http://h/public/abort")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err == nil {
+			t.Errorf("%s: the client read %q as a whole body", name, b)
+		}
 	}
 }

@@ -279,8 +279,10 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 	}
 	bp := copyBufPool.Get().(*[]byte)
 	buf := *bp
+	var rerr error
 	for {
-		n, rerr := res.Body.Read(buf)
+		var n int
+		n, rerr = res.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				break
@@ -294,6 +296,14 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 		}
 	}
 	copyBufPool.Put(bp)
+	if rerr != nil && rerr != io.EOF {
+		// The upstream failed mid-response: reset the stream rather than
+		// end it, so that the client does not take a truncated body for
+		// a whole one.
+		a.reason = "upstream: " + rerr.Error()
+		h.s.record(a)
+		panic(nethttp.ErrAbortHandler)
+	}
 	for k, vs := range res.Trailer {
 		hd[nethttp.TrailerPrefix+k] = vs
 	}
