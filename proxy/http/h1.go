@@ -73,6 +73,7 @@ type h1conn struct {
 	acc      access
 	// linger: close gracefully, the client may still be sending.
 	linger bool
+	pr     prefixReader
 
 	// cur is the upstream connection of the request in progress, closed
 	// by abort when the connection must end (Server.Close, ctx done)
@@ -85,14 +86,53 @@ type h1conn struct {
 }
 
 func (h *h1conn) serve(ctx context.Context) {
-	h.bw = getWriter(h.dc)
-	defer putWriter(h.bw)
 	h.key = keyOf(h.src, h.dst)
 	for ctx.Err() == nil && h.serveOne(ctx) {
 	}
 	if h.linger {
 		h.lingerClose()
 	}
+	if h.br != nil {
+		putReader(h.br)
+		h.br = nil
+	}
+}
+
+// prefixReader yields one byte already read from the connection, then
+// reads the connection.
+type prefixReader struct {
+	b   [1]byte
+	has bool
+	r   io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if p.has {
+		if len(b) == 0 {
+			return 0, nil
+		}
+		b[0], p.has = p.b[0], false
+		return 1, nil
+	}
+	return p.r.Read(b)
+}
+
+// await waits for the next request. A connection idle with nothing
+// buffered gives its read buffer back to the pool while it waits (its
+// write buffer is only held during a request), so that idle keep-alive
+// connections cost little more than their goroutine.
+func (h *h1conn) await() error {
+	if h.br.Buffered() > 0 {
+		return nil
+	}
+	putReader(h.br)
+	h.br = nil
+	if _, err := io.ReadFull(h.dc, h.pr.b[:]); err != nil {
+		return err
+	}
+	h.pr.has, h.pr.r = true, h.dc
+	h.br = getReader(&h.pr)
+	return nil
 }
 
 // lingerClose ends a connection the proxy refused while the client may
@@ -111,9 +151,14 @@ func (h *h1conn) lingerClose() {
 func (h *h1conn) serveOne(ctx context.Context) bool {
 	o := &h.s.o
 	h.dc.mode = modeIdle
-	if _, err := h.br.Peek(1); err != nil {
+	if err := h.await(); err != nil {
 		return false
 	}
+	h.bw = getWriter(h.dc)
+	defer func() {
+		putWriter(h.bw)
+		h.bw = nil
+	}()
 	start := time.Now()
 	h.dc.mode = modeFixed
 	h.dc.Conn.SetReadDeadline(start.Add(o.ReadHeaderTimeout))

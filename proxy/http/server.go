@@ -206,13 +206,14 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 
 	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
 	br := getReader(dc)
-	defer putReader(br)
 	if isH2(br) {
+		defer putReader(br)
 		dc.mode = modeNone
 		c.SetDeadline(time.Time{})
 		s.serveH2(ctx, &bufConn{Conn: c, r: br}, src, dst)
 		return
 	}
+	// The HTTP/1.1 connection owns br from here (it swaps it while idle).
 	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst}
 	h1.Store(h)
 	h.serve(ctx)
