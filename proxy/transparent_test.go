@@ -176,18 +176,8 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 	for _, p := range pods {
 		n.repo.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: p.name, Labels: p.labels, IPs: []netip.Addr{p.ip}})
 	}
-	res, err := (&loader.Loader{}).LoadBytes("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range res.Documents {
-		if _, ok := d.Object.(*corev1.Namespace); ok {
-			continue
-		}
-		if _, errs := n.repo.UpsertPolicy(d.Object); len(errs) > 0 {
-			t.Fatal(errs.ToAggregate())
-		}
-	}
+	n.upsert(t, yaml)
+	var err error
 	n.dp, err = bpf.Load(bpf.Options{
 		RuleID:    func(policy.RuleRef) uint32 { return 1 },
 		ProxyPort: func(*policy.Decision) uint16 { return proxyPort },
@@ -233,6 +223,39 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 	}
 	n.store.Set(snap)
 	return n
+}
+
+// upsert adds or replaces the policies of yaml in the repository.
+func (n *node) upsert(t *testing.T, yaml string) {
+	t.Helper()
+	res, err := (&loader.Loader{}).LoadBytes("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range res.Documents {
+		if _, ok := d.Object.(*corev1.Namespace); ok {
+			continue
+		}
+		if _, errs := n.repo.UpsertPolicy(d.Object); len(errs) > 0 {
+			t.Fatal(errs.ToAggregate())
+		}
+	}
+}
+
+// apply changes the policy: the datapath entries, then the proxy's
+// snapshot, as the agent's sync does.
+func (n *node) apply(t *testing.T, yaml string) {
+	t.Helper()
+	n.upsert(t, yaml)
+	snap := &proxy.Snapshot{Revision: n.repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}, Identities: n.repo.IdentityOfIP}
+	for i, p := range n.pods {
+		pol := n.repo.EndpointPolicy("default", p.name)
+		if err := n.dp.SyncEndpointPolicy(uint32(i+1), pol); err != nil {
+			t.Fatal(err)
+		}
+		snap.Endpoints[p.ip] = &proxy.Endpoint{Namespace: "default", Name: p.name, IP: p.ip, Policy: pol}
+	}
+	n.store.Set(snap)
 }
 
 // listen opens a TCP listener inside ns.
@@ -397,5 +420,72 @@ func TestTransparentNodeAddress(t *testing.T) {
 	}
 	if seen, err := netip.ParseAddrPort(body); err != nil || seen.Addr() != netip.MustParseAddr(nodeAddr) {
 		t.Fatalf("the server saw %q, want the node's address %s", body, nodeAddr)
+	}
+}
+
+// rawGet sends one HTTP/1.1 request with Connection: close from the pod's
+// local port and returns the body (what follows the header section).
+func rawGet(p *pod, port int, dst netip.AddrPort, path string) (string, error) {
+	var c net.Conn
+	err := inNS(p.ns, func() (err error) {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: p.ip.AsSlice(), Port: port}}
+		c, err = d.Dial("tcp4", dst.String())
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	_, body, ok := strings.Cut(string(b), "\r\n\r\n")
+	if !ok {
+		return "", fmt.Errorf("response %q: %v", b, err)
+	}
+	// The proxy resets the connection once the client has acknowledged
+	// the response (no TIME_WAIT on its side): the body is complete.
+	return body, nil
+}
+
+// TestTransparentNoTimeWait: the proxy closes a client connection first
+// (Connection: close) without leaving a TIME_WAIT socket in the node's
+// namespace, so when the policy turns the port into a plain L4 allow, a
+// direct connection from the same client address and port goes through
+// at once (DATAPATH-NOTES pitfall 6: a TIME_WAIT socket would capture it).
+func TestTransparentNoTimeWait(t *testing.T) {
+	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
+	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
+	n := newNode(t, ingressHTTPPolicy, client, server)
+	whoami(t, listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
+	n.startProxy(t, &proxy.Dialer{Mark: bpf.MarkFromProxy})
+	dst := netip.AddrPortFrom(podServer, 8080)
+	const port = 41234
+	body, err := rawGet(client, port, dst, "/allowed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := netip.ParseAddrPort(body); err != nil || seen.Addr() != netip.MustParseAddr(nodeAddr) {
+		t.Fatalf("through the proxy the server saw %q, want the node's address", body)
+	}
+	n.apply(t, `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}]
+`)
+	body, err = rawGet(client, port, dst, "/allowed")
+	if err != nil {
+		t.Fatalf("direct connection from the same port after the proxy closed: %v", err)
+	}
+	if want := netip.AddrPortFrom(podClient, port).String(); body != want {
+		t.Fatalf("the server saw %q, want %s directly", body, want)
 	}
 }
