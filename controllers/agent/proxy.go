@@ -152,3 +152,32 @@ func (v *ipcacheView) lookup(a netip.Addr) *policy.Identity {
 	}
 	return v.world
 }
+
+// ProxyRequestCount reads portcullis_proxy_requests_total{protocol,verdict}
+// from controller-runtime's registry (0 when absent), for tests.
+func ProxyRequestCount(protocol, verdict string) float64 {
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "portcullis_proxy_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var p, v string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "protocol":
+					p = l.GetValue()
+				case "verdict":
+					v = l.GetValue()
+				}
+			}
+			if p == protocol && v == verdict {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}

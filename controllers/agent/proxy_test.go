@@ -4,7 +4,11 @@ import (
 	"net/netip"
 	"testing"
 
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/proxy"
 )
 
 // TestIPCacheView: the proxy's address → identity view answers as the
@@ -40,5 +44,17 @@ func TestIPCacheView(t *testing.T) {
 		if got == nil || got.ID != tc.want {
 			t.Errorf("%s: %v, want %d", tc.addr, got, tc.want)
 		}
+	}
+}
+
+func TestProxyRequestCount(t *testing.T) {
+	m, err := proxy.NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := ProxyRequestCount("grpc", monitor.VerdictDenied)
+	m.Observe(monitor.Event{Verdict: monitor.VerdictDenied, L7: &monitor.L7{Protocol: "grpc"}})
+	if got := ProxyRequestCount("grpc", monitor.VerdictDenied); got != before+1 {
+		t.Errorf("count %v, want %v", got, before+1)
 	}
 }
