@@ -653,6 +653,7 @@ func TestHTTP1UpstreamResponses(t *testing.T) {
 		"/public/cr":      "HTTP/1.1 200 OK\r\nX-A: 1\rSet-Cookie: x\r\nContent-Length: 0\r\n\r\n",
 		"/public/te":      "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
 		"/public/status":  "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+		"/public/reason":  "HTTP/1.1 200 OK\rX-Injected: 1\r\nContent-Length: 0\r\n\r\n",
 		"/public/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
 		"/public/eof":     "HTTP/1.1 200 OK\r\n\r\nuntil close",
 	}, nil)
@@ -669,6 +670,7 @@ func TestHTTP1UpstreamResponses(t *testing.T) {
 		{"/public/cr", 502, "Bad Gateway\r\n", true},
 		{"/public/te", 502, "Bad Gateway\r\n", true},
 		{"/public/status", 502, "Bad Gateway\r\n", true},
+		{"/public/reason", 502, "Bad Gateway\r\n", true},
 		{"/public/hop", 200, "ok", false},
 		{"/public/eof", 200, "until close", true},
 	}

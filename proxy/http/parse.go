@@ -421,8 +421,8 @@ func (r *response) parse(head []byte, maxFields int) error {
 		return errBadResponse
 	}
 	r.status = int(st[0]-'0')*100 + int(st[1]-'0')*10 + int(st[2]-'0')
-	if len(line) > 12 && line[12] != ' ' {
-		return errBadResponse
+	if len(line) > 12 && (line[12] != ' ' || !validValue(string(line[13:]))) {
+		return errBadResponse // a bare CR in the reason could end the line for a client
 	}
 	r.statusLine = line[9:]
 	keepAlive := false

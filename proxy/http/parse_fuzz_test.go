@@ -92,3 +92,75 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseResponse feeds an upstream's response to the proxy's response
+// path and parses what the client would get with net/http: a response the
+// proxy passes on must parse, carry the status the proxy saw, and end
+// where the proxy ends it (the next response follows intact), so that an
+// upstream cannot desynchronize the client's connection.
+func FuzzParseResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n",
+	} {
+		f.Add([]byte(s), false)
+	}
+	srv := New(Options{})
+	f.Fuzz(func(t *testing.T, in []byte, head bool) {
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		var out bytes.Buffer
+		h := &h1conn{s: srv, bw: bufio.NewWriter(&out)}
+		h.req.minor = 1
+		h.req.method = method
+		u := &upConn{br: bufio.NewReader(bytes.NewReader(in))}
+		if err := h.readResponseHead(u, &h.req); err != nil {
+			return
+		}
+		resp := &h.resp
+		if resp.status == 101 {
+			return // spliced, not framed
+		}
+		bodyless := resp.bodyless(method)
+		delimited := !bodyless && !resp.chunked && resp.contentLength < 0
+		h.writeResponseHead(resp, resp.chunked && !bodyless, delimited)
+		err := h.copyResponseBody(u, resp, bodyless, resp.chunked)
+		h.bw.Flush()
+		if err != nil {
+			return // the client connection is closed after a cut body
+		}
+		if !delimited {
+			out.WriteString("HTTP/1.1 299 Next\r\nContent-Length: 0\r\n\r\n")
+		}
+		cr := bufio.NewReader(&out)
+		var res *nethttp.Response
+		for {
+			res, err = nethttp.ReadResponse(cr, &nethttp.Request{Method: method})
+			if err != nil {
+				t.Fatalf("the client cannot parse %q: %v", out.String(), err)
+			}
+			if res.StatusCode >= 200 {
+				break // the proxy passed interim responses on
+			}
+		}
+		if res.StatusCode != resp.status {
+			t.Fatalf("the client sees %d, the proxy %d", res.StatusCode, resp.status)
+		}
+		if _, err := io.Copy(io.Discard, res.Body); err != nil {
+			t.Fatalf("the client cannot read the body of %q: %v", out.String(), err)
+		}
+		if delimited {
+			return
+		}
+		next, err := nethttp.ReadResponse(cr, &nethttp.Request{Method: "GET"})
+		if err != nil || next.StatusCode != 299 {
+			t.Fatalf("the client lost the response boundary in %q: %v", out.String(), err)
+		}
+	})
+}
