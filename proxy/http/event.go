@@ -41,7 +41,15 @@ func (a *access) verdictOf(d *proxy.HTTPDecision) {
 	}
 	if s := d.DeniedBy; s != nil {
 		a.policy = s.Policies()
-		a.reason = s.Decision.Reason
+		switch {
+		case s.Decision.Verdict == policy.Redirect:
+			// The side's HTTP rules: none matched the request.
+			a.reason = "no-l7-rule-matched"
+		case s.Decision.Reason != "":
+			a.reason = s.Decision.Reason
+		default:
+			a.reason = "policy"
+		}
 		if s.Endpoint != nil {
 			a.dir = s.Direction.String()
 		}

@@ -180,8 +180,8 @@ func TestHTTP1AllowDeny(t *testing.T) {
 		if ev.Source.Pod != "client" || ev.Source.Namespace != "default" || ev.Destination.Pod != "server" || ev.Source.IP != "127.0.0.2" || len(ev.Source.Labels) == 0 {
 			t.Errorf("event %d: endpoints %+v → %+v", i, ev.Source, ev.Destination)
 		}
-		if want == monitor.VerdictDenied && (ev.Policy != "TrafficPolicy default/web" || ev.Direction != "ingress") {
-			t.Errorf("event %d: policy %q direction %q", i, ev.Policy, ev.Direction)
+		if want == monitor.VerdictDenied && (ev.Policy != "TrafficPolicy default/web" || ev.Direction != "ingress" || ev.Reason != "no-l7-rule-matched") {
+			t.Errorf("event %d: policy %q direction %q reason %q", i, ev.Policy, ev.Direction, ev.Reason)
 		}
 		if want == monitor.VerdictForwarded && !strings.Contains(ev.Policy, "default/web") {
 			t.Errorf("event %d: policy %q does not name the allowing rule", i, ev.Policy)
