@@ -522,6 +522,9 @@ func TestHTTP1UpstreamPooling(t *testing.T) {
 	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) {
 		o.Dial = func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
 			dials.Add(1)
+			if src.Addr() != clientIP || dst != up.addr {
+				t.Errorf("dial from %s to %s, want from the client %s to the original destination %s", src, dst, clientIP, up.addr)
+			}
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", dst.String())
 		}
