@@ -12,7 +12,9 @@ import (
 // hands out a connection idle for too long.
 func TestPoolBounds(t *testing.T) {
 	dst := netip.MustParseAddrPort("127.0.0.3:80")
-	key := func(i byte) poolKey { return keyOf(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, i}), 1000), dst) }
+	key := func(i byte) poolKey {
+		return keyOf(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, i}), 1000), dst)
+	}
 	var peers []net.Conn
 	conn := func(k poolKey) *upConn {
 		c, p := net.Pipe()
