@@ -91,7 +91,7 @@ e2e: tools ## End-to-end tests only (also part of make test).
 	$(TEST_ENV) $(GO) test -timeout 30m ./e2e/... ./hack/localcluster/...
 
 .PHONY: demo
-demo: build tools ## Local cluster, operator, demo pods, examples/ applied, verdict table (needs root).
+demo: build tools ## Local cluster, operator, agent, demo pods, examples/ applied, real traffic with portcullis monitor, verdict table (needs root).
 	KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) KUBECTL=$(BIN)/kubectl $(GO) run ./hack/demo
 
 ##@ Tools
