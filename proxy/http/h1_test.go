@@ -817,3 +817,25 @@ func TestUpstreamCutMidResponse(t *testing.T) {
 		}
 	}
 }
+
+// A policy change that denies the flow at L4 (here: the server now only
+// admits another port) refuses the next request of an open connection.
+func TestHTTP1L4DenyAfterChange(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, nil)
+	c := e.client()
+	if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 200 {
+		t.Fatalf("before: %d", res.status)
+	}
+	otherPort := strings.ReplaceAll(otherPolicy, `port: "PORT"`, `port: "1"`)
+	e.store.Set(snapshot(t, otherPort, up.addr.Port()))
+	if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 403 || !res.reused {
+		t.Fatalf("after: %d reused=%v, want 403 on the same connection", res.status, res.reused)
+	}
+	if ev := e.rec.wait(t, 2)[1]; ev.Verdict != monitor.VerdictDenied || ev.Direction != "ingress" {
+		t.Fatalf("event %+v", ev)
+	}
+	if n := up.requests.Load(); n != 1 {
+		t.Fatalf("upstream got %d requests, want 1", n)
+	}
+}
