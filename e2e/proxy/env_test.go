@@ -1,0 +1,414 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/controllers/agent"
+	"portcullis.dev/portcullis/controllers/operator"
+	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/hack/workloads"
+	"portcullis.dev/portcullis/monitor"
+)
+
+// The environment is the one of e2e/datapath (a local cluster, the
+// operator's status reconcilers, the agent in-process on a bpffs of its
+// own), duplicated in its minimal form rather than shared: the two
+// packages evolve separately.
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// env is one run: the cluster, the agent, what it reported.
+type env struct {
+	t     *testing.T
+	c     *localcluster.Cluster
+	k8s   client.Client
+	bpffs string
+	port  uint16
+
+	mu     sync.Mutex
+	drops  map[netip.Addr]int
+	events []monitor.Event
+}
+
+// newEnv starts a local cluster, the proxy routing and a bpffs, all
+// removed on cleanup (also on failure).
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (BPF, network namespaces)")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl not found: make deps installs it")
+	}
+	c, err := localcluster.Start(context.Background(), localcluster.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("starting the local cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	rulesBefore := countProxyRules(t)
+	t.Cleanup(func() {
+		if n := countProxyRules(t); n != rulesBefore {
+			t.Errorf("%d proxy ip rules after the test, %d before", n, rulesBefore)
+		}
+	})
+	// The test owns the proxy routing (the agent finds it in place and
+	// adds nothing), so that its cleanup removes exactly what was added.
+	teardown, err := bpf.SetupProxyRouting()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := teardown(); err != nil {
+			t.Errorf("proxy routing teardown: %v", err)
+		}
+	})
+	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: newScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: freePort(t), drops: map[netip.Addr]int{}}
+}
+
+// freePort picks the proxy's port below the ephemeral range (so that no
+// client connection takes it meanwhile) among those free now.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		if err == nil {
+			_ = ln.Close()
+			return uint16(port)
+		}
+	}
+	t.Fatal("no free port for the proxy in 20000-31999")
+	return 0
+}
+
+// startAgent runs agent.Run in-process until the test ends, recording
+// DROPPED events by source address and every flow event of its hub (what
+// `portcullis monitor` shows).
+func (e *env) startAgent() {
+	t := e.t
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	var sub *monitor.Subscription
+	go func() {
+		done <- agent.Run(ctx, agent.Config{
+			RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
+			BPFFS: e.bpffs, ProxyPort: e.port,
+			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
+			OnEvent: func(ev bpf.Event) {
+				if ev.Verdict == bpf.EventDrop {
+					e.mu.Lock()
+					e.drops[ev.Src.Addr()]++
+					e.mu.Unlock()
+				}
+			},
+			Ready: ready,
+			Started: func(a *agent.Agent) {
+				sub = a.Monitor().Subscribe(4096)
+				go func() {
+					for ev := range sub.C {
+						e.mu.Lock()
+						e.events = append(e.events, ev)
+						e.mu.Unlock()
+					}
+				}()
+			},
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("agent exited: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("agent not ready after 30s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+		if sub != nil {
+			sub.Close()
+		}
+	})
+}
+
+func (e *env) dropsFrom(a netip.Addr) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.drops[a]
+}
+
+// l7Event waits for an L7 event of the agent's hub that satisfies match.
+func (e *env) l7Event(t *testing.T, what string, match func(monitor.Event) bool) monitor.Event {
+	t.Helper()
+	var found monitor.Event
+	eventually(t, what, 5*time.Second, func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, ev := range e.events {
+			if ev.Type == monitor.TypeL7 && ev.L7 != nil && match(ev) {
+				found = ev
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(e.events))
+	})
+	return found
+}
+
+// addPod adds a pod (a network namespace registered as a Pod object).
+func (e *env) addPod(ns, name string, labels map[string]string) *localcluster.Pod {
+	e.t.Helper()
+	p, err := e.c.AddPod(context.Background(), localcluster.PodSpec{Namespace: ns, Name: name, Labels: labels})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// start runs a workload (this test binary re-executed) inside pod.
+func start(t *testing.T, pod *localcluster.Pod, role string, args ...string) *workloads.Process {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := workloads.Start(pod.Command(exe), role, args...)
+	if err != nil {
+		t.Fatalf("%s in %s/%s: %v", role, pod.Namespace, pod.Name, err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return p
+}
+
+// examplePolicy reads a TrafficPolicy from examples/.
+func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p v1alpha1.TrafficPolicy
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return &p
+}
+
+// waitProgrammed waits until this node reports the policy's generation and
+// the operator says Programmed.
+func (e *env) waitProgrammed(t *testing.T, p client.Object) {
+	t.Helper()
+	eventually(t, "policy "+p.GetName()+" programmed", 20*time.Second, func() error {
+		var got v1alpha1.TrafficPolicy
+		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
+			return err
+		}
+		var entry *v1alpha1.PolicyNodeStatus
+		for i := range got.Status.Nodes {
+			if got.Status.Nodes[i].Name == e.c.NodeName() {
+				entry = &got.Status.Nodes[i]
+			}
+		}
+		if entry == nil || entry.ObservedGeneration != got.Generation || entry.Message != "" {
+			return fmt.Errorf("node entry %+v, generation %d", entry, got.Generation)
+		}
+		c := apimeta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgrammed)
+		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != got.Generation {
+			return fmt.Errorf("Programmed condition %+v", c)
+		}
+		return nil
+	})
+}
+
+// curlResult is what curl did, as a user sees it.
+type curlResult struct {
+	// Exit is curl's exit status (0 ok, 7 connection refused/reset, 28
+	// timeout, 52 empty reply, 56 receive failure).
+	Exit int
+	// Code is the HTTP status (0 without a response); Version the HTTP
+	// version of the response ("1.1", "2").
+	Code    int
+	Version string
+	Body    string
+	Stderr  string
+}
+
+func (r curlResult) String() string {
+	if r.Exit != 0 {
+		return fmt.Sprintf("curl exit %d (%s)", r.Exit, strings.TrimSpace(r.Stderr))
+	}
+	return fmt.Sprintf("HTTP/%s %d %q", r.Version, r.Code, r.Body)
+}
+
+// curl runs the real curl in pod with args (the URL among them).
+func curl(t *testing.T, pod *localcluster.Pod, args ...string) curlResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	argv := append([]string{"curl", "-sS", "--connect-timeout", "2", "--max-time", "5",
+		"--write-out", "%{stderr}\nportcullis-e2e %{http_code} %{http_version}\n"}, args...)
+	cmd := pod.CommandContext(ctx, argv...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	r := curlResult{Body: out.String()}
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("running curl: %v", err)
+		}
+		r.Exit = ee.ExitCode()
+	}
+	r.Body = out.String()
+	stderr := errb.String()
+	if i := strings.LastIndex(stderr, "\nportcullis-e2e "); i >= 0 {
+		f := strings.Fields(stderr[i+len("\nportcullis-e2e "):])
+		if len(f) == 2 {
+			r.Code, _ = strconv.Atoi(f[0])
+			r.Version = f[1]
+		}
+		stderr = stderr[:i]
+	}
+	r.Stderr = stderr
+	return r
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// mountBPFFS mounts a bpffs on a fresh directory; the cleanup removes the
+// agent's datapath (links and pins) and unmounts it.
+func mountBPFFS(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "portcullis-e2e-bpffs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
+		_ = os.Remove(dir)
+		t.Fatalf("mounting bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if dp, err := bpf.Load(bpf.Options{PinPath: filepath.Join(dir, "portcullis")}); err == nil {
+			if err := dp.Remove(); err != nil {
+				t.Errorf("removing the datapath: %v", err)
+			}
+		}
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+		_ = os.Remove(dir)
+	})
+	return dir
+}
+
+// startOperator runs the operator's status reconcilers, so that the test
+// knows when a policy is Programmed the way users see it.
+func startOperator(t *testing.T, c *localcluster.Cluster) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(c.RESTConfig(), ctrl.Options{
+		Scheme:     newScheme(),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{operator.DefaultSystemNamespace: {}}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := operator.Setup(ctx, mgr, operator.Options{AgentPollInterval: 500 * time.Millisecond}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("operator: %v", err)
+		}
+	})
+}
+
+func countProxyRules(t *testing.T) int {
+	t.Helper()
+	rules, err := netlink.RuleList(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range rules {
+		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
+			n++
+		}
+	}
+	return n
+}
+
+// hostPort is "ip:port" of a pod.
+func hostPort(p *localcluster.Pod, port uint16) string {
+	return net.JoinHostPort(p.IP.String(), strconv.Itoa(int(port)))
+}
