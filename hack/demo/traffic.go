@@ -306,3 +306,33 @@ func curlVersion() string {
 	}
 	return ""
 }
+
+// monitorL7 follows `portcullis monitor` on the agent's socket until the
+// returned stop is called, which gives the L7 lines it printed (one per
+// request the proxy judged).
+func (d *demo) monitorL7(ctx context.Context, socket string) (stop func() []string, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(ctx, d.portcullis, "monitor", "--socket", socket, "--verdict", "FORWARDED,DENIED,ERROR")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting portcullis monitor: %w", err)
+	}
+	return func() []string {
+		// Events of the last requests may still be on their way.
+		time.Sleep(500 * time.Millisecond)
+		cancel()
+		_ = cmd.Wait()
+		var lines []string
+		for _, l := range strings.Split(out.String(), "\n") {
+			for _, proto := range []string{" http/1.1 ", " h2 ", " grpc "} {
+				if strings.Contains(l, proto) {
+					lines = append(lines, l)
+					break
+				}
+			}
+		}
+		return lines
+	}, nil
+}
