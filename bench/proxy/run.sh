@@ -18,7 +18,8 @@
 # Environment: DURATION (wrk/h2load/gRPC, default 10s), RATE (fixed-rate
 # test, default 1000), RATE_DURATION (default 10s), IDLE_CONNS (default
 # 10000), PODS=0 skips the pod (BPF) targets, PROFILE=0 skips the perf
-# profile of the standalone proxy, PORTCULLIS_BIN (default: the one built
+# profile of the standalone proxy, LOCK_TIMEOUT (how long the pod targets
+# wait for the e2e node lock, default 10m), PORTCULLIS_BIN (default: the one built
 # here), OUT (raw outputs; default a
 # fresh directory under /tmp, kept).
 set -euo pipefail
@@ -29,6 +30,7 @@ RATE_DURATION=${RATE_DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PODS=${PODS:-1}
 PROFILE=${PROFILE:-1}
+LOCK_TIMEOUT=${LOCK_TIMEOUT:-10m}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -299,7 +301,7 @@ stop "$ORIGIN_PID"
 
 if [ "$PODS" = 1 ]; then
 	log "pod targets (local cluster, BPF datapath, agent with the proxy)"
-	"$BIN/podbench" -policy "$HERE/policy.yaml" -origin "$BIN/origin" -proxy-cpu "$PROXY_CPU" -load-cpu "$LOAD_CPU" \
+	"$BIN/podbench" -policy "$HERE/policy.yaml" -origin "$BIN/origin" -proxy-cpu "$PROXY_CPU" -load-cpu "$LOAD_CPU" -lock-timeout "$LOCK_TIMEOUT" \
 		-- "$HERE/run.sh" --pod-phase >"$OUT/podbench.log" 2>&1 || {
 		grep -v '^{' "$OUT/podbench.log" | tail -5 >&2
 		problem pod "podbench failed: $(grep -v '^{' "$OUT/podbench.log" | tail -1) ($OUT/podbench.log)"

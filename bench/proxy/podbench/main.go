@@ -60,16 +60,17 @@ func main() {
 	origin := flag.String("origin", "", "the origin binary (bench/proxy/origin)")
 	proxyCPU := flag.Int("proxy-cpu", 0, "CPU of the agent and its proxy")
 	loadCPU := flag.Int("load-cpu", 1, "CPU of the origin, the control plane and the command")
+	lockWait := flag.Duration("lock-timeout", 10*time.Minute, "how long to wait for the e2e node lock")
 	flag.Parse()
 	if *origin == "" || flag.NArg() == 0 {
 		log.Fatal("usage: podbench -origin BIN [-policy FILE] -- CMD [ARGS...]")
 	}
-	if err := run(*policyFile, *origin, *proxyCPU, *loadCPU, flag.Args()); err != nil {
+	if err := run(*policyFile, *origin, *proxyCPU, *loadCPU, *lockWait, flag.Args()); err != nil {
 		log.Fatalf("podbench: %v", err)
 	}
 }
 
-func run(policyFile, origin string, proxyCPU, loadCPU int, cmd []string) (err error) {
+func run(policyFile, origin string, proxyCPU, loadCPU int, lockWait time.Duration, cmd []string) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (BPF, network namespaces)")
 	}
@@ -87,9 +88,24 @@ func run(policyFile, origin string, proxyCPU, loadCPU int, cmd []string) (err er
 	}
 	defer lock.Close()
 	log.Printf("waiting for the node lock %s", nodeLockPath)
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("locking %s: %w", nodeLockPath, err)
+	for deadline := time.Now().Add(lockWait); ; {
+		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("locking %s: %w", nodeLockPath, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the node lock %s is still held (e2e tests?) after %v", nodeLockPath, lockWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
+	log.Printf("node lock taken")
 	// Everything below is undone in reverse order, also on failure.
 	var undo []func()
 	defer func() {
