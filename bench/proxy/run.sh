@@ -104,9 +104,9 @@ idle_run() {
 	log "$IDLE_CONNS idle connections $t $addr (pid $pid)"
 	"${NSEXEC[@]}" taskset -c "$LOAD_CPU" "$BIN/loadgen" idle -addr "$addr" -path "$PATH_OK" -n "$IDLE_CONNS" -pid "$pid" >"$out" 2>"$out.err" ||
 		problem "$t" "loadgen idle: $(cat "$out.err")"
-	[ ! -s "$out" ] || record "$t idle $(sed 's/ refused=.*//' "$out")"
-	if grep -q ' refused=' "$out"; then
-		problem "$t" "refused connections after $(sed 's/^conns=\([0-9]*\).*/\1/' "$out") of $IDLE_CONNS: $(sed 's/.* refused=//' "$out"); measured with those"
+	[ ! -s "$out" ] || record "$t idle $(sed 's/ failed=.*//' "$out")"
+	if grep -q ' failed=' "$out"; then
+		problem "$t" "$(sed 's/.* failed=\([0-9]*\).*/\1/' "$out") of $IDLE_CONNS connections failed (the first: $(sed 's/.* first=//' "$out")); measured with the $(sed 's/^conns=\([0-9]*\).*/\1/' "$out") held"
 	fi
 }
 

@@ -12,7 +12,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -103,7 +102,7 @@ func (c *conn) do(req []byte) (int, error) {
 	_, err = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
 	if err == nil && resp.Close {
-		err = errors.New("server closed the keep-alive connection")
+		err = fmt.Errorf("status %d with Connection: close", resp.StatusCode)
 	}
 	return resp.StatusCode, err
 }
@@ -272,9 +271,9 @@ func grpcLoop(addr string, d time.Duration, conc int) error {
 
 // idle opens n keep-alive connections, sends one request on each (so that
 // the proxy has its upstream side too) and reports how much the resident
-// set of process pid grew, per connection. If the server refuses a
-// connection (a connection limit), it stops opening more and reports on
-// those it holds, with the error (refused=...).
+// set of process pid grew, per connection held. Connections that fail are
+// counted and closed (failed=N, first=ERROR); after 100 failures (a
+// connection limit) it stops opening more.
 func idle(addr string, req []byte, n, pid int) error {
 	before, err := rss(pid)
 	if err != nil {
@@ -289,10 +288,11 @@ func idle(addr string, req []byte, n, pid int) error {
 	// A few at a time, so that the listener's backlog never overflows.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var failed atomic.Value
+	var first atomic.Value
+	var failed atomic.Int64
 	sem := make(chan struct{}, 64)
 	for range n {
-		if failed.Load() != nil {
+		if failed.Load() >= 100 {
 			break
 		}
 		sem <- struct{}{}
@@ -317,13 +317,14 @@ func idle(addr string, req []byte, n, pid int) error {
 				}
 			}
 			if err != nil {
-				failed.CompareAndSwap(nil, err.Error())
+				failed.Add(1)
+				first.CompareAndSwap(nil, err.Error())
 			}
 		}()
 	}
 	wg.Wait()
 	if len(conns) == 0 {
-		return fmt.Errorf("no connection opened: %v", failed.Load())
+		return fmt.Errorf("no connection opened: %v", first.Load())
 	}
 	// Let the proxy settle (a Go proxy's GC, haproxy's buffers released).
 	time.Sleep(2 * time.Second)
@@ -331,12 +332,12 @@ func idle(addr string, req []byte, n, pid int) error {
 	if err != nil {
 		return err
 	}
-	refused := ""
-	if e, ok := failed.Load().(string); ok {
-		refused = fmt.Sprintf(" refused=%q", e)
+	fails := ""
+	if e, ok := first.Load().(string); ok {
+		fails = fmt.Sprintf(" failed=%d first=%q", failed.Load(), e)
 	}
 	fmt.Printf("conns=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.1f%s\n",
-		len(conns), before, after, float64(after-before)/float64(len(conns)), refused)
+		len(conns), before, after, float64(after-before)/float64(len(conns)), fails)
 	return nil
 }
 
