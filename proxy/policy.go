@@ -20,7 +20,10 @@ import (
 type Endpoint struct {
 	Namespace, Name string
 	IP              netip.Addr
-	Policy          *policy.EndpointPolicy
+	// Policy is the endpoint's policy as written to the datapath. Nil
+	// means it is not known (not written yet, or the write failed): every
+	// connection from or to the endpoint is refused.
+	Policy *policy.EndpointPolicy
 }
 
 // Snapshot is an immutable view of the node's policy: the local endpoints'
@@ -160,6 +163,13 @@ func (s *Snapshot) Resolve(src, dst netip.AddrPort, proto uint8) *ConnPolicy {
 		cp.Denied = &Side{Decision: policy.Decision{Verdict: policy.Deny, Reason: "no local endpoint"}}
 		return cp
 	}
+	for _, ep := range []*Endpoint{cp.Source.Endpoint, cp.Destination.Endpoint} {
+		if ep != nil && ep.Policy == nil {
+			cp.Err = fmt.Errorf("the policy of the local endpoint %s/%s is not written yet", ep.Namespace, ep.Name)
+			cp.Denied = &Side{Endpoint: ep, Decision: policy.Decision{Verdict: policy.Deny, Reason: "endpoint policy not written"}}
+			return cp
+		}
+	}
 	idOf := func(p Peer) policy.NumericIdentity {
 		if p.Identity == nil {
 			return policy.IdentityWorld
@@ -167,7 +177,7 @@ func (s *Snapshot) Resolve(src, dst netip.AddrPort, proto uint8) *ConnPolicy {
 		return p.Identity.ID
 	}
 	check := func(ep *Endpoint, d policy.Direction, peer policy.NumericIdentity) {
-		if ep == nil || ep.Policy == nil || ep.Policy.State[d] == nil {
+		if ep == nil || ep.Policy.State[d] == nil {
 			return
 		}
 		ms := ep.Policy.State[d]

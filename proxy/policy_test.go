@@ -320,3 +320,21 @@ func TestDeniedSidePolicies(t *testing.T) {
 		t.Errorf("unknown source identity %v, want world", cp.Source.Identity)
 	}
 }
+
+// TestResolveUnwrittenEndpoint: a local endpoint whose policy is not
+// written refuses the flow, on either side; it is not taken for a remote
+// peer whose side needs no check.
+func TestResolveUnwrittenEndpoint(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		s := testSnapshot(t, []string{"client", "server"}, false, egressHTTP)
+		ip := map[string]netip.Addr{"client": clientIP, "server": serverIP}[side]
+		s.Endpoints[ip].Policy = nil
+		cp := s.Resolve(netip.AddrPortFrom(clientIP, 40000), netip.AddrPortFrom(serverIP, 80), policy.ProtoTCP)
+		if cp.Denied == nil || cp.Err == nil || !strings.Contains(cp.Err.Error(), "default/"+side+" is not written yet") {
+			t.Errorf("%s unwritten: Denied %+v, Err %v", side, cp.Denied, cp.Err)
+		}
+		if d := cp.DecideHTTP(get("/public/a")); d.Allowed {
+			t.Errorf("%s unwritten: request allowed", side)
+		}
+	}
+}

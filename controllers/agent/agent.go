@@ -489,7 +489,6 @@ func (a *Agent) sync(ctx context.Context) bool {
 			ep.State = StateWaitingForIdentity
 			continue
 		}
-		pols[ep] = pol
 		ep.Identity = pol.Identity.ID
 		if ep.State != StateLockdown {
 			ep.State = StateRegenerating
@@ -531,6 +530,7 @@ func (a *Agent) sync(ctx context.Context) bool {
 			a.podEvent(ctx, ep, corev1.EventTypeNormal, "LockdownLifted", "the pod's policy fits in the policy map again")
 		}
 		ep.Flags, ep.State, ep.Message = flags, StateReady, ""
+		pols[ep] = pol
 	}
 
 	// The ipcache changes after the policies: a new identity's entries are
@@ -566,8 +566,8 @@ func (a *Agent) sync(ctx context.Context) bool {
 		for _, rec := range a.policies {
 			rec.realized = rec.inForce
 		}
-		a.publishProxySnapshotLocked(pols)
 	}
+	a.publishProxySnapshotLocked(pols)
 	a.updateGaugesLocked()
 	return ok
 }

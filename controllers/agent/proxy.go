@@ -88,16 +88,24 @@ func (np *nodeProxy) stop() {
 	}
 }
 
-// publishProxySnapshotLocked hands the proxy the policy of a sync pass
-// that wrote everything: the local endpoints with the policies written in
-// that pass, and the ipcache as written (an immutable copy).
+// publishProxySnapshotLocked hands the proxy what a sync pass wrote: the
+// local endpoints whose policy was written in full, with that policy, and
+// the ipcache as written (an immutable copy). It runs after every pass,
+// also one that failed somewhere: waiting for a pass that wrote everything
+// would leave the proxy judging by older policies than the kernel's while
+// one endpoint is in lockdown. An endpoint whose write failed is left out,
+// so connections from or to it are refused (fail closed) until a pass
+// writes it (it stays in the snapshot, without a policy: a missing
+// endpoint would look like a remote peer whose side needs no check).
 func (a *Agent) publishProxySnapshotLocked(pols map[*EndpointInfo]*policy.EndpointPolicy) {
 	if a.proxy == nil {
 		return
 	}
-	s := &proxy.Snapshot{Revision: a.repo.Revision(), Endpoints: make(map[netip.Addr]*proxy.Endpoint, len(pols))}
-	for ep, pol := range pols {
-		s.Endpoints[ep.IP] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IP, Policy: pol}
+	s := &proxy.Snapshot{Revision: a.repo.Revision(), Endpoints: make(map[netip.Addr]*proxy.Endpoint, len(a.endpoints))}
+	for _, ep := range a.endpoints {
+		// pols lacks the endpoints not written in full: their nil policy
+		// makes the proxy refuse their connections.
+		s.Endpoints[ep.IP] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IP, Policy: pols[ep]}
 	}
 	s.Identities = newIPCacheView(a.ipcache, a.repo.Identity).lookup
 	a.proxy.store.Set(s)
