@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/hack/localcluster"
 	"portcullis.dev/portcullis/hack/workloads"
@@ -150,6 +151,12 @@ func TestProxy(t *testing.T) {
 			t.Errorf("denial event %+v (l7 %+v): want status 403 from tiefighter to deathstar naming default/rule1", denied, *denied.L7)
 		}
 
+		for _, v := range []string{"FORWARDED", "DENIED"} {
+			if n := agent.ProxyRequestCount("http/1.1", v); n < 1 {
+				t.Errorf("portcullis_proxy_requests_total{http/1.1,%s} = %v, want >= 1", v, n)
+			}
+		}
+
 		// The xwing is dropped at L3 by the kernel: curl times out.
 		r = curl(t, xwing, "-X", "POST", dsURL+"/v1/request-landing")
 		if r.Exit != 28 || r.Code != 0 {
@@ -228,6 +235,9 @@ func TestProxy(t *testing.T) {
 		})
 		if ev.L7.GRPCStatus == nil || *ev.L7.GRPCStatus != 7 {
 			t.Errorf("denial event l7 %+v: want grpc status 7", *ev.L7)
+		}
+		if n := agent.ProxyRequestCount("grpc", "DENIED"); n < 2 {
+			t.Errorf("portcullis_proxy_requests_total{grpc,DENIED} = %v, want >= 2", n)
 		}
 	})
 
