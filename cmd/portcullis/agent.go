@@ -133,7 +133,14 @@ line. A follower that falls behind loses events and is told how many.`,
 			}
 			want := map[string]bool{}
 			for _, v := range verdicts {
-				want[strings.ToUpper(strings.TrimSpace(v))] = true
+				v = strings.ToUpper(strings.TrimSpace(v))
+				switch v {
+				case monitor.VerdictForwarded, monitor.VerdictDropped, monitor.VerdictRedirected,
+					monitor.VerdictAudited, monitor.VerdictDenied, monitor.VerdictError:
+				default:
+					return fmt.Errorf("--verdict: unknown verdict %q (want FORWARDED, DROPPED, REDIRECTED, AUDITED, DENIED or ERROR)", v)
+				}
+				want[v] = true
 			}
 			out := cmd.OutOrStdout()
 			err := agentapi.NewClient(socket).Monitor(cmd.Context(), func(l agentapi.MonitorLine) error {

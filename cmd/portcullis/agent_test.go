@@ -104,3 +104,11 @@ func TestLiveTraceFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestMonitorVerdictFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := Execute([]string{"monitor", "--verdict", "DROPPED,ALLOWED", "--socket", filepath.Join(t.TempDir(), "none.sock")}, &stdout, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), `unknown verdict "ALLOWED"`) {
+		t.Errorf("status %d, stderr %q: want a usage error naming ALLOWED", code, stderr.String())
+	}
+}
