@@ -8,7 +8,10 @@
 // starts its servers (hack/workloads) in their pods, drives real requests
 // with curl from the client pods (a list of steps, each with the expected
 // outcome) while `portcullis monitor` follows the verdicts, checks the
-// monitor's lines and `portcullis policy trace --live`; then it prints
+// monitor's lines and `portcullis policy trace --live`; then the L7 part
+// (traffic.go): curl over HTTP/1.1 and HTTP/2, a grpc-go client, the
+// header rule and a policy change under an open keep-alive connection,
+// through the agent's proxy, each row checked; then it prints
 // the verdict table of
 // hack/demo.sh (portcullis policy trace over the demo's requests, offline)
 // and tears everything down — processes, agent, datapath, bpffs, ip rule,

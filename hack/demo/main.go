@@ -140,7 +140,7 @@ type demo struct {
 }
 
 // totalSteps is the number of section headers.
-const totalSteps = 9 // with one traffic scenario
+const totalSteps = 10 // with one traffic scenario and the L7 traffic
 
 // section prints a section header.
 func (d *demo) section(title string) {
@@ -220,6 +220,11 @@ func (d *demo) run(ctx context.Context) error {
 		if err := d.runScenario(ctx, kubectl, sc); err != nil {
 			return err
 		}
+	}
+
+	d.section("Real L7 traffic through the proxy: HTTP/1.1, HTTP/2, gRPC, a header rule, a policy change under keep-alive")
+	if err := d.l7Traffic(ctx, kubectl); err != nil {
+		return err
 	}
 
 	d.section("Verdicts: portcullis policy trace over examples/ (hack/demo.sh)")

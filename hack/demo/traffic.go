@@ -76,6 +76,12 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	fmt.Fprintf(d.out, "  servers: the deathstar (HTTP/1.1 and h2c) on %s, the door manager (gRPC) on %s:50051\n", ds, doorMgr.IP)
 	fmt.Fprintf(d.out, "  clients: curl %s, and grpc-go (this binary) in the pods\n\n", curlVersion())
 
+	mon, err := d.startMonitor(ctx, "--verdict", "FORWARDED,DENIED,ERROR")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "$ portcullis monitor --socket %s --verdict FORWARDED,DENIED,ERROR   (in the background)\n\n", d.agentRun.socket)
+
 	grpcClient, err := d.startWorkload(terminal, workloads.RoleGRPCClient, net.JoinHostPort(doorMgr.IP.String(), "50051"))
 	if err != nil {
 		return err
@@ -176,10 +182,35 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	failures += d.printRows("", []l7Row{
 		keepAliveRow("POST", "/v1/request-landing", landed+" (connection #1)"),
 	})
+
+	// What the proxy reported: one line per request it judged.
+	seen := mon.waitFor(3*time.Second, l7Expected...)
+	var lines []string
+	for _, l := range strings.Split(mon.stop(), "\n") {
+		for _, proto := range []string{" http/1.1 ", " h2 ", " grpc "} {
+			if strings.Contains(l, proto) {
+				lines = append(lines, l)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(d.out, "  portcullis monitor showed (the proxy's L7 lines):\n%s\n", indent(strings.Join(lines, "\n"), "  "))
 	if failures > 0 {
 		return fmt.Errorf("%d L7 result(s) differ from the expected ones", failures)
 	}
+	if !seen {
+		return errors.New("portcullis monitor did not show every expected L7 verdict with its policy")
+	}
 	return nil
+}
+
+// l7Expected are lines `portcullis monitor` must show for l7Traffic.
+var l7Expected = []func(string) bool{
+	verdictLine(monitorExpect{Verdict: "FORWARDED", From: "tiefighter", Has: []string{"http/1.1 POST /v1/request-landing", "status=200"}}),
+	verdictLine(monitorExpect{Verdict: "DENIED", From: "tiefighter", Has: []string{"http/1.1 PUT /v1/exhaust-port", "status=403", "TrafficPolicy default/rule1"}}),
+	verdictLine(monitorExpect{Verdict: "DENIED", From: "tiefighter", Has: []string{"h2 PUT /v1/exhaust-port", "status=403"}}),
+	verdictLine(monitorExpect{Verdict: "FORWARDED", From: "public-terminal", Has: []string{"grpc POST /cloudcity.DoorManager/GetName", "grpc-status=0"}}),
+	verdictLine(monitorExpect{Verdict: "DENIED", From: "public-terminal", Has: []string{"grpc POST /cloudcity.DoorManager/SetAccessCode", "grpc-status=7", "TrafficPolicy default/door-manager"}}),
 }
 
 // printRows runs the rows and prints them as a table under title; it
@@ -305,34 +336,4 @@ func curlVersion() string {
 		return f[1]
 	}
 	return ""
-}
-
-// monitorL7 follows `portcullis monitor` on the agent's socket until the
-// returned stop is called, which gives the L7 lines it printed (one per
-// request the proxy judged).
-func (d *demo) monitorL7(ctx context.Context, socket string) (stop func() []string, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	cmd := exec.CommandContext(ctx, d.portcullis, "monitor", "--socket", socket, "--verdict", "FORWARDED,DENIED,ERROR")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		return nil, fmt.Errorf("starting portcullis monitor: %w", err)
-	}
-	return func() []string {
-		// Events of the last requests may still be on their way.
-		time.Sleep(500 * time.Millisecond)
-		cancel()
-		_ = cmd.Wait()
-		var lines []string
-		for _, l := range strings.Split(out.String(), "\n") {
-			for _, proto := range []string{" http/1.1 ", " h2 ", " grpc "} {
-				if strings.Contains(l, proto) {
-					lines = append(lines, l)
-					break
-				}
-			}
-		}
-		return lines
-	}, nil
 }
