@@ -115,7 +115,9 @@ func (d *demo) startAgent(ctx context.Context) error {
 	started := make(chan *agent.Agent, 1)
 	cfg := agent.Config{
 		RESTConfig: d.cluster.RESTConfig(), NodeName: d.cluster.NodeName(),
-		BPFFS: bpffs, ProxyPort: uint16(20000 + rand.IntN(20000)),
+		// Below the ephemeral range (32768-60999 by default), so that no
+		// client connection holds the port when the proxy binds it.
+		BPFFS: bpffs, ProxyPort: uint16(20000 + rand.IntN(12000)),
 		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
 		APISocket: r.socket,
 		Ready:     ready,
