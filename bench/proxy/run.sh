@@ -208,6 +208,7 @@ pkgs=(./cmd/portcullis ./bench/proxy/origin ./bench/proxy/loadgen)
 (cd "$ROOT" && go build -o "$BIN/" "${pkgs[@]}")
 
 LOAD_START=$(cat /proc/loadavg)
+START_TIME=$(date -u +%Y-%m-%dT%H:%MZ)
 log "load average at start: $LOAD_START"
 
 start origin "$LOAD_CPU" env GOMAXPROCS=1 "$BIN/origin" -http 127.0.0.1:28080 -grpc 127.0.0.1:28051
@@ -331,7 +332,7 @@ base() { case $1 in pod-*) echo pod-l4 ;; *) echo direct ;; esac; }
 TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 
 {
-	echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
+	echo "Run of $START_TIME, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
 	echo "Load average at start: $LOAD_START; at end: $LOAD_END."
 	if awk -v a="${LOAD_START%% *}" 'BEGIN { exit !(a > 0.5) }'; then
 		echo
