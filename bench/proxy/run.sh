@@ -333,6 +333,7 @@ TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 
 {
 	echo "Run of $START_TIME, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
+	echo "Tools: wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), h2load $(h2load --version 2>&1 | awk 'NR == 1 {print $2}'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), $(go version | awk '{print $3}')."
 	echo "Load average at start: $LOAD_START; at end: $LOAD_END."
 	if awk -v a="${LOAD_START%% *}" 'BEGIN { exit !(a > 0.5) }'; then
 		echo
