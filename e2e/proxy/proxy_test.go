@@ -221,7 +221,21 @@ func TestProxy(t *testing.T) {
 				t.Errorf("%s: the door manager saw the call from %s, want the terminal's %s", tc.method, s.Remote, terminal.IP)
 			}
 		}
-		// Denials are answered on the call, not by closing the connection.
+		// Denials are answered on the call, not by closing the connection:
+		// a later call works on the same one, and once the server has it,
+		// a denied call it had been sent would have arrived too.
+		before := len(dm.Seen())
+		if r, err := gc.Do(workloads.Command{Method: "GetName"}, 10*time.Second); err != nil || r.Code != "OK" {
+			t.Fatalf("GetName after the denials: %+v, %v", r, err)
+		} else {
+			last = r
+		}
+		eventually(t, "the door manager sees the GetName after the denials", 5*time.Second, func() error {
+			if n := len(dm.Seen()); n <= before {
+				return fmt.Errorf("%d calls seen", n)
+			}
+			return nil
+		})
 		if last.Conns != 1 {
 			t.Errorf("the client dialled %d connections, want 1", last.Conns)
 		}
