@@ -253,6 +253,37 @@ func TestProxy(t *testing.T) {
 		if n := agent.ProxyRequestCount("grpc", "DENIED"); n < 2 {
 			t.Errorf("portcullis_proxy_requests_total{grpc,DENIED} = %v, want >= 2", n)
 		}
+
+		// gRPC connections live long: a policy change applies to the next
+		// call on the open HTTP/2 connection.
+		call := func(method string) workloads.Result {
+			t.Helper()
+			r, err := gc.Do(workloads.Command{Method: method}, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		original := examplePolicy(t, "grpc/door-manager.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP
+		setHTTPRules(t, e.k8s, doorPolicy, []v1alpha1.PortRuleHTTP{{Method: "POST", Path: workloads.DoorManagerPath("GetLocation")}})
+		e.waitProgrammed(t, doorPolicy)
+		eventually(t, "GetName denied on the open connection", 10*time.Second, func() error {
+			if r := call("GetName"); r.Code != "PermissionDenied" {
+				return fmt.Errorf("%s %q", r.Code, r.Message)
+			}
+			return nil
+		})
+		if r := call("GetLocation"); r.Code != "OK" || r.Conns != 1 {
+			t.Errorf("GetLocation after the change: %+v, want OK on the first connection", r)
+		}
+		setHTTPRules(t, e.k8s, doorPolicy, original)
+		e.waitProgrammed(t, doorPolicy)
+		eventually(t, "GetName allowed again on the open connection", 10*time.Second, func() error {
+			if r := call("GetName"); r.Code != "OK" || r.Conns != 1 {
+				return fmt.Errorf("%+v", r)
+			}
+			return nil
+		})
 	})
 
 	t.Run("header regex", func(t *testing.T) {
