@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -397,7 +398,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: uint16(20000 + rand.IntN(20000))}
+	return &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: freePort(t)}
 }
 
 func TestStarWarsL3L4(t *testing.T) {
@@ -744,4 +745,21 @@ func TestLockdown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// freePort picks the proxy's port below the ephemeral range (32768 and up
+// by default), so that no client connection of this or a parallel test
+// holds it when the agent's proxy binds it, among the ports free now.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		if err == nil {
+			_ = ln.Close()
+			return uint16(port)
+		}
+	}
+	t.Fatal("no free port for the proxy in 20000-31999")
+	return 0
 }

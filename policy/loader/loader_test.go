@@ -446,7 +446,6 @@ func TestExamples(t *testing.T) {
 			}
 			continue
 		}
-		ours = append(ours, p)
 		r, err := Load(p)
 		if err != nil {
 			t.Errorf("Load(%s): %v", p, err)
@@ -454,6 +453,11 @@ func TestExamples(t *testing.T) {
 		}
 		if len(r.Documents) == 0 {
 			t.Errorf("Load(%s): no documents", p)
+		}
+		// starwars-l3l4 is the first step of the starwars scenario: the
+		// same rule1 before its L7 part, applied instead of it.
+		if d.Name() != "starwars-l3l4" {
+			ours = append(ours, p)
 		}
 	}
 	if _, err := Load(ours...); err != nil {
