@@ -149,6 +149,114 @@ if [ "${1:-}" = "--pod-phase" ]; then
 fi
 
 # ---------------------------------------------------------------------------
+# The tables, from $RES and $OUT/meta.env.
+tables() {
+	get() { awk -v t="$1" -v k="$2" -v f="$3" '$1 == t && $2 == k { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$RES"; }
+	ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; else echo "–"; fi; }
+	ms() { if [ -n "$1" ]; then awk -v u="$1" 'BEGIN { printf "%.3f ms", u / 1000 }'; else echo "–"; fi; }
+	added() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f ms", (a - b) / 1000 }'; else echo "–"; fi; }
+	num() { if [ -n "$1" ]; then echo "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; else echo "–"; fi; }
+	name() {
+		case $1 in
+		direct) echo "direct (loopback)" ;;
+		haproxy) echo "haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), 1 thread, 10 regex ACLs" ;;
+		portcullis) echo "portcullis proxy (standalone), GOMAXPROCS=1, 10 rules" ;;
+		pod-l4) echo "pod → pod, BPF datapath, L4 allow (no proxy)" ;;
+		pod-l7) echo "pod → pod, BPF redirect → agent's proxy, 10 rules" ;;
+		esac
+	}
+	base() { case $1 in pod-*) echo pod-l4 ;; *) echo direct ;; esac; }
+	TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
+
+	{
+		echo "Run of $START_TIME, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
+		echo "Tools: wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), h2load $(h2load --version 2>&1 | awk 'NR == 1 {print $2}'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), $(go version | awk '{print $3}')."
+		echo "Load average at start: $LOAD_START; at end: $LOAD_END."
+		if awk -v a="${LOAD_START%% *}" 'BEGIN { exit !(a > 0.5) }'; then
+			echo
+			echo "**The machine was not quiet at the start (load average above 0.5): the figures include other work; ratios between targets are only rough.**"
+			echo
+		fi
+		echo "Proxy on CPU $PROXY_CPU alone; load generator and origin on CPU $LOAD_CPU. Raw outputs: $OUT."
+		echo
+		echo "HTTP/1.1 keep-alive, \`wrk -t1 -c16 -d$DURATION --latency\`, GET $PATH_OK (allowed by the 10th rule):"
+		echo
+		echo "| target | requests/s | × direct | × haproxy | p50 | p99 |"
+		echo "|---|---|---|---|---|---|"
+		for t in "${TARGETS[@]}"; do
+			r=$(get "$t" wrk rps)
+			[ -n "$r" ] || continue
+			# Pod targets take another network path (veths, the BPF programs):
+			# compared with their own base only.
+			hr="–"
+			case $t in pod-*) ;; *) hr=$(ratio "$r" "$(get haproxy wrk rps)") ;; esac
+			echo "| $(name "$t") | $(num "$r") | $(ratio "$r" "$(get "$(base "$t")" wrk rps)") | $hr | $(ms "$(get "$t" wrk p50_us)") | $(ms "$(get "$t" wrk p99_us)") |"
+		done
+		echo
+		echo "Fixed rate, $RATE requests/s for $RATE_DURATION over 16 keep-alive connections (\`loadgen rate\`, open loop), latency from the write of the request to the end of the response:"
+		echo
+		echo "| target | p50 | p99 | p99.9 | added p50 | added p99 |"
+		echo "|---|---|---|---|---|---|"
+		for t in "${TARGETS[@]}"; do
+			p50=$(get "$t" rate p50_us)
+			[ -n "$p50" ] || continue
+			b=$(base "$t")
+			if [ "$t" = "$b" ]; then a50="(base)" a99="(base)"; else
+				a50=$(added "$p50" "$(get "$b" rate p50_us)")
+				a99=$(added "$(get "$t" rate p99_us)" "$(get "$b" rate p99_us)")
+			fi
+			echo "| $(name "$t") | $(ms "$p50") | $(ms "$(get "$t" rate p99_us)") | $(ms "$(get "$t" rate p999_us)") | $a50 | $a99 |"
+		done
+		echo
+		echo "h2c (prior knowledge), \`h2load -t1 -c16 -m10 -D ${DURATION%s}\`, and gRPC unary (bench.Echo/Echo, 16 concurrent calls on one connection, \`loadgen grpc\`; the 10th gRPC rule allows it):"
+		echo
+		echo "| target | h2c requests/s | × direct | gRPC calls/s | × direct | gRPC p50 | gRPC p99 |"
+		echo "|---|---|---|---|---|---|---|"
+		for t in "${TARGETS[@]}"; do
+			h=$(get "$t" h2 rps)
+			g=$(get "$t" grpc rps)
+			[ -n "$h$g" ] || continue
+			b=$(base "$t")
+			echo "| $(name "$t") | $(num "$h") | $(ratio "$h" "$(get "$b" h2 rps)") | $(num "$g") | $(ratio "$g" "$(get "$b" grpc rps)") | $(ms "$(get "$t" grpc p50_us)") | $(ms "$(get "$t" grpc p99_us)") |"
+		done
+		echo
+		echo "Memory, up to $IDLE_CONNS idle HTTP/1.1 keep-alive connections (one request each, so that the upstream side is open too), growth of the proxy process's VmRSS:"
+		echo
+		echo "| target | connections | RSS before | RSS with the connections | per connection | per 10,000 connections |"
+		echo "|---|---|---|---|---|---|"
+		for t in "${TARGETS[@]}"; do
+			k=$(get "$t" idle kib_per_conn)
+			[ -n "$k" ] || continue
+			echo "| $(name "$t") | $(num "$(get "$t" idle conns)") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB | $(awk -v k="$k" 'BEGIN { printf "%.1f MiB", k * 10000 / 1024 }') |"
+		done
+		if grep -q '^[^ ]* problem ' "$RES"; then
+			echo
+			echo "Problems in this run (the figures of these targets are incomplete or include failures):"
+			echo
+			awk '$2 == "problem" { t = $1; $1 = ""; $2 = ""; sub(/^ +/, ""); print "- " t ": " $0 }' "$RES"
+		fi
+		if [ -s "$OUT/profile-portcullis.txt" ]; then
+			echo
+			echo "Where the standalone proxy's CPU goes under the same wrk load (\`perf record -F 999 -g -p PID\`): self time by category, the top 20 symbols by self time, then inclusive time (children, self) of the proxy's functions:"
+			echo
+			echo '```'
+			cat "$OUT/profile-portcullis.txt"
+			echo '```'
+		fi
+	}
+}
+
+# run.sh --report DIR prints the tables of an earlier run again.
+if [ "${1:-}" = "--report" ]; then
+	OUT=${2:?usage: run.sh --report DIR}
+	RES=$OUT/results.txt
+	# shellcheck disable=SC1091
+	. "$OUT/meta.env"
+	tables
+	exit 0
+fi
+
+# ---------------------------------------------------------------------------
 [ "$(id -u)" = 0 ] || die "run as root (taskset, ulimit, the BPF datapath)"
 [ "$(nproc)" -ge 2 ] || die "needs two CPUs"
 
@@ -312,94 +420,15 @@ fi
 LOAD_END=$(cat /proc/loadavg)
 log "load average at end: $LOAD_END"
 
-# ---------------------------------------------------------------------------
-# The tables.
-get() { awk -v t="$1" -v k="$2" -v f="$3" '$1 == t && $2 == k { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$RES"; }
-ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; else echo "–"; fi; }
-ms() { if [ -n "$1" ]; then awk -v u="$1" 'BEGIN { printf "%.3f ms", u / 1000 }'; else echo "–"; fi; }
-added() { if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f ms", (a - b) / 1000 }'; else echo "–"; fi; }
-num() { if [ -n "$1" ]; then echo "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; else echo "–"; fi; }
-name() {
-	case $1 in
-	direct) echo "direct (loopback)" ;;
-	haproxy) echo "haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), 1 thread, 10 regex ACLs" ;;
-	portcullis) echo "portcullis proxy (standalone), GOMAXPROCS=1, 10 rules" ;;
-	pod-l4) echo "pod → pod, BPF datapath, L4 allow (no proxy)" ;;
-	pod-l7) echo "pod → pod, BPF redirect → agent's proxy, 10 rules" ;;
-	esac
-}
-base() { case $1 in pod-*) echo pod-l4 ;; *) echo direct ;; esac; }
-TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
-
-{
-	echo "Run of $START_TIME, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
-	echo "Tools: wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), h2load $(h2load --version 2>&1 | awk 'NR == 1 {print $2}'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), $(go version | awk '{print $3}')."
-	echo "Load average at start: $LOAD_START; at end: $LOAD_END."
-	if awk -v a="${LOAD_START%% *}" 'BEGIN { exit !(a > 0.5) }'; then
-		echo
-		echo "**The machine was not quiet at the start (load average above 0.5): the figures include other work; ratios between targets are only rough.**"
-		echo
-	fi
-	echo "Proxy on CPU $PROXY_CPU alone; load generator and origin on CPU $LOAD_CPU. Raw outputs: $OUT."
-	echo
-	echo "HTTP/1.1 keep-alive, \`wrk -t1 -c16 -d$DURATION --latency\`, GET $PATH_OK (allowed by the 10th rule):"
-	echo
-	echo "| target | requests/s | × direct | × haproxy | p50 | p99 |"
-	echo "|---|---|---|---|---|---|"
-	for t in "${TARGETS[@]}"; do
-		r=$(get "$t" wrk rps)
-		[ -n "$r" ] || continue
-		echo "| $(name "$t") | $(num "$r") | $(ratio "$r" "$(get "$(base "$t")" wrk rps)") | $(ratio "$r" "$(get haproxy wrk rps)") | $(ms "$(get "$t" wrk p50_us)") | $(ms "$(get "$t" wrk p99_us)") |"
-	done
-	echo
-	echo "Fixed rate, $RATE requests/s for $RATE_DURATION over 16 keep-alive connections (\`loadgen rate\`, open loop), latency from the write of the request to the end of the response:"
-	echo
-	echo "| target | p50 | p99 | p99.9 | added p50 | added p99 |"
-	echo "|---|---|---|---|---|---|"
-	for t in "${TARGETS[@]}"; do
-		p50=$(get "$t" rate p50_us)
-		[ -n "$p50" ] || continue
-		b=$(base "$t")
-		if [ "$t" = "$b" ]; then a50="(base)" a99="(base)"; else
-			a50=$(added "$p50" "$(get "$b" rate p50_us)")
-			a99=$(added "$(get "$t" rate p99_us)" "$(get "$b" rate p99_us)")
-		fi
-		echo "| $(name "$t") | $(ms "$p50") | $(ms "$(get "$t" rate p99_us)") | $(ms "$(get "$t" rate p999_us)") | $a50 | $a99 |"
-	done
-	echo
-	echo "h2c (prior knowledge), \`h2load -t1 -c16 -m10 -D ${DURATION%s}\`, and gRPC unary (bench.Echo/Echo, 16 concurrent calls on one connection, \`loadgen grpc\`; the 10th gRPC rule allows it):"
-	echo
-	echo "| target | h2c requests/s | × direct | gRPC calls/s | × direct | gRPC p50 | gRPC p99 |"
-	echo "|---|---|---|---|---|---|---|"
-	for t in "${TARGETS[@]}"; do
-		h=$(get "$t" h2 rps)
-		g=$(get "$t" grpc rps)
-		[ -n "$h$g" ] || continue
-		b=$(base "$t")
-		echo "| $(name "$t") | $(num "$h") | $(ratio "$h" "$(get "$b" h2 rps)") | $(num "$g") | $(ratio "$g" "$(get "$b" grpc rps)") | $(ms "$(get "$t" grpc p50_us)") | $(ms "$(get "$t" grpc p99_us)") |"
-	done
-	echo
-	echo "Memory, up to $IDLE_CONNS idle HTTP/1.1 keep-alive connections (one request each, so that the upstream side is open too), growth of the proxy process's VmRSS:"
-	echo
-	echo "| target | connections | RSS before | RSS with the connections | per connection | per 10,000 connections |"
-	echo "|---|---|---|---|---|---|"
-	for t in "${TARGETS[@]}"; do
-		k=$(get "$t" idle kib_per_conn)
-		[ -n "$k" ] || continue
-		echo "| $(name "$t") | $(num "$(get "$t" idle conns)") | $(num "$(get "$t" idle rss_before_kib)") KiB | $(num "$(get "$t" idle rss_after_kib)") KiB | $k KiB | $(awk -v k="$k" 'BEGIN { printf "%.1f MiB", k * 10000 / 1024 }') |"
-	done
-	if grep -q '^[^ ]* problem ' "$RES"; then
-		echo
-		echo "Problems in this run (the figures of these targets are incomplete or include failures):"
-		echo
-		awk '$2 == "problem" { t = $1; $1 = ""; $2 = ""; sub(/^ +/, ""); print "- " t ": " $0 }' "$RES"
-	fi
-	if [ -s "$OUT/profile-portcullis.txt" ]; then
-		echo
-		echo "Where the standalone proxy's CPU goes under the same wrk load (\`perf record -F 999 -g -p PID\`): self time by category, the top 20 symbols by self time, then inclusive time (children, self) of the proxy's functions:"
-		echo
-		echo '```'
-		cat "$OUT/profile-portcullis.txt"
-		echo '```'
-	fi
-}
+cat >"$OUT/meta.env" <<META
+START_TIME='$START_TIME'
+LOAD_START='$LOAD_START'
+LOAD_END='$LOAD_END'
+DURATION='$DURATION'
+RATE='$RATE'
+RATE_DURATION='$RATE_DURATION'
+IDLE_CONNS='$IDLE_CONNS'
+PROXY_CPU='$PROXY_CPU'
+LOAD_CPU='$LOAD_CPU'
+META
+tables
