@@ -169,15 +169,14 @@ tables() {
 	TARGETS=(direct haproxy portcullis pod-l4 pod-l7)
 
 	{
-		echo "Run of $START_TIME, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
-		echo "Tools: wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), h2load $(h2load --version 2>&1 | awk 'NR == 1 {print $2}'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), $(go version | awk '{print $3}')."
-		echo "Load average at start: $LOAD_START; at end: $LOAD_END."
+		echo "- Run of $START_TIME, $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)."
+		echo "- Tools: wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), h2load $(h2load --version 2>&1 | awk 'NR == 1 {print $2}'), haproxy $(haproxy -v | awk 'NR == 1 {print $3}'), $(go version | awk '{print $3}')."
+		echo "- Load average at start: $LOAD_START; at end: $LOAD_END."
+		echo "- Proxy on CPU $PROXY_CPU alone; load generator and origin on CPU $LOAD_CPU. Raw outputs: $OUT."
 		if awk -v a="${LOAD_START%% *}" 'BEGIN { exit !(a > 0.5) }'; then
 			echo
 			echo "**The machine was not quiet at the start (load average above 0.5): the figures include other work; ratios between targets are only rough.**"
-			echo
 		fi
-		echo "Proxy on CPU $PROXY_CPU alone; load generator and origin on CPU $LOAD_CPU. Raw outputs: $OUT."
 		echo
 		echo "HTTP/1.1 keep-alive, \`wrk -t1 -c16 -d$DURATION --latency\`, GET $PATH_OK (allowed by the 10th rule):"
 		echo
