@@ -78,8 +78,15 @@ type h1conn struct {
 	// cur is the upstream connection of the request in progress, closed
 	// by abort when the connection must end (Server.Close, ctx done)
 	// while the proxy waits on the upstream.
-	mu      sync.Mutex
-	cur     *upConn
+	mu  sync.Mutex
+	cur *upConn
+	// held is the upstream connection of the previous request, kept for
+	// the next one while both connections live: a keep-alive client then
+	// costs no pool round trip and, above all, no upstream dial when more
+	// client connections share a key than the pool keeps idle. It goes to
+	// the pool when the client connection ends. (The key cannot change:
+	// it is the client connection's own source and destination.)
+	held    *upConn
 	aborted bool
 	req     request
 	resp    response
@@ -88,6 +95,10 @@ type h1conn struct {
 func (h *h1conn) serve(ctx context.Context) {
 	h.key = keyOf(h.src, h.dst)
 	for ctx.Err() == nil && h.serveOne(ctx) {
+	}
+	if h.held != nil {
+		h.s.pool.put(h.held)
+		h.held = nil
 	}
 	if h.linger {
 		h.lingerClose()
@@ -276,20 +287,26 @@ func (h *h1conn) writeSimple(status int, body string, closeConn, head bool) {
 	bw.Flush()
 }
 
-// upstream returns a pooled or new upstream connection.
+// upstream returns the held, a pooled or a new upstream connection.
 func (h *h1conn) upstream(ctx context.Context, fresh bool) (*upConn, error) {
 	var u *upConn
 	if !fresh {
-		u = h.s.pool.get(h.key)
+		if u, h.held = h.held, nil; u != nil && time.Since(u.since) >= h.s.o.IdleTimeout {
+			go u.close()
+			u = nil
+		}
+		if u == nil {
+			u = h.s.pool.get(h.key)
+		}
 	}
 	if u == nil {
 		c, err := h.s.o.Dial(ctx, h.src, h.dst)
 		if err != nil {
 			return nil, err
 		}
-		dc := &dconn{Conn: c, idle: h.s.o.IdleTimeout}
-		u = &upConn{c: c, dc: dc, br: getReader(dc), bw: getWriter(dc), key: h.key}
+		u = &upConn{c: c, dc: &dconn{Conn: c, idle: h.s.o.IdleTimeout}, key: h.key}
 	}
+	u.unpark()
 	h.mu.Lock()
 	h.cur = u
 	if h.aborted {
@@ -299,12 +316,16 @@ func (h *h1conn) upstream(ctx context.Context, fresh bool) (*upConn, error) {
 	return u, nil
 }
 
-// release hands the request's upstream connection back to the pool.
+// release keeps the request's upstream connection, idle, for the client
+// connection's next request.
 func (h *h1conn) release(u *upConn) {
 	h.mu.Lock()
 	h.cur = nil
 	h.mu.Unlock()
-	h.s.pool.put(u)
+	u.park()
+	u.since = time.Now()
+	u.reused = true
+	h.held = u
 }
 
 // abort closes the upstream connection in use, if any.

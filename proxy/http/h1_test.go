@@ -514,32 +514,72 @@ func TestHTTP1UpstreamDown(t *testing.T) {
 	}
 }
 
-// Upstream connections are reused across requests and client connections
-// of one source address.
-func TestHTTP1UpstreamPooling(t *testing.T) {
-	up := startUpstream(t)
-	var dials atomic.Int64
-	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) {
+// dialCounter is an Options.Dial that counts its dials and checks that
+// they go from the client's address to the original destination.
+func dialCounter(t *testing.T, dials *atomic.Int64, up netip.AddrPort) func(*proxyhttp.Options) {
+	return func(o *proxyhttp.Options) {
 		o.Dial = func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
 			dials.Add(1)
-			if src.Addr() != clientIP || dst != up.addr {
-				t.Errorf("dial from %s to %s, want from the client %s to the original destination %s", src, dst, clientIP, up.addr)
+			if src.Addr() != clientIP || dst != up {
+				t.Errorf("dial from %s to %s, want from the client %s to the original destination %s", src, dst, clientIP, up)
 			}
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", dst.String())
 		}
-	})
-	for range 3 {
-		c := e.client()
+	}
+}
+
+// A keep-alive client connection keeps its upstream connection: N
+// sequential requests, allowed and denied mixed, make one upstream dial,
+// and the denied ones never reach the upstream.
+func TestHTTP1UpstreamHeld(t *testing.T) {
+	up := startUpstream(t)
+	var dials atomic.Int64
+	e := newEnv(t, up.addr, webPolicy, dialCounter(t, &dials, up.addr))
+	c := e.client()
+	const n = 20
+	for i := range n {
+		path, want := "/public/x", 200
+		if i%5 == 4 {
+			path, want = "/private", 403
+		}
+		res := do(t, c, newReq(t, "GET", "http://h"+path, nil))
+		if res.status != want || (i > 0 && !res.reused) {
+			t.Fatalf("request %d: got %d (client connection reused: %v), want %d on the same connection", i, res.status, res.reused, want)
+		}
+	}
+	if d := dials.Load(); d != 1 {
+		t.Fatalf("%d upstream dials for %d sequential requests on one client connection, want 1", d, n)
+	}
+	if got := up.requests.Load(); got != n-n/5 {
+		t.Fatalf("the upstream saw %d requests, want the %d allowed ones", got, n-n/5)
+	}
+}
+
+// The upstream connection a client connection held goes to the pool when
+// the client connection ends, for the next client connection of the same
+// source address.
+func TestHTTP1UpstreamPooling(t *testing.T) {
+	up := startUpstream(t)
+	var dials atomic.Int64
+	e := newEnv(t, up.addr, webPolicy, dialCounter(t, &dials, up.addr))
+	for i := range 3 {
+		rc := e.raw(t)
 		for range 3 {
-			if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 200 {
-				t.Fatalf("got %d", res.status)
+			rc.send(t, "GET /public/x HTTP/1.1\r\nHost: h\r\n\r\n")
+			if res, _ := rc.response(t, "GET"); res.StatusCode != 200 {
+				t.Fatalf("got %d", res.StatusCode)
 			}
 		}
-		c.CloseIdleConnections()
+		// The proxy has ended the client connection (and pooled its
+		// upstream connection) once it closes its side.
+		rc.c.(*net.TCPConn).CloseWrite()
+		if !rc.closed() {
+			t.Fatalf("client connection %d: the proxy did not close after the client's end", i)
+		}
 	}
 	if n := dials.Load(); n != 1 {
-		t.Fatalf("%d upstream dials for 9 sequential requests, want 1", n)
+		t.Fatalf("%d upstream dials for 9 sequential requests on 3 client connections, want 1", n)
 	}
 }
 
@@ -727,7 +767,6 @@ func TestHTTP1StaleUpstreamConnection(t *testing.T) {
 	if res, _ := rc.response(t, "POST"); res.StatusCode != 200 {
 		t.Fatalf("first POST: %d", res.StatusCode)
 	}
-	rc = e.raw(t)
 	rc.send(t, "POST /upload HTTP/1.1\r\nHost: h\r\n\r\n")
 	if res, _ := rc.response(t, "POST"); res.StatusCode != 502 {
 		t.Fatalf("POST on a stale connection: got %d, want 502 (not retried)", res.StatusCode)

@@ -36,13 +36,27 @@ type upConn struct {
 	reused bool
 }
 
-func (u *upConn) close() {
-	u.c.Close()
+// park gives an idle connection's buffers back (it has nothing buffered):
+// an idle upstream connection, held by an idle client connection or
+// pooled, then costs its socket only.
+func (u *upConn) park() {
 	if u.br != nil {
 		putReader(u.br)
 		putWriter(u.bw)
 		u.br, u.bw = nil, nil
 	}
+}
+
+// unpark gives a connection taken for a request its buffers.
+func (u *upConn) unpark() {
+	if u.br == nil {
+		u.br, u.bw = getReader(u.dc), getWriter(u.dc)
+	}
+}
+
+func (u *upConn) close() {
+	u.c.Close()
+	u.park()
 }
 
 // pool keeps idle HTTP/1.1 upstream connections: at most perKey per key,
@@ -91,10 +105,10 @@ func (p *pool) get(k poolKey) *upConn {
 	return nil
 }
 
-// put makes u idle, or closes it when the pool is full or closed.
+// put makes u, idle since u.since, available to other client
+// connections of its key, or closes it when the pool is full or closed.
 func (p *pool) put(u *upConn) {
-	u.since = time.Now()
-	u.reused = true
+	u.park()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

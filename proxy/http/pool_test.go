@@ -19,7 +19,7 @@ func TestPoolBounds(t *testing.T) {
 	conn := func(k poolKey) *upConn {
 		c, p := net.Pipe()
 		peers = append(peers, p)
-		return &upConn{c: c, key: k}
+		return &upConn{c: c, key: k, since: time.Now()}
 	}
 	closed := func(u *upConn) bool {
 		u.c.SetReadDeadline(time.Now())

@@ -37,7 +37,7 @@ const (
 	DefaultReadHeaderTimeout     = 10 * time.Second
 	DefaultIdleTimeout           = 60 * time.Second
 	DefaultMaxConcurrentStreams  = 100
-	DefaultMaxIdleUpstreamPerKey = 8
+	DefaultMaxIdleUpstreamPerKey = 64
 	DefaultMaxUpstreamKeys       = 1024
 	DefaultMaxDiscardBytes       = 64 << 10
 )
@@ -78,7 +78,12 @@ type Options struct {
 	// connection.
 	MaxConcurrentStreams uint32
 	// MaxIdleUpstreamPerKey bounds the idle HTTP/1.1 upstream connections
-	// kept per (source address, destination).
+	// pooled per (source address, destination), besides the one each
+	// keep-alive client connection holds for its next request. It should
+	// cover the client connections one source keeps open to one
+	// destination (a pool smaller than that closes and redials upstream
+	// connections as they come and go); an idle pooled connection costs
+	// a socket, its buffers go back while idle.
 	MaxIdleUpstreamPerKey int
 	// MaxUpstreamKeys bounds the (source address, destination) pairs with
 	// pooled upstream connections; the least recently used pair's
