@@ -288,3 +288,39 @@ func writeTestFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// The access log holds lines until its timer or its close: none is lost
+// when the proxy stops between two flushes, and lines after the close go
+// straight out.
+func TestAccessLogFlushesOnClose(t *testing.T) {
+	var out syncBuffer
+	l := newAccessLog(&out, time.Hour)
+	l.write("one\n")
+	l.write("two\n")
+	if got := out.String(); got != "" {
+		t.Fatalf("written before a flush: %q", got)
+	}
+	l.close()
+	if got := out.String(); got != "one\ntwo\n" {
+		t.Fatalf("after close: %q, want both lines", got)
+	}
+	l.write("late\n")
+	l.close()
+	if got := out.String(); got != "one\ntwo\nlate\n" {
+		t.Fatalf("after a late line: %q", got)
+	}
+}
+
+// The timer writes lines out while the proxy runs.
+func TestAccessLogFlushesOnTimer(t *testing.T) {
+	var out syncBuffer
+	l := newAccessLog(&out, time.Millisecond)
+	defer l.close()
+	l.write("one\n")
+	for deadline := time.Now().Add(5 * time.Second); out.String() == "" && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if got := out.String(); got != "one\n" {
+		t.Fatalf("got %q, want the line written by the timer", got)
+	}
+}
