@@ -21,8 +21,12 @@ import (
 )
 
 // DefaultMaxConns bounds the connections a Proxy serves at once when
-// Options.MaxConns is 0.
-const DefaultMaxConns = 4096
+// Options.MaxConns is 0. An idle HTTP/1.1 keep-alive connection with its
+// upstream connection costs about 15 KiB of memory (docs/benchmarks.md),
+// so the default bounds idle connections to about 240 MiB; each also
+// takes two file descriptors (Go raises the soft RLIMIT_NOFILE to the
+// hard limit at start).
+const DefaultMaxConns = 16384
 
 // ConnServer serves one client connection of a protocol: it reads
 // requests from c, judges each under the connection's policy (resolved

@@ -285,6 +285,8 @@ if [ "$(ulimit -n)" != unlimited ] && [ $((IDLE_CONNS * 2 + 200)) -gt "$(ulimit 
 	log "open files limited to $(ulimit -n): $IDLE_CONNS idle connections"
 fi
 export IDLE_CONNS
+# The proxies under test must accept the idle test's connections and more.
+MAX_CONNS=$((IDLE_CONNS + 1000))
 
 PIDS=()
 cleanup() {
@@ -337,7 +339,7 @@ start_haproxy() {
 # write(2) each): that goes to /dev/null, so that the run measures the
 # proxy and not the disk; haproxy logs nothing.
 PORTCULLIS_BIN=${PORTCULLIS_BIN:-$BIN/portcullis}
-PC_ARGS=(--policy "$HERE/policy.yaml" --src app=bench-client --dst app=bench-origin)
+PC_ARGS=(--policy "$HERE/policy.yaml" --src app=bench-client --dst app=bench-origin --max-connections "$MAX_CONNS")
 HAVE_PORTCULLIS=0
 if "$PORTCULLIS_BIN" proxy --help >/dev/null 2>&1; then HAVE_PORTCULLIS=1; else log "portcullis proxy: not built, skipped"; fi
 start_portcullis() {
@@ -409,7 +411,7 @@ stop "$ORIGIN_PID"
 
 if [ "$PODS" = 1 ]; then
 	log "pod targets (local cluster, BPF datapath, agent with the proxy)"
-	"$BIN/podbench" -policy "$HERE/policy.yaml" -origin "$BIN/origin" -proxy-cpu "$PROXY_CPU" -load-cpu "$LOAD_CPU" -lock-timeout "$LOCK_TIMEOUT" \
+	"$BIN/podbench" -policy "$HERE/policy.yaml" -proxy-max-connections "$MAX_CONNS" -origin "$BIN/origin" -proxy-cpu "$PROXY_CPU" -load-cpu "$LOAD_CPU" -lock-timeout "$LOCK_TIMEOUT" \
 		-- "$HERE/run.sh" --pod-phase >"$OUT/podbench.log" 2>&1 || {
 		grep -v '^{' "$OUT/podbench.log" | tail -5 >&2
 		problem pod "podbench failed: $(grep -v '^{' "$OUT/podbench.log" | tail -1) ($OUT/podbench.log)"

@@ -21,6 +21,7 @@ import (
 
 	"portcullis.dev/portcullis/agentapi"
 	"portcullis.dev/portcullis/controllers/agent"
+	"portcullis.dev/portcullis/proxy"
 )
 
 func main() {
@@ -64,6 +65,7 @@ func run() error {
 		return nil
 	})
 	flag.UintVar(&proxyPort, "proxy-port", agent.DefaultProxyPort, "Port of the proxy's transparent listener.")
+	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection).")
 	// The DNS proxy's settings: the packaging passes them already; they are
 	// validated here and take effect once the proxy runs in the agent.
 	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused or nameError.")
@@ -76,6 +78,9 @@ func run() error {
 		return fmt.Errorf("--proxy-port %d out of range", proxyPort)
 	}
 	cfg.ProxyPort = uint16(proxyPort)
+	if cfg.ProxyMaxConnections < 1 {
+		return fmt.Errorf("--proxy-max-connections %d: want at least 1", cfg.ProxyMaxConnections)
+	}
 	if dnsReject != "refused" && dnsReject != "nameError" {
 		return fmt.Errorf("--dns-reject-response-code %q: want refused or nameError", dnsReject)
 	}

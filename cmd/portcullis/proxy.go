@@ -42,6 +42,7 @@ type proxyFlags struct {
 	metricsAddr string
 	output      string
 	dport       uint16
+	maxConns    int
 }
 
 // standalone is a parsed `portcullis proxy` command line.
@@ -53,6 +54,7 @@ type standalone struct {
 	src, dst    *policy.Endpoint
 	metricsAddr string
 	json        bool
+	maxConns    int
 	// dport is the flow's destination port: --dport, else the upstream's.
 	dport uint16
 }
@@ -96,6 +98,7 @@ JSON flow events (-o json). It runs until interrupted.`,
 	fl.Uint16Var(&f.dport, "dport", 0, "destination port of the flow as the policy sees it (default: the port of --upstream)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on HOST:PORT at /metrics (default: off)")
 	fl.StringVarP(&f.output, "output", "o", "text", "access log format: text or json")
+	fl.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConns, "connections served at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection)")
 	for _, name := range []string{"policy", "listen", "upstream", "src", "dst"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -131,6 +134,10 @@ func parseProxyFlags(f *proxyFlags) (*standalone, error) {
 			return nil, fmt.Errorf("--metrics-addr: %w", err)
 		}
 	}
+	if f.maxConns < 1 {
+		return nil, fmt.Errorf("--max-connections: %d, want at least 1", f.maxConns)
+	}
+	in.maxConns = f.maxConns
 	switch f.output {
 	case "text":
 	case "json":
@@ -218,7 +225,7 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 		return 0
 	}
 	p, err := proxy.New(proxy.Options{
-		Resolver: &store, HTTP: hs, Dial: dial, Record: record,
+		Resolver: &store, HTTP: hs, Dial: dial, Record: record, MaxConns: in.maxConns,
 		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(standaloneSrcIP, srcPort(c)), netip.AddrPortFrom(standaloneDstIP, in.dport)
 		},

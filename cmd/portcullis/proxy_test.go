@@ -222,6 +222,28 @@ func TestProxyStandaloneL4Denied(t *testing.T) {
 	}
 }
 
+// TestProxyStandaloneMaxConnections: with --max-connections 1, a second
+// connection while the first is open is refused with a line saying why.
+func TestProxyStandaloneMaxConnections(t *testing.T) {
+	up := deathstarServer(t)
+	rp := startProxy(t, "--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", strings.TrimPrefix(up.URL, "http://"),
+		"--src", tiefighter, "--dst", deathstar, "--dport", "80", "--max-connections", "1")
+	first := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{}}
+	if st, _ := do(t, first, "POST", "http://"+rp.addr+"/v1/request-landing"); st != 200 {
+		t.Fatalf("first connection: %d", st)
+	}
+	second := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{}}
+	req, _ := http.NewRequest("POST", "http://"+rp.addr+"/v1/request-landing", strings.NewReader("payload"))
+	if resp, err := second.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("second connection got %s, want it refused", resp.Status)
+	}
+	lines := rp.waitLines(t, 2)
+	if !strings.Contains(lines[1], "too many connections (limit 1)") {
+		t.Errorf("line %q, want the refusal", lines[1])
+	}
+}
+
 func TestProxyBadInput(t *testing.T) {
 	up := "127.0.0.1:1"
 	tests := []struct {
@@ -234,6 +256,7 @@ func TestProxyBadInput(t *testing.T) {
 		{"bad upstream", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", "deathstar", "--src", tiefighter, "--dst", deathstar}, exitUsage, `--upstream: "deathstar" is not IP:PORT`},
 		{"bad labels", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", "=x", "--dst", deathstar}, exitUsage, "--src:"},
 		{"bad output", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "-o", "yaml"}, exitUsage, `unknown format "yaml"`},
+		{"bad max connections", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--max-connections", "0"}, exitUsage, "--max-connections: 0, want at least 1"},
 		{"missing file", []string{"--policy", "testdata/nope.yaml", "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "testdata/nope.yaml"},
 		{"bad listen", []string{"--policy", starwars, "--listen", "127.0.0.1:99999", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "--listen 127.0.0.1:99999"},
 	}

@@ -72,6 +72,10 @@ type Config struct {
 	BPFFS string
 	// ProxyPort is the port of redirect entries.
 	ProxyPort uint16
+	// ProxyMaxConnections bounds the connections the L7 proxy serves at
+	// once (beyond it new ones are reset with an event); zero keeps
+	// proxy.DefaultMaxConns.
+	ProxyMaxConnections int
 	// PolicyMapSize is the policy map's capacity; zero keeps the default
 	// (65536). A pinned map of another size makes Run fail: changing it
 	// needs the pins removed (and enforcement lapses meanwhile).

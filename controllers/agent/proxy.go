@@ -59,7 +59,7 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 	}
 	hs := proxyhttp.New(proxyhttp.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record, Node: a.cfg.NodeName})
 	np.closeH = hs.Close
-	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Dial: dialer.DialContext, Record: record}); err != nil {
+	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
 		_ = hs.Close()
 		return nil, err
 	}

@@ -61,16 +61,17 @@ func main() {
 	proxyCPU := flag.Int("proxy-cpu", 0, "CPU of the agent and its proxy")
 	loadCPU := flag.Int("load-cpu", 1, "CPU of the origin, the control plane and the command")
 	lockWait := flag.Duration("lock-timeout", 10*time.Minute, "how long to wait for the e2e node lock")
+	maxConns := flag.Int("proxy-max-connections", 0, "the agent's --proxy-max-connections (0: the default)")
 	flag.Parse()
 	if *origin == "" || flag.NArg() == 0 {
 		log.Fatal("usage: podbench -origin BIN [-policy FILE] -- CMD [ARGS...]")
 	}
-	if err := run(*policyFile, *origin, *proxyCPU, *loadCPU, *lockWait, flag.Args()); err != nil {
+	if err := run(*policyFile, *origin, *proxyCPU, *loadCPU, *lockWait, *maxConns, flag.Args()); err != nil {
 		log.Fatalf("podbench: %v", err)
 	}
 }
 
-func run(policyFile, origin string, proxyCPU, loadCPU int, lockWait time.Duration, cmd []string) (err error) {
+func run(policyFile, origin string, proxyCPU, loadCPU int, lockWait time.Duration, maxConns int, cmd []string) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (BPF, network namespaces)")
 	}
@@ -194,7 +195,7 @@ func run(policyFile, origin string, proxyCPU, loadCPU int, lockWait time.Duratio
 	go func() {
 		done <- agent.Run(agentCtx, agent.Config{
 			RESTConfig: c.RESTConfig(), NodeName: c.NodeName(),
-			BPFFS: bpffs, ProxyPort: uint16(20000 + rand.IntN(8000)),
+			BPFFS: bpffs, ProxyPort: uint16(20000 + rand.IntN(8000)), ProxyMaxConnections: maxConns,
 			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
 			Ready: ready,
 		})
