@@ -4,12 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+)
+
+// TransparentPortLo and TransparentPortHi bound the source ports of
+// upstream legs that keep the client's address: below the kernel's
+// default ephemeral range (32768-60999), from which pods pick their own
+// ports, so a leg never takes a tuple a pod's connection already has.
+const (
+	TransparentPortLo = 10000
+	TransparentPortHi = 32767
 )
 
 // DefaultDialTimeout bounds an upstream connect when Dialer.Timeout is 0.
@@ -23,7 +33,7 @@ const DefaultDialTimeout = 5 * time.Second
 // and lets the replies back.
 //
 // When Transparent says so, the socket is bound with IP_TRANSPARENT to the
-// client's own address (port chosen by the kernel), so the upstream sees
+// client's own address (and a port from TransparentPortLo-Hi), so the upstream sees
 // the real client. Otherwise, or when that bind fails, the kernel picks the
 // node's address for the route, and Fallback is told why.
 type Dialer struct {
@@ -48,7 +58,7 @@ type Dialer struct {
 func (d *Dialer) DialContext(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if d.Transparent != nil && src.Addr().Unmap().Is4() == dst.Addr().Is4() && d.Transparent(src, dst) {
-		c, err := d.dial(ctx, dst, src.Addr().Unmap())
+		c, err := d.dialTransparent(ctx, dst, src.Addr().Unmap())
 		if err == nil {
 			return newNoTimeWaitConn(c), nil
 		}
@@ -59,7 +69,7 @@ func (d *Dialer) DialContext(ctx context.Context, src, dst netip.AddrPort) (net.
 			d.Fallback(src, dst, err)
 		}
 	}
-	c, err := d.dial(ctx, dst, netip.Addr{})
+	c, err := d.dial(ctx, dst, netip.AddrPort{})
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +98,34 @@ func isBindError(err error) bool {
 	return false
 }
 
-func (d *Dialer) dial(ctx context.Context, dst netip.AddrPort, bindTo netip.Addr) (net.Conn, error) {
+// transparentBindAttempts bounds the ports tried for one transparent leg.
+const transparentBindAttempts = 32
+
+// dialTransparent dials from the client's address with a source port of
+// its own choosing in [TransparentPortLo, TransparentPortHi]. The kernel
+// would pick the port among the node's sockets only; it cannot see the
+// client pod's own sockets, so from the pod's ephemeral range it could
+// pick a port the pod is using towards the same destination, and two
+// flows would share one tuple (the upstream leg then gets the other's
+// packets: resets and 502s under load). The per-socket
+// IP_LOCAL_PORT_RANGE cannot help: it only narrows the namespace's range.
+func (d *Dialer) dialTransparent(ctx context.Context, dst netip.AddrPort, from netip.Addr) (net.Conn, error) {
+	var err error
+	for range transparentBindAttempts {
+		port := uint16(TransparentPortLo + rand.IntN(TransparentPortHi-TransparentPortLo+1))
+		var c net.Conn
+		c, err = d.dial(ctx, dst, netip.AddrPortFrom(from, port))
+		if err == nil {
+			return c, nil
+		}
+		if errno, ok := errors.AsType[syscall.Errno](err); !ok || errno != unix.EADDRINUSE {
+			return nil, err
+		}
+	}
+	return nil, &bindError{fmt.Errorf("no free source port for %s in %d-%d after %d attempts: %w", from, TransparentPortLo, TransparentPortHi, transparentBindAttempts, err)}
+}
+
+func (d *Dialer) dial(ctx context.Context, dst netip.AddrPort, bindTo netip.AddrPort) (net.Conn, error) {
 	timeout := d.Timeout
 	if timeout == 0 {
 		timeout = DefaultDialTimeout
@@ -96,7 +133,7 @@ func (d *Dialer) dial(ctx context.Context, dst netip.AddrPort, bindTo netip.Addr
 	nd := net.Dialer{Timeout: timeout}
 	transparent := bindTo.IsValid()
 	if transparent {
-		nd.LocalAddr = &net.TCPAddr{IP: bindTo.AsSlice()}
+		nd.LocalAddr = net.TCPAddrFromAddrPort(bindTo)
 	}
 	nd.Control = func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -112,9 +149,6 @@ func (d *Dialer) dial(ctx context.Context, dst netip.AddrPort, bindTo netip.Addr
 					serr = &bindError{fmt.Errorf("IP_TRANSPARENT: %w", err)}
 					return
 				}
-				// The port is chosen at connect time, per 4-tuple, so
-				// concurrent legs of one client do not exhaust ports.
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 			}
 		})
 		if err != nil {

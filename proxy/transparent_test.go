@@ -397,6 +397,11 @@ func TestTransparentSourcePreserved(t *testing.T) {
 		if perr != nil || seen.Addr() != podClient {
 			t.Fatalf("round %d: the server saw %q, want the client's address %s", i, body, podClient)
 		}
+		// Not from the pods' ephemeral range: that port may be the
+		// client's own towards this server.
+		if p := seen.Port(); p < proxy.TransparentPortLo || p > proxy.TransparentPortHi {
+			t.Fatalf("round %d: the upstream leg came from port %d, want %d-%d", i, p, proxy.TransparentPortLo, proxy.TransparentPortHi)
+		}
 	}
 	if code, body, err := get(client, base+"/other"); err != nil || code != 403 || body != "Access denied\r\n" {
 		t.Fatalf("denied request: %d %q %v", code, body, err)
