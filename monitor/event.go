@@ -5,7 +5,10 @@
 package monitor
 
 import (
+	"sort"
 	"time"
+
+	"portcullis.dev/portcullis/policy"
 )
 
 // Event types.
@@ -82,4 +85,25 @@ type Event struct {
 	// "(default deny)"; empty when no policy is involved.
 	Policy string `json:"policy,omitempty"`
 	L7     *L7    `json:"l7,omitempty"`
+}
+
+// Labels renders identity labels for an Endpoint: "key=value" for
+// Kubernetes labels (the source of pod and namespace labels), and
+// "source:key[=value]" for the others (reserved:world, cidr:...), sorted.
+// The datapath's events and the proxies' use it alike, so one pod reads
+// the same in every line of `portcullis monitor`.
+func Labels(ls policy.Labels) []string {
+	out := make([]string, 0, len(ls))
+	for _, l := range ls {
+		switch {
+		case l.Source == policy.SourceK8s && l.Value == "":
+			out = append(out, l.Key)
+		case l.Source == policy.SourceK8s:
+			out = append(out, l.Key+"="+l.Value)
+		default:
+			out = append(out, l.String())
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -19,6 +19,7 @@ import (
 
 	"portcullis.dev/portcullis/agentapi"
 	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
 )
@@ -123,7 +124,7 @@ func (a *Agent) APIEndpoints() []agentapi.Endpoint {
 			IfIndex:         e.IfIndex, Message: e.Message,
 		}
 		if ident := a.repo.Identity(e.Identity); ident != nil && e.Identity != 0 {
-			ae.Labels = labelStrings(ident.Labels)
+			ae.Labels = monitor.Labels(ident.Labels)
 		}
 		out = append(out, ae)
 	}

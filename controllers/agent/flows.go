@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/netip"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -61,24 +60,6 @@ func (t *ruleTable) ref(id uint32) (policy.RuleRef, bool) {
 	return t.refs[id-1], true
 }
 
-// labelStrings renders identity labels for humans: "key=value" for
-// Kubernetes labels, "source:key[=value]" for the others, sorted.
-func labelStrings(ls policy.Labels) []string {
-	out := make([]string, 0, len(ls))
-	for _, l := range ls {
-		switch {
-		case l.Source == policy.SourceK8s && l.Value == "":
-			out = append(out, l.Key)
-		case l.Source == policy.SourceK8s:
-			out = append(out, l.Key+"="+l.Value)
-		default:
-			out = append(out, l.String())
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // monotonicToWall converts bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
 func monotonicToWall(t time.Duration) time.Time {
 	var ts unix.Timespec
@@ -110,7 +91,7 @@ func (a *Agent) flowEvent(ev bpf.Event) monitor.Event {
 		e := monitor.Endpoint{IP: ap.Addr().String(), Port: ap.Port(), Identity: uint32(id)}
 		e.Namespace, e.Pod = a.podAt(ap.Addr())
 		if ident := a.repo.Identity(id); ident != nil {
-			e.Labels = labelStrings(ident.Labels)
+			e.Labels = monitor.Labels(ident.Labels)
 		}
 		return e
 	}

@@ -120,17 +120,8 @@ func (c *peerCache) endpoint(p proxy.Peer) monitor.Endpoint {
 	}
 	if p.Identity != nil {
 		e.Identity = uint32(p.Identity.ID)
-		e.Labels = labelStrings(p.Identity.Labels)
+		e.Labels = monitor.Labels(p.Identity.Labels)
 	}
 	c.last.Store(&peerEntry{addr: p.Addr, ident: p.Identity, ep: p.Endpoint, e: e})
 	return e
-}
-
-func labelStrings(ls policy.Labels) []string {
-	sorted := ls.Sorted()
-	out := make([]string, len(sorted))
-	for i, l := range sorted {
-		out[i] = l.String()
-	}
-	return out
 }
