@@ -448,14 +448,29 @@ func (r *Repository) UpsertEndpoint(ep *Endpoint) NumericIdentity {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.revision++
-	ei := r.endpoints[ep.Key()]
-	if ei != nil {
-		r.dropEndpointLocked(ei)
-	}
-	ei = &endpointInfo{ep: ep}
+	old := r.endpoints[ep.Key()]
+	ei := &endpointInfo{ep: ep}
 	r.endpoints[ep.Key()] = ei
-	r.attachEndpointLocked(ei)
+	r.replaceEndpointLocked(old, ei)
 	return ei.id
+}
+
+// replaceEndpointLocked attaches ei and then drops old (nil for none). In
+// this order an endpoint whose labels did not change keeps its identity
+// even when it is the identity's only endpoint: dropping first would free
+// the number and the attach would allocate a new one, and a datapath that
+// writes a new identity's entries before its ipcache entry would drop the
+// pod's traffic for a moment on every update.
+func (r *Repository) replaceEndpointLocked(old, ei *endpointInfo) {
+	r.attachEndpointLocked(ei)
+	if old == nil {
+		return
+	}
+	r.dropEndpointLocked(old)
+	// The drop forgot the addresses old had under the same identity.
+	for _, ip := range ei.ep.IPs {
+		r.byIP[ip] = ei.id
+	}
 }
 
 // DeleteEndpoint removes a local endpoint.
@@ -472,8 +487,8 @@ func (r *Repository) DeleteEndpoint(namespace, name string) {
 }
 
 func (r *Repository) reidentifyLocked(ei *endpointInfo) {
-	r.dropEndpointLocked(ei)
-	r.attachEndpointLocked(ei)
+	old := *ei
+	r.replaceEndpointLocked(&old, ei)
 }
 
 func (r *Repository) attachEndpointLocked(ei *endpointInfo) {
