@@ -164,6 +164,9 @@ type Agent struct {
 	proxy *nodeProxy
 
 	trigger chan struct{}
+	// reportTrigger wakes the reporter (coalesced), so that a slow
+	// apiserver never delays the next map write.
+	reportTrigger chan struct{}
 	// synced is set once a sync pass after start wrote everything.
 	synced atomic.Bool
 }
@@ -279,15 +282,16 @@ func Run(ctx context.Context, cfg Config) error {
 	repo.SetMode(mode, cfg.AuditMode)
 	a := &Agent{
 		cfg: cfg, repo: repo, dp: dp, rules: rules,
-		pods:      map[string]*podRecord{},
-		podsByIP:  map[netip.Addr]string{},
-		endpoints: map[string]*EndpointInfo{},
-		prevIDs:   map[netip.Addr]uint32{},
-		nextID:    1,
-		ipcache:   map[netip.Prefix]policy.NumericIdentity{},
-		policies:  map[policy.PolicyKey]*policyRecord{},
-		trigger:   make(chan struct{}, 1),
-		hub:       monitor.NewHub(),
+		pods:          map[string]*podRecord{},
+		podsByIP:      map[netip.Addr]string{},
+		endpoints:     map[string]*EndpointInfo{},
+		prevIDs:       map[netip.Addr]uint32{},
+		nextID:        1,
+		ipcache:       map[netip.Prefix]policy.NumericIdentity{},
+		policies:      map[policy.PolicyKey]*policyRecord{},
+		trigger:       make(chan struct{}, 1),
+		reportTrigger: make(chan struct{}, 1),
+		hub:           monitor.NewHub(),
 	}
 	prev, err := dp.Endpoints()
 	if err != nil {
@@ -330,6 +334,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := a.setupReconcilers(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(&reporter{a: a}); err != nil {
 		return err
 	}
 	if err := mgr.Add(&syncLoop{a: a}); err != nil {
@@ -629,7 +636,7 @@ func (s *syncLoop) Start(ctx context.Context) error {
 			close(ready)
 			ready = nil
 		}
-		a.report(ctx)
+		a.kickReport()
 		if !ok {
 			retry.Reset(time.Second)
 		}

@@ -125,4 +125,28 @@ func (a *Agent) report(ctx context.Context) {
 	}
 }
 
-func (a *Agent) kickLater() { time.AfterFunc(time.Second, a.kick) }
+func (a *Agent) kickLater() { time.AfterFunc(time.Second, a.kickReport) }
+
+// kickReport asks the reporter for a pass; requests made while one runs
+// coalesce into one more.
+func (a *Agent) kickReport() {
+	select {
+	case a.reportTrigger <- struct{}{}:
+	default:
+	}
+}
+
+// reporter applies the status.nodes entries on its own goroutine, after
+// every sync pass, so that the sync loop never waits on the apiserver.
+type reporter struct{ a *Agent }
+
+func (r *reporter) Start(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.a.reportTrigger:
+			r.a.report(ctx)
+		}
+	}
+}
