@@ -89,7 +89,9 @@ func withEnv(ctx context.Context, verbose bool, f func(context.Context, *env) er
 		_ = os.Remove(dir)
 		return fmt.Errorf("mounting bpffs on %s: %w", dir, err)
 	}
-	e := &env{c: c, bpffs: dir, port: uint16(20000 + rand.IntN(20000)), verbose: verbose}
+	// The proxy port lies below the ephemeral range (32768 and up), so that
+	// no client connection holds it when the agent binds it.
+	e := &env{c: c, bpffs: dir, port: uint16(20000 + rand.IntN(12000)), verbose: verbose}
 	undo = append(undo, func() error {
 		err := e.stopAgent()
 		err = errors.Join(err, e.removeDatapath())
