@@ -50,3 +50,31 @@ func TestUpsertEndpointKeepsIdentity(t *testing.T) {
 		t.Fatalf("re-applying the same namespace labels moved the pod to %v, want %d", got, third.ID)
 	}
 }
+
+// Node addresses map to host (the agent's own node) or remote-node, so
+// that the entities select them; a pod's address wins over a node's.
+func TestNodeIdentities(t *testing.T) {
+	r := NewRepository(Options{})
+	self, other, shared := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("10.244.0.5")
+	r.UpsertNode("self", []netip.Addr{self}, true)
+	r.UpsertNode("other", []netip.Addr{other, shared}, false)
+	for _, c := range []struct {
+		ip   netip.Addr
+		want NumericIdentity
+	}{{self, IdentityHost}, {other, IdentityRemoteNode}, {shared, IdentityRemoteNode}} {
+		if got := r.IdentityOfIP(c.ip); got == nil || got.ID != c.want {
+			t.Errorf("IdentityOfIP(%s) = %v, want %d", c.ip, got, c.want)
+		}
+	}
+	pod := r.UpsertEndpoint(&Endpoint{Namespace: "default", Name: "p", Labels: map[string]string{"app": "p"}, IPs: []netip.Addr{shared}})
+	if got := r.IdentityOfIP(shared); got == nil || got.ID != pod {
+		t.Errorf("a pod's address maps to %v, want the pod's identity %d", got, pod)
+	}
+	r.DeleteNode("other")
+	if got := r.IdentityOfIP(other); got == nil || got.ID != IdentityWorld {
+		t.Errorf("a deleted node's address maps to %v, want world", got)
+	}
+	if got := r.NodeAddrs(); len(got) != 1 || got[self] != IdentityHost {
+		t.Errorf("NodeAddrs() = %v, want only %s as host", got, self)
+	}
+}

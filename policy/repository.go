@@ -113,12 +113,21 @@ type Repository struct {
 	byLabels map[string]NumericIdentity
 	byPrefix map[netip.Prefix]NumericIdentity
 	byIP     map[netip.Addr]NumericIdentity
+	// nodes holds each node's addresses and reserved identity (host for
+	// the agent's own node, remote-node for the others).
+	nodes    map[string]nodeInfo
+	byNodeIP map[netip.Addr]NumericIdentity
 	nextID   NumericIdentity
 	nextCIDR NumericIdentity
 
 	selectors  map[string]*cachedSelector
 	subjects   map[NumericIdentity]*subjectState
 	namedPorts map[string]map[portRange]int
+}
+
+type nodeInfo struct {
+	ips []netip.Addr
+	id  NumericIdentity
 }
 
 type namespaceInfo struct {
@@ -145,6 +154,8 @@ func NewRepository(opts Options) *Repository {
 		byLabels:   map[string]NumericIdentity{},
 		byPrefix:   map[netip.Prefix]NumericIdentity{},
 		byIP:       map[netip.Addr]NumericIdentity{},
+		nodes:      map[string]nodeInfo{},
+		byNodeIP:   map[netip.Addr]NumericIdentity{},
 		nextID:     firstEndpointIdentity,
 		nextCIDR:   firstCIDRIdentity,
 		selectors:  map[string]*cachedSelector{},
@@ -719,8 +730,70 @@ func (r *Repository) refreshDynamicLocked(want func(*dynamicSelector) bool) {
 	}
 }
 
+// UpsertNode records a node's addresses. The agent's own node (local)
+// gets the reserved identity host, every other node remote-node, as in
+// Cilium, so that the entities host and remote-node (and cluster, which
+// includes both) select traffic from them. A pod's address wins over a
+// node's; nothing else changes, since the reserved identities and their
+// entries always exist.
+func (r *Repository) UpsertNode(name string, ips []netip.Addr, local bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revision++
+	r.deleteNodeLocked(name)
+	id := IdentityRemoteNode
+	if local {
+		id = IdentityHost
+	}
+	n := nodeInfo{id: id}
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		n.ips = append(n.ips, ip)
+		r.byNodeIP[ip] = id
+	}
+	r.nodes[name] = n
+}
+
+// DeleteNode forgets a node's addresses.
+func (r *Repository) DeleteNode(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revision++
+	r.deleteNodeLocked(name)
+}
+
+func (r *Repository) deleteNodeLocked(name string) {
+	n, ok := r.nodes[name]
+	if !ok {
+		return
+	}
+	delete(r.nodes, name)
+	for _, ip := range n.ips {
+		delete(r.byNodeIP, ip)
+	}
+	// Another node may share an address (a misconfiguration); keep its.
+	for _, o := range r.nodes {
+		for _, ip := range o.ips {
+			r.byNodeIP[ip] = o.id
+		}
+	}
+}
+
+// NodeAddrs returns every known node address with its identity (host or
+// remote-node), for the datapath's ipcache.
+func (r *Repository) NodeAddrs() map[netip.Addr]NumericIdentity {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[netip.Addr]NumericIdentity, len(r.byNodeIP))
+	for ip, id := range r.byNodeIP {
+		out[ip] = id
+	}
+	return out
+}
+
 // IdentityOfIP returns the identity the datapath would give an address:
-// a local endpoint's, else the longest matching CIDR identity, else world.
+// a local endpoint's, else a node's (host or remote-node), else the
+// longest matching CIDR identity, else world.
 func (r *Repository) IdentityOfIP(a netip.Addr) *Identity {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -730,6 +803,9 @@ func (r *Repository) IdentityOfIP(a netip.Addr) *Identity {
 func (r *Repository) identityOfIPLocked(a netip.Addr) *Identity {
 	a = a.Unmap()
 	if id, ok := r.byIP[a]; ok {
+		return r.ids[id].ident
+	}
+	if id, ok := r.byNodeIP[a]; ok {
 		return r.ids[id].ident
 	}
 	best, bestBits := IdentityWorld, -1

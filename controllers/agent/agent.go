@@ -405,6 +405,15 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 			}
 		}
 	}
+	var nodes corev1.NodeList
+	if err := a.reader.List(ctx, &nodes); err != nil {
+		return err
+	}
+	for _, n := range nodes.Items {
+		if err := a.applyNode(ctx, n.Name); err != nil {
+			return err
+		}
+	}
 	var svcs corev1.ServiceList
 	if err := a.reader.List(ctx, &svcs); err != nil {
 		return err
@@ -488,6 +497,12 @@ func (a *Agent) sync(ctx context.Context) bool {
 			if p.Addr().Is4() {
 				want[p.Masked()] = ident.ID
 			}
+		}
+	}
+	// Node addresses (host, remote-node) before pods: a pod's address wins.
+	for ip, id := range a.repo.NodeAddrs() {
+		if ip.Is4() {
+			want[netip.PrefixFrom(ip, 32)] = id
 		}
 	}
 	for _, p := range a.pods {

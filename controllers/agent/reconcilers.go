@@ -107,6 +107,12 @@ func (a *Agent) setupReconcilers(mgr ctrl.Manager) error {
 		})); err != nil {
 		return err
 	}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("agent-node").For(&corev1.Node{}).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			return reconcile.Result{}, a.applyNode(ctx, req.Name)
+		})); err != nil {
+		return err
+	}
 	for _, k := range policyKinds {
 		if err := ctrl.NewControllerManagedBy(mgr).Named("agent-" + k.name).
 			For(k.newObj()).
@@ -145,6 +151,34 @@ func (a *Agent) applyNamespace(ctx context.Context, name string) error {
 		return client.IgnoreNotFound(err)
 	}
 	a.repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[AuditAnnotation] == "true")
+	a.kick()
+	return nil
+}
+
+// applyNode feeds a node's IPv4 InternalIP and ExternalIP addresses: this
+// node's become the identity host, the others' remote-node.
+func (a *Agent) applyNode(ctx context.Context, name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var node corev1.Node
+	if err := a.reader.Get(ctx, client.ObjectKey{Name: name}, &node); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		a.repo.DeleteNode(name)
+		a.kick()
+		return nil
+	}
+	var ips []netip.Addr
+	for _, na := range node.Status.Addresses {
+		if na.Type != corev1.NodeInternalIP && na.Type != corev1.NodeExternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(na.Address); err == nil && ip.Unmap().Is4() {
+			ips = append(ips, ip.Unmap())
+		}
+	}
+	a.repo.UpsertNode(node.Name, ips, node.Name == a.cfg.NodeName)
 	a.kick()
 	return nil
 }

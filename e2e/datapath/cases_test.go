@@ -73,6 +73,7 @@ func TestPolicyCases(t *testing.T) {
 	estServer, estClient := add("established", "server", 9000), add("established", "client", 9001)
 	stickyServer, stickyClient := add("sticky", "server", 80), add("sticky", "client")
 	modeServer, modeClient := add("modes", "server", 80), add("modes", "client")
+	hostServer, hostClient := add("hostent", "server", 80), add("hostent", "client")
 
 	e.startAgent()
 	t.Logf("cluster, pods, hosts, agent ready after %v", time.Since(begin).Round(time.Millisecond))
@@ -101,6 +102,27 @@ func TestPolicyCases(t *testing.T) {
 		e.expectDial(t, ddServer, to(ddA, 80), true)
 		e.waitEvent(t, "DROPPED b -> server:80 at the server's ingress", func(ev bpf.Event) bool {
 			return ev.Verdict == bpf.EventDrop && ev.Direction == policy.Ingress && ev.Src.Addr() == ddB.IP && ev.Dst.String() == s80
+		})
+	})
+
+	t.Run("the host entity is this node's address", func(t *testing.T) {
+		// The agent watches Nodes: this node's InternalIP (the gateway on
+		// every host veth) is the identity host, not world.
+		e.apply(t, "hostent", "server", v1alpha1.Rule{
+			EndpointSelector: sel("app", "server"),
+			Ingress: []v1alpha1.IngressRule{{
+				IngressCommonRule: v1alpha1.IngressCommonRule{FromEntities: []v1alpha1.Entity{"host"}},
+				ToPorts:           tcpPorts("80", 0),
+			}},
+		})
+		e.expectDial(t, hostClient, to(hostServer, 80), false)
+		eventually(t, "the node (10.244.0.1) -> hostent/server:80 connects", 10*time.Second, func() error {
+			d := net.Dialer{Timeout: dialTimeout, LocalAddr: &net.TCPAddr{IP: localcluster.GatewayIP.AsSlice()}}
+			c, err := d.Dial("tcp4", to(hostServer, 80))
+			if err != nil {
+				return err
+			}
+			return c.Close()
 		})
 	})
 
