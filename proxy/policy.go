@@ -231,8 +231,9 @@ type HTTPDecision struct {
 	// DeniedBy is the side that denied (nil when allowed without audit).
 	DeniedBy *Side
 	// Rule names the rule that allowed the request on the last side
-	// checked, for access logs ("" when denied).
-	Rule string
+	// checked, for access logs ("" when denied); RuleSide is that side.
+	Rule     string
+	RuleSide *Side
 }
 
 // DecideHTTP judges one HTTP (or gRPC) request. A connection with Denied
@@ -260,12 +261,14 @@ func (cp *ConnPolicy) DecideHTTP(req l7.HTTPRequest) HTTPDecision {
 			d.Audited = false
 			d.Actions = nil
 			d.Rule = ""
+			d.RuleSide = nil
 			d.DeniedBy = s
 			return d
 		}
 		d.Actions = append(d.Actions, v.Actions...)
 		if v.Rule != nil {
 			d.Rule = v.Rule.Origin
+			d.RuleSide = s
 		}
 	}
 	return d

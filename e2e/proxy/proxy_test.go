@@ -140,9 +140,9 @@ func TestProxy(t *testing.T) {
 
 		// What `portcullis monitor` shows: the request forwarded and the
 		// denial, with the policy that decided.
-		e.l7Event(t, "FORWARDED POST /v1/request-landing", func(ev monitor.Event) bool {
+		e.l7Event(t, "FORWARDED POST /v1/request-landing at the deathstar's ingress", func(ev monitor.Event) bool {
 			return ev.Verdict == monitor.VerdictForwarded && ev.L7.Method == "POST" && ev.L7.Path == "/v1/request-landing" &&
-				ev.Source.Pod == "tiefighter" && ev.Destination.Pod == "deathstar"
+				ev.Source.Pod == "tiefighter" && ev.Destination.Pod == "deathstar" && ev.Direction == "ingress"
 		})
 		denied := e.l7Event(t, "DENIED PUT /v1/exhaust-port", func(ev monitor.Event) bool {
 			return ev.Verdict == monitor.VerdictDenied && ev.L7.Method == "PUT" && ev.L7.Path == "/v1/exhaust-port"

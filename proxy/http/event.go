@@ -38,6 +38,9 @@ func (a *access) verdictOf(d *proxy.HTTPDecision) {
 	default:
 		a.verdict = monitor.VerdictForwarded
 		a.policy = d.Rule
+		if s := d.RuleSide; s != nil && s.Endpoint != nil {
+			a.dir = s.Direction.String()
+		}
 	}
 	if s := d.DeniedBy; s != nil {
 		a.policy = s.Policies()
