@@ -23,6 +23,7 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
+	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/hack/localcluster"
 	"portcullis.dev/portcullis/policy"
 )
@@ -116,7 +117,7 @@ func TestPolicyCases(t *testing.T) {
 			}},
 		})
 		e.expectDial(t, hostClient, to(hostServer, 80), false)
-		eventually(t, "the node (10.244.0.1) -> hostent/server:80 connects", 10*time.Second, func() error {
+		harness.Eventually(t, "the node (10.244.0.1) -> hostent/server:80 connects", 10*time.Second, func() error {
 			d := net.Dialer{Timeout: dialTimeout, LocalAddr: &net.TCPAddr{IP: localcluster.GatewayIP.AsSlice()}}
 			c, err := d.Dial("tcp4", to(hostServer, 80))
 			if err != nil {
@@ -347,7 +348,7 @@ func (e *env) apply(t *testing.T, ns, name string, rule v1alpha1.Rule) {
 // waitEvent waits up to 5 s for a datapath event that match accepts.
 func (e *env) waitEvent(t *testing.T, what string, match func(bpf.Event) bool) {
 	t.Helper()
-	eventually(t, what, 5*time.Second, func() error {
+	harness.Eventually(t, what, 5*time.Second, func() error {
 		e.eventsMu.Lock()
 		defer e.eventsMu.Unlock()
 		for _, ev := range e.events {
@@ -363,7 +364,7 @@ func (e *env) waitEvent(t *testing.T, what string, match func(bpf.Event) bool) {
 // flow arrives (up to 10 s); every connection must succeed meanwhile.
 func (e *env) expectAudited(t *testing.T, from *localcluster.Pod, addr string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("AUDITED %s/%s -> %s", from.Namespace, from.Name, addr), 10*time.Second, func() error {
+	harness.Eventually(t, fmt.Sprintf("AUDITED %s/%s -> %s", from.Namespace, from.Name, addr), 10*time.Second, func() error {
 		if err := probe(from, addr); err != nil {
 			t.Fatalf("an audited flow must pass: %v", err)
 		}
@@ -387,7 +388,7 @@ func (e *env) expectDial(t *testing.T, from *localcluster.Pod, addr string, want
 	if want {
 		what = fmt.Sprintf("%s/%s -> %s connects", from.Namespace, from.Name, addr)
 	}
-	eventually(t, what, 10*time.Second, func() error {
+	harness.Eventually(t, what, 10*time.Second, func() error {
 		err := probe(from, addr)
 		switch {
 		case want && err != nil:

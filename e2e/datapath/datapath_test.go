@@ -10,13 +10,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,27 +23,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/controllers/operator"
+	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/hack/localcluster"
 )
@@ -87,13 +77,6 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
-}
-
-func newScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(v1alpha1.AddToScheme(s))
-	return s
 }
 
 // env is one run of the test: the cluster, the pods, the agent.
@@ -200,29 +183,14 @@ func connectWithin(pod *localcluster.Pod, addr string, timeout time.Duration) er
 	return nil
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 func expectReach(t *testing.T, from *localcluster.Pod, addr string) {
 	t.Helper()
-	eventually(t, from.Namespace+"/"+from.Name+" reaches "+addr, 10*time.Second, func() error { return connect(from, addr) })
+	harness.Eventually(t, from.Namespace+"/"+from.Name+" reaches "+addr, 10*time.Second, func() error { return connect(from, addr) })
 }
 
 func expectBlocked(t *testing.T, from *localcluster.Pod, addr string) {
 	t.Helper()
-	eventually(t, from.Namespace+"/"+from.Name+" blocked to "+addr, 10*time.Second, func() error {
+	harness.Eventually(t, from.Namespace+"/"+from.Name+" blocked to "+addr, 10*time.Second, func() error {
 		if connect(from, addr) == nil {
 			return errors.New("connection succeeded")
 		}
@@ -246,62 +214,6 @@ func startServer(t *testing.T, pod *localcluster.Pod, addr string) {
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("server in %s: %q, %v", pod.Name, line, err)
 	}
-}
-
-// mountBPFFS mounts a bpffs on a fresh directory; the cleanup removes the
-// agent's datapath (links and pins) and unmounts it.
-func mountBPFFS(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "portcullis-e2e-bpffs-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
-		_ = os.Remove(dir)
-		t.Fatalf("mounting bpffs: %v", err)
-	}
-	t.Cleanup(func() {
-		if dp, err := bpf.Load(bpf.Options{PinPath: filepath.Join(dir, "portcullis")}); err == nil {
-			if err := dp.Remove(); err != nil {
-				t.Errorf("removing the datapath: %v", err)
-			}
-		}
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-		}
-		_ = os.Remove(dir)
-	})
-	return dir
-}
-
-// startOperator runs the operator's status reconcilers, so that the test
-// checks the agent's reports the way users see them (Programmed).
-func startOperator(t *testing.T, c *localcluster.Cluster) {
-	t.Helper()
-	mgr, err := ctrl.NewManager(c.RESTConfig(), ctrl.Options{
-		Scheme:     newScheme(),
-		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{operator.DefaultSystemNamespace: {}}},
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := operator.Setup(ctx, mgr, operator.Options{AgentPollInterval: 500 * time.Millisecond}); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("operator: %v", err)
-		}
-	})
 }
 
 // swPolicy is Cilium's sw_l3_l4_policy: the deathstar accepts TCP/80 only
@@ -337,7 +249,7 @@ func (e *env) setPolicy(p *v1alpha1.TrafficPolicy, org string) {
 // the operator says Programmed.
 func (e *env) waitProgrammed(p *v1alpha1.TrafficPolicy) {
 	e.t.Helper()
-	eventually(e.t, "policy programmed", 20*time.Second, func() error {
+	harness.Eventually(e.t, "policy programmed", 20*time.Second, func() error {
 		var got v1alpha1.TrafficPolicy
 		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
 			return err
@@ -377,9 +289,9 @@ func newEnv(t *testing.T) *env {
 	})
 	// Nothing of the proxy routing may be left behind (the kernel accepts
 	// duplicate ip rules, so count them).
-	rulesBefore := countProxyRules(t)
+	rulesBefore := harness.CountProxyRules(t)
 	t.Cleanup(func() {
-		if n := countProxyRules(t); n != rulesBefore {
+		if n := harness.CountProxyRules(t); n != rulesBefore {
 			t.Errorf("%d proxy ip rules after the test, %d before", n, rulesBefore)
 		}
 	})
@@ -394,11 +306,11 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("proxy routing teardown: %v", err)
 		}
 	})
-	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: newScheme()})
+	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: harness.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: freePort(t)}
+	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t)}
 }
 
 func TestStarWarsL3L4(t *testing.T) {
@@ -423,14 +335,14 @@ func TestStarWarsL3L4(t *testing.T) {
 	ds := netip.AddrPortFrom(deathstar.IP, 80).String()
 	startServer(t, deathstar, "0.0.0.0:80")
 
-	startOperator(t, c)
+	harness.StartOperator(t, c)
 	e.startAgent()
 	t.Logf("cluster, pods, agent ready after %v", time.Since(begin).Round(time.Millisecond))
 
 	// Every local pod is a ready endpoint, and the gauges say so (the
 	// reconcilers re-apply what the start-up pass fed, so an endpoint may
 	// be regenerating for a moment).
-	eventually(t, "endpoints ready", 10*time.Second, func() error {
+	harness.Eventually(t, "endpoints ready", 10*time.Second, func() error {
 		eps := e.agent.Load().Endpoints()
 		if len(eps) != 4 {
 			return fmt.Errorf("%d endpoints, want 4", len(eps))
@@ -448,7 +360,7 @@ func TestStarWarsL3L4(t *testing.T) {
 
 	// The probes: live, and ready (the first sync is done).
 	for _, path := range []string{"/healthz", "/readyz"} {
-		eventually(t, path, 5*time.Second, func() error {
+		harness.Eventually(t, path, 5*time.Second, func() error {
 			resp, err := http.Get("http://" + e.probeAddr + path)
 			if err != nil {
 				return err
@@ -463,7 +375,7 @@ func TestStarWarsL3L4(t *testing.T) {
 
 	// Lease held.
 	var lease coordinationv1.Lease
-	eventually(t, "agent lease", 10*time.Second, func() error {
+	harness.Eventually(t, "agent lease", 10*time.Second, func() error {
 		return k8s.Get(ctx, client.ObjectKey{Namespace: operator.DefaultSystemNamespace, Name: agent.LeaseName(c.NodeName())}, &lease)
 	})
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != c.NodeName() {
@@ -481,7 +393,7 @@ func TestStarWarsL3L4(t *testing.T) {
 	t.Run("l3l4", func(t *testing.T) {
 		expectBlocked(t, xwing, ds)
 		expectReach(t, tiefighter, ds)
-		eventually(t, "drop event for the xwing", 5*time.Second, func() error {
+		harness.Eventually(t, "drop event for the xwing", 5*time.Second, func() error {
 			if e.dropsFrom(xwing.IP) == 0 {
 				return errors.New("none yet")
 			}
@@ -522,7 +434,7 @@ func TestStarWarsL3L4(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "compile error reported", 20*time.Second, func() error {
+		harness.Eventually(t, "compile error reported", 20*time.Second, func() error {
 			var got v1alpha1.TrafficPolicy
 			if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
 				return err
@@ -596,7 +508,7 @@ func TestStarWarsL3L4(t *testing.T) {
 		if err := c.DeletePod(ctx, "starwars", "xwing"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "xwing endpoint detached", 10*time.Second, func() error {
+		harness.Eventually(t, "xwing endpoint detached", 10*time.Second, func() error {
 			for _, ep := range mustEndpoints(t, e) {
 				if ep.IP == xwing.IP {
 					return fmt.Errorf("endpoint %v still in the datapath", ep)
@@ -615,21 +527,6 @@ func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
 		t.Fatal(err)
 	}
 	return m.GetGauge().GetValue()
-}
-
-func countProxyRules(t *testing.T) int {
-	t.Helper()
-	rules, err := netlink.RuleList(unix.AF_INET)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
-			n++
-		}
-	}
-	return n
 }
 
 // mustEndpoints lists the datapath's endpoints from the pinned maps (a
@@ -692,7 +589,7 @@ func TestLockdown(t *testing.T) {
 	if err := e.k8s.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "server in lockdown", 10*time.Second, func() error {
+	harness.Eventually(t, "server in lockdown", 10*time.Second, func() error {
 		for _, ep := range e.agent.Load().Endpoints() {
 			if ep.Name == "server" && ep.State == agent.StateLockdown {
 				return nil
@@ -705,7 +602,7 @@ func TestLockdown(t *testing.T) {
 	if n := agent.LockdownCount(); n <= before {
 		t.Errorf("portcullis_endpoint_lockdowns_total = %v, want > %v", n, before)
 	}
-	eventually(t, "Lockdown event on the pod", 10*time.Second, func() error {
+	harness.Eventually(t, "Lockdown event on the pod", 10*time.Second, func() error {
 		var evs eventsv1.EventList
 		if err := e.k8s.List(ctx, &evs, client.InNamespace("lockdown")); err != nil {
 			return err
@@ -718,7 +615,7 @@ func TestLockdown(t *testing.T) {
 		return fmt.Errorf("%d events, none a Lockdown of the server", len(evs.Items))
 	})
 
-	eventually(t, "failure reported in status.nodes", 10*time.Second, func() error {
+	harness.Eventually(t, "failure reported in status.nodes", 10*time.Second, func() error {
 		var got v1alpha1.TrafficPolicy
 		if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
 			return err
@@ -737,7 +634,7 @@ func TestLockdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectReach(t, clientPod, addr)
-	eventually(t, "endpoints ready", 10*time.Second, func() error {
+	harness.Eventually(t, "endpoints ready", 10*time.Second, func() error {
 		for _, ep := range e.agent.Load().Endpoints() {
 			if ep.State != agent.StateReady {
 				return fmt.Errorf("endpoint %s/%s %s (%s), want ready", ep.Namespace, ep.Name, ep.State, ep.Message)
@@ -745,21 +642,4 @@ func TestLockdown(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// freePort picks the proxy's port below the ephemeral range (32768 and up
-// by default), so that no client connection of this or a parallel test
-// holds it when the agent's proxy binds it, among the ports free now.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		if err == nil {
-			_ = ln.Close()
-			return uint16(port)
-		}
-	}
-	t.Fatal("no free port for the proxy in 20000-31999")
-	return 0
 }

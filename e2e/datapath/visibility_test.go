@@ -20,6 +20,7 @@ import (
 
 	"portcullis.dev/portcullis/agentapi"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/hack/localcluster"
 )
 
@@ -140,7 +141,7 @@ func TestVisibility(t *testing.T) {
 	}
 
 	t.Run("endpoint list", func(t *testing.T) {
-		eventually(t, "endpoints ready", 10*time.Second, func() error {
+		harness.Eventually(t, "endpoints ready", 10*time.Second, func() error {
 			var eps []agentapi.Endpoint
 			if err := json.Unmarshal([]byte(run(t, cli, "endpoint", "list", "-o", "json", "--socket", e.apiSocket)), &eps); err != nil {
 				return err
@@ -167,7 +168,7 @@ func TestVisibility(t *testing.T) {
 
 	t.Run("monitor", func(t *testing.T) {
 		mon := startMonitor(t, cli, e.apiSocket)
-		eventually(t, "monitor subscribed", 5*time.Second, func() error {
+		harness.Eventually(t, "monitor subscribed", 5*time.Second, func() error {
 			if e.agent.Load().Monitor().Subscribers() == 0 {
 				return fmt.Errorf("no subscriber")
 			}
@@ -196,7 +197,7 @@ func TestVisibility(t *testing.T) {
 			{"the tiefighter's allowed flow", "FORWARDED", tiefighter, []string{"org=empire", "class=tiefighter"}, "TrafficPolicy empire/rule1 spec.ingress[0]"},
 			{"the xwing's drop", "DROPPED", xwing, []string{"org=alliance", "class=xwing"}, "TrafficPolicy empire/rule1 (default deny)"},
 		} {
-			eventually(t, c.what, 5*time.Second, func() error {
+			harness.Eventually(t, c.what, 5*time.Second, func() error {
 				l, ok := mon.find(func(l agentapi.MonitorLine) bool {
 					return l.Verdict == c.verdict && l.Source.Pod == c.src.Name && deathstarSide(l)
 				})

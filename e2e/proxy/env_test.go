@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -17,26 +16,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
-	"portcullis.dev/portcullis/controllers/operator"
+	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/hack/localcluster"
 	"portcullis.dev/portcullis/hack/workloads"
 	"portcullis.dev/portcullis/monitor"
@@ -46,13 +34,6 @@ import (
 // operator's status reconcilers, the agent in-process on a bpffs of its
 // own), duplicated in its minimal form rather than shared: the two
 // packages evolve separately.
-
-func newScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(v1alpha1.AddToScheme(s))
-	return s
-}
 
 // env is one run: the cluster, the agent, what it reported.
 type env struct {
@@ -86,9 +67,9 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("stopping the cluster: %v", err)
 		}
 	})
-	rulesBefore := countProxyRules(t)
+	rulesBefore := harness.CountProxyRules(t)
 	t.Cleanup(func() {
-		if n := countProxyRules(t); n != rulesBefore {
+		if n := harness.CountProxyRules(t); n != rulesBefore {
 			t.Errorf("%d proxy ip rules after the test, %d before", n, rulesBefore)
 		}
 	})
@@ -103,27 +84,11 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("proxy routing teardown: %v", err)
 		}
 	})
-	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: newScheme()})
+	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: harness.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, c: c, k8s: k8s, bpffs: mountBPFFS(t), port: freePort(t), drops: map[netip.Addr]int{}}
-}
-
-// freePort picks the proxy's port below the ephemeral range (so that no
-// client connection takes it meanwhile) among those free now.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
-		if err == nil {
-			_ = ln.Close()
-			return uint16(port)
-		}
-	}
-	t.Fatal("no free port for the proxy in 20000-31999")
-	return 0
+	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t), drops: map[netip.Addr]int{}}
 }
 
 // startAgent runs agent.Run in-process until the test ends, recording
@@ -191,7 +156,7 @@ func (e *env) dropsFrom(a netip.Addr) int {
 func (e *env) l7Event(t *testing.T, what string, match func(monitor.Event) bool) monitor.Event {
 	t.Helper()
 	var found monitor.Event
-	eventually(t, what, 5*time.Second, func() error {
+	harness.Eventually(t, what, 5*time.Second, func() error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for _, ev := range e.events {
@@ -248,7 +213,7 @@ func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
 // the operator says Programmed.
 func (e *env) waitProgrammed(t *testing.T, p client.Object) {
 	t.Helper()
-	eventually(t, "policy "+p.GetName()+" programmed", 20*time.Second, func() error {
+	harness.Eventually(t, "policy "+p.GetName()+" programmed", 20*time.Second, func() error {
 		var got v1alpha1.TrafficPolicy
 		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
 			return err
@@ -320,92 +285,6 @@ func curl(t *testing.T, pod *localcluster.Pod, args ...string) curlResult {
 	}
 	r.Stderr = stderr
 	return r
-}
-
-func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// mountBPFFS mounts a bpffs on a fresh directory; the cleanup removes the
-// agent's datapath (links and pins) and unmounts it.
-func mountBPFFS(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "portcullis-e2e-bpffs-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
-		_ = os.Remove(dir)
-		t.Fatalf("mounting bpffs: %v", err)
-	}
-	t.Cleanup(func() {
-		if dp, err := bpf.Load(bpf.Options{PinPath: filepath.Join(dir, "portcullis")}); err == nil {
-			if err := dp.Remove(); err != nil {
-				t.Errorf("removing the datapath: %v", err)
-			}
-		}
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-		}
-		_ = os.Remove(dir)
-	})
-	return dir
-}
-
-// startOperator runs the operator's status reconcilers, so that the test
-// knows when a policy is Programmed the way users see it.
-func startOperator(t *testing.T, c *localcluster.Cluster) {
-	t.Helper()
-	mgr, err := ctrl.NewManager(c.RESTConfig(), ctrl.Options{
-		Scheme:     newScheme(),
-		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{operator.DefaultSystemNamespace: {}}},
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := operator.Setup(ctx, mgr, operator.Options{AgentPollInterval: 500 * time.Millisecond}); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("operator: %v", err)
-		}
-	})
-}
-
-func countProxyRules(t *testing.T) int {
-	t.Helper()
-	rules, err := netlink.RuleList(unix.AF_INET)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
-			n++
-		}
-	}
-	return n
 }
 
 // hostPort is "ip:port" of a pod.

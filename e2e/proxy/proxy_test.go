@@ -24,6 +24,7 @@ import (
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/controllers/agent"
+	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/hack/localcluster"
 	"portcullis.dev/portcullis/hack/workloads"
@@ -73,7 +74,7 @@ func TestProxy(t *testing.T) {
 	dm := start(t, doorMgr, workloads.RoleDoorManager, "0.0.0.0:50051")
 	dsURL := "http://" + hostPort(deathstar, 80)
 
-	startOperator(t, e.c)
+	harness.StartOperator(t, e.c)
 	e.startAgent()
 
 	// Without a policy everything reaches the servers directly: the
@@ -230,7 +231,7 @@ func TestProxy(t *testing.T) {
 		} else {
 			last = r
 		}
-		eventually(t, "the door manager sees the GetName after the denials", 5*time.Second, func() error {
+		harness.Eventually(t, "the door manager sees the GetName after the denials", 5*time.Second, func() error {
 			if n := len(dm.Seen()); n <= before {
 				return fmt.Errorf("%d calls seen", n)
 			}
@@ -267,7 +268,7 @@ func TestProxy(t *testing.T) {
 		original := examplePolicy(t, "grpc/door-manager.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP
 		setHTTPRules(t, e.k8s, doorPolicy, []v1alpha1.PortRuleHTTP{{Method: "POST", Path: workloads.DoorManagerPath("GetLocation")}})
 		e.waitProgrammed(t, doorPolicy)
-		eventually(t, "GetName denied on the open connection", 10*time.Second, func() error {
+		harness.Eventually(t, "GetName denied on the open connection", 10*time.Second, func() error {
 			if r := call("GetName"); r.Code != "PermissionDenied" {
 				return fmt.Errorf("%s %q", r.Code, r.Message)
 			}
@@ -278,7 +279,7 @@ func TestProxy(t *testing.T) {
 		}
 		setHTTPRules(t, e.k8s, doorPolicy, original)
 		e.waitProgrammed(t, doorPolicy)
-		eventually(t, "GetName allowed again on the open connection", 10*time.Second, func() error {
+		harness.Eventually(t, "GetName allowed again on the open connection", 10*time.Second, func() error {
 			if r := call("GetName"); r.Code != "OK" || r.Conns != 1 {
 				return fmt.Errorf("%+v", r)
 			}
@@ -358,7 +359,7 @@ func TestProxy(t *testing.T) {
 func expectCurl(t *testing.T, pod *localcluster.Pod, want int, wantBody string, args ...string) curlResult {
 	t.Helper()
 	var r curlResult
-	eventually(t, fmt.Sprintf("%s: curl %s gives %d", pod.Name, strings.Join(args, " "), want), 10*time.Second, func() error {
+	harness.Eventually(t, fmt.Sprintf("%s: curl %s gives %d", pod.Name, strings.Join(args, " "), want), 10*time.Second, func() error {
 		r = curl(t, pod, args...)
 		if r.Exit != 0 || r.Code != want {
 			return fmt.Errorf("got %v", r)

@@ -1,0 +1,149 @@
+// Package harness holds what the root e2e packages (e2e/datapath,
+// e2e/proxy) need alike to run an agent against a local cluster: the
+// scheme, a bpffs of their own, the operator's status reconcilers, a proxy
+// port, the proxy ip-rule count and a retry helper.
+package harness
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/controllers/operator"
+	"portcullis.dev/portcullis/hack/localcluster"
+)
+
+// Scheme knows the Kubernetes kinds and ours.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// FreePort picks the proxy's port below the ephemeral range (32768 and up
+// by default), so that no client connection of this or a parallel test
+// holds it when the agent's proxy binds it, among the ports free now.
+func FreePort(t testing.TB) uint16 {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))
+		if err == nil {
+			_ = ln.Close()
+			return uint16(port)
+		}
+	}
+	t.Fatal("no free port for the proxy in 20000-31999")
+	return 0
+}
+
+// Eventually retries f every 200 ms until it succeeds, failing the test
+// with what and f's last error after timeout.
+func Eventually(t testing.TB, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// MountBPFFS mounts a bpffs on a fresh directory; the cleanup removes the
+// agent's datapath (links and pins) and unmounts it.
+func MountBPFFS(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "portcullis-e2e-bpffs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
+		_ = os.Remove(dir)
+		t.Fatalf("mounting bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if dp, err := bpf.Load(bpf.Options{PinPath: filepath.Join(dir, "portcullis")}); err == nil {
+			if err := dp.Remove(); err != nil {
+				t.Errorf("removing the datapath: %v", err)
+			}
+		}
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+		_ = os.Remove(dir)
+	})
+	return dir
+}
+
+// StartOperator runs the operator's status reconcilers, so that the test
+// checks the agent's reports the way users see them (Programmed).
+func StartOperator(t testing.TB, c *localcluster.Cluster) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(c.RESTConfig(), ctrl.Options{
+		Scheme:     Scheme(),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{operator.DefaultSystemNamespace: {}}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := operator.Setup(ctx, mgr, operator.Options{AgentPollInterval: 500 * time.Millisecond}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("operator: %v", err)
+		}
+	})
+}
+
+// CountProxyRules counts the proxy's ip rules in the node's namespace (the
+// kernel accepts duplicates, so a test compares counts before and after).
+func CountProxyRules(t testing.TB) int {
+	t.Helper()
+	rules, err := netlink.RuleList(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range rules {
+		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
+			n++
+		}
+	}
+	return n
+}
