@@ -275,41 +275,7 @@ func (e *env) waitProgrammed(p *v1alpha1.TrafficPolicy) {
 // removed on cleanup (also on failure).
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (BPF, network namespaces)")
-	}
-	c, err := localcluster.Start(context.Background(), localcluster.Options{Logf: t.Logf})
-	if err != nil {
-		t.Fatalf("starting the local cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
-	// Nothing of the proxy routing may be left behind (the kernel accepts
-	// duplicate ip rules, so count them).
-	rulesBefore := harness.CountProxyRules(t)
-	t.Cleanup(func() {
-		if n := harness.CountProxyRules(t); n != rulesBefore {
-			t.Errorf("%d proxy ip rules after the test, %d before", n, rulesBefore)
-		}
-	})
-	// The test owns the proxy routing (the agent finds it in place and adds
-	// nothing), so that its cleanup removes exactly what was added.
-	teardown, err := bpf.SetupProxyRouting()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := teardown(); err != nil {
-			t.Errorf("proxy routing teardown: %v", err)
-		}
-	})
-	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: harness.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, k8s := harness.Cluster(t)
 	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t)}
 }
 

@@ -147,3 +147,44 @@ func CountProxyRules(t testing.TB) int {
 	}
 	return n
 }
+
+// Cluster starts a local cluster (skipping the test unless root), takes
+// over the proxy's routing for the test (the agent finds it in place and
+// adds nothing, so the cleanup removes exactly what was added, and checks
+// that no duplicate ip rule is left), and returns a client for it.
+// Everything is removed on cleanup, also on failure.
+func Cluster(t testing.TB) (*localcluster.Cluster, client.Client) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (BPF, network namespaces)")
+	}
+	c, err := localcluster.Start(context.Background(), localcluster.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("starting the local cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	rulesBefore := CountProxyRules(t)
+	t.Cleanup(func() {
+		if n := CountProxyRules(t); n != rulesBefore {
+			t.Errorf("%d proxy ip rules after the test, %d before", n, rulesBefore)
+		}
+	})
+	teardown, err := bpf.SetupProxyRouting()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := teardown(); err != nil {
+			t.Errorf("proxy routing teardown: %v", err)
+		}
+	})
+	k8s, err := client.New(c.RESTConfig(), client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, k8s
+}
