@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/policy"
 )
 
@@ -82,7 +83,7 @@ func newFixtureWith(t *testing.T, opts Options, yamls ...string) *fixture {
 	}
 	f.eng.sync(t, f.d, tn.pods, f.epIDs)
 	for name, p := range tn.pods {
-		err := inNS(tn.node, func() error {
+		err := netnstest.Run(tn.node, func() error {
 			idx, err := HostInterface(p.ip)
 			if err != nil {
 				return err
@@ -188,7 +189,7 @@ func TestEnforcement(t *testing.T) {
 			want bool
 		}{{5353, true}, {5354, false}} {
 			var pc net.PacketConn
-			if err := inNS(b.ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr(b.ip, c.port)); return }); err != nil {
+			if err := netnstest.Run(b.ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr(b.ip, c.port)); return }); err != nil {
 				t.Fatal(err)
 			}
 			conn, err := dial(a.ns, "udp4", addr(b.ip, c.port), time.Second)

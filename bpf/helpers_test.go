@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 
+	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 )
@@ -49,55 +49,6 @@ func loadDP(t *testing.T, opts Options) *Datapath {
 	return d
 }
 
-// newNS creates an anonymous network namespace, closed on cleanup.
-func newNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			c <- res{err: err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.New()
-		if err == nil {
-			if serr := netns.Set(orig); serr != nil {
-				c <- res{h, serr}
-				return // the thread stays locked and is discarded
-			}
-		}
-		runtime.UnlockOSThread()
-		c <- res{h, err}
-	}()
-	r := <-c
-	if r.err != nil {
-		t.Skipf("cannot create network namespaces: %v", r.err)
-	}
-	t.Cleanup(func() { _ = r.h.Close() })
-	return r.h
-}
-
-// inNS runs fn on a locked thread inside ns. The thread is discarded
-// afterwards rather than returned to the pool.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	c := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := netns.Set(ns); err != nil {
-			c <- err
-			return
-		}
-		c <- fn()
-	}()
-	return <-c
-}
-
 const hostAddr = "10.244.0.1"
 
 type testPod struct {
@@ -119,7 +70,7 @@ type testNet struct {
 func newTestNet(t *testing.T, pods ...*testPod) *testNet {
 	t.Helper()
 	requireKernel(t)
-	tn := &testNet{node: newNS(t), pods: map[string]*testPod{}}
+	tn := &testNet{node: netnstest.New(t), pods: map[string]*testPod{}}
 	nh, err := netlink.NewHandleAt(tn.node)
 	if err != nil {
 		t.Fatal(err)
@@ -134,12 +85,12 @@ func newTestNet(t *testing.T, pods ...*testPod) *testNet {
 	lo, err := nh.LinkByName("lo")
 	must(err)
 	must(nh.LinkSetUp(lo))
-	must(inNS(tn.node, func() error {
+	must(netnstest.Run(tn.node, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	}))
 	host := netip.MustParseAddr(hostAddr)
 	for i, p := range pods {
-		p.ns = newNS(t)
+		p.ns = netnstest.New(t)
 		ph, err := netlink.NewHandleAt(p.ns)
 		must(err)
 		la := netlink.NewLinkAttrs()
@@ -177,7 +128,7 @@ func listenTCP(t *testing.T, ns netns.NsHandle, lc *net.ListenConfig, addr strin
 		lc = &net.ListenConfig{}
 	}
 	var l net.Listener
-	if err := inNS(ns, func() (err error) {
+	if err := netnstest.Run(ns, func() (err error) {
 		l, err = lc.Listen(t.Context(), "tcp4", addr)
 		return err
 	}); err != nil {
@@ -203,7 +154,7 @@ func echo(l net.Listener) {
 // dial connects from inside ns.
 func dial(ns netns.NsHandle, network, addr string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
-	err := inNS(ns, func() (err error) {
+	err := netnstest.Run(ns, func() (err error) {
 		c, err = net.DialTimeout(network, addr, timeout)
 		return err
 	})
@@ -391,7 +342,7 @@ func (e *engine) sync(t *testing.T, d *Datapath, pods map[string]*testPod, epIDs
 
 // ping sends one ICMP echo request from ns and waits for the reply.
 func ping(ns netns.NsHandle, dst netip.Addr, id uint16, timeout time.Duration) error {
-	return inNS(ns, func() error {
+	return netnstest.Run(ns, func() error {
 		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_ICMP)
 		if err != nil {
 			return err

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"portcullis.dev/portcullis/internal/netnstest"
 )
 
 // bpffs mounts a throwaway bpf filesystem; unmounting it on cleanup also
@@ -60,7 +62,7 @@ func TestRestartKeepsEnforcement(t *testing.T) {
 	// The new agent re-attaches: the pinned links get the new programs in
 	// place, and a sync with unchanged policy writes nothing new.
 	for _, ep := range eps {
-		if err := inNS(f.tn.node, func() error { return d2.AttachEndpoint(ep.IfIndex, ep.IP, ep.ID, ep.Flags) }); err != nil {
+		if err := netnstest.Run(f.tn.node, func() error { return d2.AttachEndpoint(ep.IfIndex, ep.IP, ep.ID, ep.Flags) }); err != nil {
 			t.Fatal(err)
 		}
 	}

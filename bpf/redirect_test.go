@@ -12,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"portcullis.dev/portcullis/internal/netnstest"
 )
 
 const redirectPolicy = `
@@ -72,7 +74,7 @@ func startProxy(t *testing.T, node netns.NsHandle, port int) *testProxy {
 			go func() {
 				defer c.Close()
 				var up net.Conn
-				err := inNS(node, func() (err error) {
+				err := netnstest.Run(node, func() (err error) {
 					d := net.Dialer{Timeout: time.Second, Control: sockopt(unix.SOL_SOCKET, unix.SO_MARK, MarkFromProxy)}
 					up, err = d.DialContext(context.Background(), "tcp4", netip.AddrPortFrom(local.Addr().Unmap(), local.Port()).String())
 					return err
@@ -96,11 +98,11 @@ func TestRedirect(t *testing.T) {
 	f := newFixture(t, redirectPolicy, clientPolicy)
 	a, b := f.a, f.b
 	var teardown func() error
-	if err := inNS(f.tn.node, func() (err error) { teardown, err = SetupProxyRouting(); return }); err != nil {
+	if err := netnstest.Run(f.tn.node, func() (err error) { teardown, err = SetupProxyRouting(); return }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := inNS(f.tn.node, teardown); err != nil {
+		if err := netnstest.Run(f.tn.node, teardown); err != nil {
 			t.Errorf("routing teardown: %v", err)
 		}
 	})

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
@@ -53,54 +53,6 @@ func requireRoot(t *testing.T) {
 	_ = rlimit.RemoveMemlock()
 }
 
-// newNS creates an anonymous network namespace, closed on cleanup.
-func newNS(t *testing.T) netns.NsHandle {
-	t.Helper()
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			c <- res{err: err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.New()
-		if err == nil {
-			if serr := netns.Set(orig); serr != nil {
-				c <- res{h, serr}
-				return // the thread stays locked and is discarded
-			}
-		}
-		runtime.UnlockOSThread()
-		c <- res{h, err}
-	}()
-	r := <-c
-	if r.err != nil {
-		t.Skipf("cannot create network namespaces: %v", r.err)
-	}
-	t.Cleanup(func() { _ = r.h.Close() })
-	return r.h
-}
-
-// inNS runs fn on a locked thread inside ns; the thread is discarded.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	c := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			c <- err
-			return
-		}
-		c <- fn()
-	}()
-	return <-c
-}
-
 type pod struct {
 	name   string
 	ip     netip.Addr
@@ -112,7 +64,7 @@ type pod struct {
 // nodeAddr/32 and a /32 route to the pod, the pod a default route via it.
 func plumb(t *testing.T, pods ...*pod) netns.NsHandle {
 	t.Helper()
-	node := newNS(t)
+	node := netnstest.New(t)
 	nh, err := netlink.NewHandleAt(node)
 	if err != nil {
 		t.Fatal(err)
@@ -127,10 +79,10 @@ func plumb(t *testing.T, pods ...*pod) netns.NsHandle {
 	lo, err := nh.LinkByName("lo")
 	must(err)
 	must(nh.LinkSetUp(lo))
-	must(inNS(node, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	must(netnstest.Run(node, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
 	host := netip.MustParseAddr(nodeAddr)
 	for i, p := range pods {
-		p.ns = newNS(t)
+		p.ns = netnstest.New(t)
 		ph, err := netlink.NewHandleAt(p.ns)
 		must(err)
 		la := netlink.NewLinkAttrs()
@@ -190,10 +142,10 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 	}
 	t.Cleanup(func() { _ = n.dp.Close() })
 	var teardown func() error
-	if err := inNS(n.ns, func() (err error) { teardown, err = bpf.SetupProxyRouting(); return }); err != nil {
+	if err := netnstest.Run(n.ns, func() (err error) { teardown, err = bpf.SetupProxyRouting(); return }); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = inNS(n.ns, teardown) })
+	t.Cleanup(func() { _ = netnstest.Run(n.ns, teardown) })
 	if err := n.dp.SetIPCache(netip.MustParsePrefix(nodeAddr+"/32"), policy.IdentityHost); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +158,7 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 		if err := n.dp.SetIPCache(netip.PrefixFrom(p.ip, 32), pol.Identity.ID); err != nil {
 			t.Fatal(err)
 		}
-		err := inNS(n.ns, func() error {
+		err := netnstest.Run(n.ns, func() error {
 			idx, err := bpf.HostInterface(p.ip)
 			if err != nil {
 				return err
@@ -262,7 +214,7 @@ func (n *node) apply(t *testing.T, yaml string) {
 func listen(t *testing.T, ns netns.NsHandle, addr string, transparent bool) net.Listener {
 	t.Helper()
 	var l net.Listener
-	err := inNS(ns, func() (err error) {
+	err := netnstest.Run(ns, func() (err error) {
 		if transparent {
 			l, err = proxy.ListenTransparent(context.Background(), addr)
 		} else {
@@ -291,7 +243,7 @@ func whoami(t *testing.T, l net.Listener) {
 func (n *node) startProxy(t *testing.T, d *proxy.Dialer) *events {
 	t.Helper()
 	dial := func(ctx context.Context, src, dst netip.AddrPort) (c net.Conn, err error) {
-		err = inNS(n.ns, func() (err error) { c, err = d.DialContext(ctx, src, dst); return })
+		err = netnstest.Run(n.ns, func() (err error) { c, err = d.DialContext(ctx, src, dst); return })
 		return c, err
 	}
 	ev := &events{}
@@ -336,7 +288,7 @@ func get(p *pod, url string) (int, string, error) {
 	// The transport dials on goroutines of its own: each dial enters the
 	// pod's namespace itself.
 	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = inNS(p.ns, func() (err error) {
+		err = netnstest.Run(p.ns, func() (err error) {
 			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 			return err
 		})
@@ -432,7 +384,7 @@ func TestTransparentNodeAddress(t *testing.T) {
 // local port and returns the body (what follows the header section).
 func rawGet(p *pod, port int, dst netip.AddrPort, path string) (string, error) {
 	var c net.Conn
-	err := inNS(p.ns, func() (err error) {
+	err := netnstest.Run(p.ns, func() (err error) {
 		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: p.ip.AsSlice(), Port: port}}
 		c, err = d.Dial("tcp4", dst.String())
 		return err
