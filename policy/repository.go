@@ -3,15 +3,31 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"slices"
-	"sort"
-	"strings"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
+
+// Locking. A Repository has one lock, mu, and it guards every field and
+// everything reachable from them: the store in this file (policies and
+// their order, namespaces, endpoints and their named ports, and the
+// services, DNS answers and nodes of services.go, fqdn.go and nodes.go),
+// the identity allocator of identities.go (ids, byLabels, byPrefix, byIP,
+// byNodeIP, nextID, nextCIDR), the selector cache of selectorcache.go
+// (selectors, with each one's selected and users sets) and the derived
+// map state of subject.go (subjects).
+//
+// Being the only lock, mu has no order among the engine's own locks to get
+// wrong. Callers' locks come first: while holding mu the Repository calls
+// nothing outside the package (no callbacks, no secret lookups: compiling a
+// policy, which may resolve secrets, happens before mu is taken), so a
+// caller may hold its own lock when it calls in, never the other way round.
+// Exported methods take mu once, at their start, and do not call another
+// exported method while holding it. Repository methods whose names end in
+// Locked, and the methods of cachedSelector, subjectState, dirState and the
+// selectors that take the Repository, require mu held and never take it.
 
 // Mode is the agent's enforcement mode.
 type Mode string
@@ -60,41 +76,13 @@ type Endpoint struct {
 // Key is "namespace/name".
 func (e *Endpoint) Key() string { return e.Namespace + "/" + e.Name }
 
-// Service is a Kubernetes Service as toServices needs it.
-type Service struct {
-	Namespace string
-	Name      string
-	Labels    map[string]string
-	// Backends are the addresses of its endpoints.
-	Backends []netip.Addr
-}
-
-// cachedSelector is a selector shared by every rule that uses it, with the
-// identities it currently selects.
-type cachedSelector struct {
-	sel       Selector
-	refs      int
-	universal bool
-	selected  map[NumericIdentity]struct{}
-	// users are the subject identities whose rules use it as a peer.
-	users map[NumericIdentity]struct{}
-}
-
-type identityEntry struct {
-	ident *Identity
-	// endpoints counts local endpoints with this identity; >0 makes it a
-	// subject with map state.
-	endpoints int
-	// refs counts CIDR/FQDN/service users of a CIDR identity.
-	refs int
-}
-
 // Repository holds everything the engine knows and the map state it
 // derived. It is safe for concurrent use. Changes recompute only what they
 // touch: a policy change recomputes the endpoints it selects (before and
 // after); a new identity adds its own map state and one entry set to each
 // endpoint whose rules select it as a peer.
 type Repository struct {
+	// mu guards everything below; see the locking comment at the top.
 	mu       sync.Mutex
 	opts     Options
 	mode     Mode
@@ -109,6 +97,7 @@ type Repository struct {
 	services   map[string]*Service
 	fqdn       map[string][]netip.Addr
 
+	// The identity allocator (identities.go).
 	ids      map[NumericIdentity]*identityEntry
 	byLabels map[string]NumericIdentity
 	byPrefix map[netip.Prefix]NumericIdentity
@@ -120,14 +109,11 @@ type Repository struct {
 	nextID   NumericIdentity
 	nextCIDR NumericIdentity
 
+	// The selector cache (selectorcache.go), the derived map state
+	// (subject.go) and the named ports of the local endpoints.
 	selectors  map[string]*cachedSelector
 	subjects   map[NumericIdentity]*subjectState
 	namedPorts map[string]map[portRange]int
-}
-
-type nodeInfo struct {
-	ips []netip.Addr
-	id  NumericIdentity
 }
 
 type namespaceInfo struct {
@@ -266,159 +252,6 @@ func (r *Repository) subjectsOfLocked(cp *compiledPolicy, into map[NumericIdenti
 	}
 }
 
-// acquireLocked interns the policy's selectors (and the CIDR identities
-// they need) and points its rules at the shared ones.
-func (r *Repository) acquireLocked(cp *compiledPolicy) {
-	for _, s := range cp.selectors {
-		cs := r.selectors[s.Key()]
-		if cs == nil {
-			cs = r.newSelectorLocked(s)
-		}
-		cs.refs++
-	}
-	shared := func(s Selector) *cachedSelector { return r.selectors[s.Key()] }
-	swap := func(rules []*rule) {
-		for _, ru := range rules {
-			ru.cs = make([]*cachedSelector, len(ru.peers))
-			for i, s := range ru.peers {
-				ru.cs[i] = shared(s)
-			}
-		}
-	}
-	if cp.subject != nil {
-		cp.subjectCS = shared(cp.subject)
-	}
-	for d := range 2 {
-		swap(cp.ordered[d])
-		for _, s := range cp.specs {
-			s.subjectCS = shared(s.subject)
-			swap(s.allow[d])
-			swap(s.deny[d])
-		}
-	}
-	i := sort.Search(len(r.order), func(i int) bool { return !r.order[i].key.less(cp.key) })
-	r.order = slices.Insert(r.order, i, cp)
-}
-
-func (r *Repository) releaseLocked(cp *compiledPolicy) {
-	r.order = slices.DeleteFunc(r.order, func(p *compiledPolicy) bool { return p == cp })
-	for _, s := range cp.selectors {
-		cs := r.selectors[s.Key()]
-		if cs == nil {
-			continue
-		}
-		cs.refs--
-		if cs.refs == 0 {
-			delete(r.selectors, s.Key())
-			if c, ok := s.(*cidrSelector); ok {
-				r.releasePrefixLocked(c.prefix)
-				for _, e := range c.except {
-					r.releasePrefixLocked(e)
-				}
-			}
-			if d, ok := s.(*dynamicSelector); ok {
-				for _, p := range r.dynamicPrefixesLocked(d) {
-					r.releasePrefixLocked(p)
-				}
-			}
-		}
-	}
-}
-
-func (r *Repository) newSelectorLocked(s Selector) *cachedSelector {
-	cs := &cachedSelector{sel: s, selected: map[NumericIdentity]struct{}{}, users: map[NumericIdentity]struct{}{}}
-	_, cs.universal = s.(allSelector)
-	r.selectors[s.Key()] = cs
-	// CIDR selectors need identities for their prefixes; dynamic ones for
-	// the addresses they resolve to.
-	switch c := s.(type) {
-	case *cidrSelector:
-		r.acquirePrefixLocked(c.prefix)
-		for _, e := range c.except {
-			r.acquirePrefixLocked(e)
-		}
-	case *dynamicSelector:
-		for _, p := range r.dynamicPrefixesLocked(c) {
-			r.acquirePrefixLocked(p)
-		}
-	}
-	if !cs.universal {
-		for id, e := range r.ids {
-			if s.matches(r, e.ident) {
-				cs.selected[id] = struct{}{}
-			}
-		}
-	}
-	return cs
-}
-
-// acquirePrefixLocked makes sure a CIDR identity exists for the prefix.
-func (r *Repository) acquirePrefixLocked(p netip.Prefix) {
-	if id, ok := r.byPrefix[p]; ok {
-		r.ids[id].refs++
-		return
-	}
-	id := r.nextCIDR
-	r.nextCIDR++
-	ident := cidrIdentity(id, p)
-	r.ids[id] = &identityEntry{ident: ident, refs: 1}
-	r.byPrefix[p] = id
-	r.identityAddedLocked(ident)
-}
-
-func (r *Repository) releasePrefixLocked(p netip.Prefix) {
-	id, ok := r.byPrefix[p]
-	if !ok {
-		return
-	}
-	e := r.ids[id]
-	e.refs--
-	if e.refs > 0 {
-		return
-	}
-	delete(r.byPrefix, p)
-	r.identityRemovedLocked(id)
-	delete(r.ids, id)
-}
-
-// identityAddedLocked updates selectors and the map state of the subjects
-// whose rules select the new identity.
-func (r *Repository) identityAddedLocked(ident *Identity) {
-	touched := map[NumericIdentity]struct{}{}
-	for _, cs := range r.selectors {
-		if cs.universal || !cs.sel.matches(r, ident) {
-			continue
-		}
-		cs.selected[ident.ID] = struct{}{}
-		for u := range cs.users {
-			touched[u] = struct{}{}
-		}
-	}
-	for u := range touched {
-		if st := r.subjects[u]; st != nil {
-			st.updatePeer(r, ident.ID)
-		}
-	}
-}
-
-func (r *Repository) identityRemovedLocked(id NumericIdentity) {
-	touched := map[NumericIdentity]struct{}{}
-	for _, cs := range r.selectors {
-		if _, ok := cs.selected[id]; !ok {
-			continue
-		}
-		delete(cs.selected, id)
-		for u := range cs.users {
-			touched[u] = struct{}{}
-		}
-	}
-	for u := range touched {
-		if st := r.subjects[u]; st != nil {
-			st.updatePeer(r, id)
-		}
-	}
-}
-
 // UpsertNamespace sets a namespace's labels. The audit flag comes from the
 // namespace's policy.portcullis.dev/audit-mode annotation.
 func (r *Repository) UpsertNamespace(name string, labels map[string]string, audit bool) {
@@ -504,16 +337,7 @@ func (r *Repository) reidentifyLocked(ei *endpointInfo) {
 
 func (r *Repository) attachEndpointLocked(ei *endpointInfo) {
 	ls := PodLabels(ei.ep.Namespace, ei.ep.Labels, r.namespaceLabelsLocked(ei.ep.Namespace), ei.ep.ServiceAccount)
-	key := ls.Key()
-	id, ok := r.byLabels[key]
-	if !ok {
-		id = r.nextID
-		r.nextID++
-		ident := &Identity{ID: id, Labels: ls}
-		r.ids[id] = &identityEntry{ident: ident}
-		r.byLabels[key] = id
-		r.identityAddedLocked(ident)
-	}
+	id := r.endpointIdentityLocked(ls)
 	ei.id = id
 	e := r.ids[id]
 	e.endpoints++
@@ -550,9 +374,7 @@ func (r *Repository) dropEndpointLocked(ei *endpointInfo) {
 		delete(cs.users, ei.id)
 	}
 	if e.refs == 0 {
-		delete(r.byLabels, e.ident.Labels.Key())
-		r.identityRemovedLocked(ei.id)
-		delete(r.ids, ei.id)
+		r.releaseEndpointIdentityLocked(ei.id)
 	}
 }
 
@@ -598,238 +420,4 @@ func (r *Repository) recomputeNamedPortUsersLocked() {
 			r.recomputeSubjectLocked(id)
 		}
 	}
-}
-
-// UpsertService sets a Service's backends, for toServices.
-func (r *Repository) UpsertService(svc *Service) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.revision++
-	r.services[svc.Namespace+"/"+svc.Name] = svc
-	r.refreshDynamicLocked(func(d *dynamicSelector) bool { return d.service != nil })
-}
-
-// DeleteService removes a Service.
-func (r *Repository) DeleteService(namespace, name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.revision++
-	delete(r.services, namespace+"/"+name)
-	r.refreshDynamicLocked(func(d *dynamicSelector) bool { return d.service != nil })
-}
-
-// ObserveDNS records the addresses a DNS answer gave for a name, for
-// toFQDNs selectors. An empty list forgets the name.
-func (r *Repository) ObserveDNS(name string, ips []netip.Addr) {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.revision++
-	if len(ips) == 0 {
-		delete(r.fqdn, name)
-	} else {
-		r.fqdn[name] = append([]netip.Addr(nil), ips...)
-	}
-	r.refreshDynamicLocked(func(d *dynamicSelector) bool { return d.fqdn != nil && d.fqdn.Match(name) })
-}
-
-// dynamicPrefixesLocked returns the /32 or /128 prefixes a dynamic selector
-// needs CIDR identities for: addresses that are not local endpoints.
-func (r *Repository) dynamicPrefixesLocked(d *dynamicSelector) []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range r.dynamicAddrsLocked(d) {
-		if _, ok := r.byIP[a]; !ok {
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
-	}
-	return out
-}
-
-func (r *Repository) dynamicAddrsLocked(d *dynamicSelector) []netip.Addr {
-	var out []netip.Addr
-	switch {
-	case d.fqdn != nil:
-		names := make([]string, 0, len(r.fqdn))
-		for n := range r.fqdn {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			if d.fqdn.Match(n) {
-				out = append(out, r.fqdn[n]...)
-			}
-		}
-	case d.service != nil:
-		for _, svc := range r.services {
-			if d.service.selects(svc) {
-				out = append(out, svc.Backends...)
-			}
-		}
-	}
-	return out
-}
-
-// dynamicSelects reports whether a dynamic selector selects an identity:
-// a CIDR identity of one of its addresses, or the identity of a local
-// endpoint at one of them.
-func (r *Repository) dynamicSelects(d *dynamicSelector, id *Identity) bool {
-	for _, a := range r.dynamicAddrsLocked(d) {
-		if epID, ok := r.byIP[a]; ok {
-			if epID == id.ID {
-				return true
-			}
-			continue
-		}
-		for _, p := range id.Prefixes {
-			if p.Bits() == a.BitLen() && p.Addr() == a {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// refreshDynamicLocked re-resolves the dynamic selectors that want.
-func (r *Repository) refreshDynamicLocked(want func(*dynamicSelector) bool) {
-	for _, cs := range r.selectors {
-		d, ok := cs.sel.(*dynamicSelector)
-		if !ok || !want(d) {
-			continue
-		}
-		// Make sure every address has an identity, then diff selections.
-		for _, p := range r.dynamicPrefixesLocked(d) {
-			if _, ok := r.byPrefix[p]; !ok {
-				r.acquirePrefixLocked(p)
-			}
-		}
-		next := map[NumericIdentity]struct{}{}
-		for id, e := range r.ids {
-			if r.dynamicSelects(d, e.ident) {
-				next[id] = struct{}{}
-			}
-		}
-		var changed []NumericIdentity
-		for id := range next {
-			if _, ok := cs.selected[id]; !ok {
-				changed = append(changed, id)
-			}
-		}
-		for id := range cs.selected {
-			if _, ok := next[id]; !ok {
-				changed = append(changed, id)
-			}
-		}
-		cs.selected = next
-		for u := range cs.users {
-			if st := r.subjects[u]; st != nil {
-				for _, id := range changed {
-					st.updatePeer(r, id)
-				}
-			}
-		}
-	}
-}
-
-// UpsertNode records a node's addresses. The agent's own node (local)
-// gets the reserved identity host, every other node remote-node, as in
-// Cilium, so that the entities host and remote-node (and cluster, which
-// includes both) select traffic from them. A pod's address wins over a
-// node's; nothing else changes, since the reserved identities and their
-// entries always exist.
-func (r *Repository) UpsertNode(name string, ips []netip.Addr, local bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.revision++
-	r.deleteNodeLocked(name)
-	id := IdentityRemoteNode
-	if local {
-		id = IdentityHost
-	}
-	n := nodeInfo{id: id}
-	for _, ip := range ips {
-		ip = ip.Unmap()
-		n.ips = append(n.ips, ip)
-		r.byNodeIP[ip] = id
-	}
-	r.nodes[name] = n
-}
-
-// DeleteNode forgets a node's addresses.
-func (r *Repository) DeleteNode(name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.revision++
-	r.deleteNodeLocked(name)
-}
-
-func (r *Repository) deleteNodeLocked(name string) {
-	n, ok := r.nodes[name]
-	if !ok {
-		return
-	}
-	delete(r.nodes, name)
-	for _, ip := range n.ips {
-		delete(r.byNodeIP, ip)
-	}
-	// Another node may share an address (a misconfiguration); keep its.
-	for _, o := range r.nodes {
-		for _, ip := range o.ips {
-			r.byNodeIP[ip] = o.id
-		}
-	}
-}
-
-// NodeAddrs returns every known node address with its identity (host or
-// remote-node), for the datapath's ipcache.
-func (r *Repository) NodeAddrs() map[netip.Addr]NumericIdentity {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[netip.Addr]NumericIdentity, len(r.byNodeIP))
-	for ip, id := range r.byNodeIP {
-		out[ip] = id
-	}
-	return out
-}
-
-// IdentityOfIP returns the identity the datapath would give an address:
-// a local endpoint's, else a node's (host or remote-node), else the
-// longest matching CIDR identity, else world.
-func (r *Repository) IdentityOfIP(a netip.Addr) *Identity {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.identityOfIPLocked(a)
-}
-
-func (r *Repository) identityOfIPLocked(a netip.Addr) *Identity {
-	a = a.Unmap()
-	if id, ok := r.byIP[a]; ok {
-		return r.ids[id].ident
-	}
-	if id, ok := r.byNodeIP[a]; ok {
-		return r.ids[id].ident
-	}
-	best, bestBits := IdentityWorld, -1
-	for p, id := range r.byPrefix {
-		if p.Contains(a) && p.Bits() > bestBits {
-			best, bestBits = id, p.Bits()
-		}
-	}
-	return r.ids[best].ident
-}
-
-// Identity returns an identity by number, or nil.
-func (r *Repository) Identity(id NumericIdentity) *Identity {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e := r.ids[id]; e != nil {
-		return e.ident
-	}
-	return nil
-}
-
-// IdentityCount returns how many identities exist.
-func (r *Repository) IdentityCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.ids)
 }

@@ -315,5 +315,5 @@ type nameMatcher interface{ Match(name string) bool }
 func (s *dynamicSelector) Key() string { return s.key }
 
 func (s *dynamicSelector) matches(r *Repository, id *Identity) bool {
-	return r.dynamicSelects(s, id)
+	return r.dynamicSelectsLocked(s, id)
 }

@@ -1,11 +1,21 @@
 package policy
 
 import (
+	"net/netip"
+
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
-	"portcullis.dev/portcullis/policy/l7"
 )
+
+// Service is a Kubernetes Service as toServices needs it.
+type Service struct {
+	Namespace string
+	Name      string
+	Labels    map[string]string
+	// Backends are the addresses of its endpoints.
+	Backends []netip.Addr
+}
 
 // serviceRef is a compiled toServices entry: one Service by name, or the
 // Services of a namespace (any, if empty) whose labels match a selector.
@@ -60,11 +70,20 @@ func compileServiceRef(svc v1alpha1.Service, policyNS string, fld *field.Path) (
 	return nil, field.ErrorList{field.Required(fld, "exactly one of k8sService and k8sServiceSelector")}
 }
 
-// compileFQDN compiles a toFQDNs selector; key is its canonical form.
-func compileFQDN(f v1alpha1.FQDNSelector, fld *field.Path) (nameMatcher, string, field.ErrorList) {
-	m, errs := l7.CompileFQDN(f, fld)
-	if len(errs) > 0 || m == nil {
-		return nil, "", errs
-	}
-	return m, m.String(), nil
+// UpsertService sets a Service's backends, for toServices.
+func (r *Repository) UpsertService(svc *Service) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revision++
+	r.services[svc.Namespace+"/"+svc.Name] = svc
+	r.refreshDynamicLocked(func(d *dynamicSelector) bool { return d.service != nil })
+}
+
+// DeleteService removes a Service.
+func (r *Repository) DeleteService(namespace, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revision++
+	delete(r.services, namespace+"/"+name)
+	r.refreshDynamicLocked(func(d *dynamicSelector) bool { return d.service != nil })
 }

@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 
 	"portcullis.dev/portcullis/policy/l7"
@@ -287,16 +286,4 @@ func (r *Repository) Decide(namespace, name string, d Direction, peer NumericIde
 	ds := r.subjects[ei.id].dirs[d]
 	pr := ds.forPeer(r.selectsLocked(peer))
 	return ds.decide(pr, proto, port), true
-}
-
-// Identities lists every identity, sorted by number.
-func (r *Repository) Identities() []*Identity {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*Identity, 0, len(r.ids))
-	for _, e := range r.ids {
-		out = append(out, e.ident)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
 }
