@@ -440,3 +440,8 @@ func (c *compiler) denyRules(peers peerSet, toPorts []v1alpha1.PortDenyRule, icm
 	}
 	return []*rule{r}
 }
+
+// compileL7 compiles the L7 part of a port rule (nil for an L4-only one).
+func compileL7(pr *v1alpha1.PortRule, ref RuleRef, namespace string, opts Options, fld *field.Path) (*l7.Policy, field.ErrorList) {
+	return l7.CompilePortRule(*pr, ref.String(), namespace, opts.Secrets, fld)
+}
