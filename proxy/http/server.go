@@ -27,6 +27,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy/l7"
 	"portcullis.dev/portcullis/proxy"
 )
 
@@ -315,3 +316,70 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 
 // statusText is net/http's reason phrase.
 func statusText(code int) string { return nethttp.StatusText(code) }
+
+// The body of every 403 the proxy answers for a denied HTTP request.
+const deniedBody = "Access denied\r\n"
+
+// resolve returns the policy of the flow src → dst (TCP); nil without a
+// resolver.
+func (s *Server) resolve(src, dst netip.AddrPort) *proxy.ConnPolicy {
+	if s.o.Resolver == nil {
+		return nil
+	}
+	return s.o.Resolver.Resolve(src, dst, 6)
+}
+
+// decide judges one request. Without a policy, or under a policy whose
+// parser is not HTTP, every request is denied: nothing passes without a
+// verdict.
+func (s *Server) decide(cp *proxy.ConnPolicy, req l7.HTTPRequest) proxy.HTTPDecision {
+	if cp == nil {
+		return proxy.HTTPDecision{DeniedBy: noPolicySide("no policy")}
+	}
+	if cp.Denied == nil {
+		if p, err := cp.Parser(); err != nil {
+			return proxy.HTTPDecision{DeniedBy: noPolicySide(err.Error())}
+		} else if p != l7.ParserHTTP && p != l7.ParserNone {
+			return proxy.HTTPDecision{DeniedBy: noPolicySide("the L7 policy needs the " + p.String() + " parser, not http")}
+		}
+	}
+	return cp.DecideHTTP(req)
+}
+
+// noPolicySide is the denying side of a request judged without a usable
+// policy.
+func noPolicySide(reason string) *proxy.Side {
+	sd := &proxy.Side{}
+	sd.Decision.Reason = reason
+	return sd
+}
+
+// dconn applies the proxy's timeouts to a connection: in idle mode every
+// read or write must make progress within idle; in fixed mode reads keep
+// the deadline last set (the header timeout); in none mode the caller (or
+// the HTTP/2 server) manages deadlines.
+type dconn struct {
+	net.Conn
+	idle time.Duration
+	mode int
+}
+
+const (
+	modeIdle = iota
+	modeFixed
+	modeNone
+)
+
+func (d *dconn) Read(p []byte) (int, error) {
+	if d.mode == modeIdle {
+		d.Conn.SetReadDeadline(time.Now().Add(d.idle))
+	}
+	return d.Conn.Read(p)
+}
+
+func (d *dconn) Write(p []byte) (int, error) {
+	if d.mode != modeNone {
+		d.Conn.SetWriteDeadline(time.Now().Add(d.idle))
+	}
+	return d.Conn.Write(p)
+}
