@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"portcullis.dev/portcullis/agentapi"
 	"portcullis.dev/portcullis/bpf"
@@ -145,4 +149,37 @@ func (a *Agent) defaultDenyBy(epID uint32, d policy.Direction) string {
 // lostNotice is the event part of a lost-events notice line.
 func lostNotice(node string) monitor.Event {
 	return monitor.Event{Time: time.Now(), Node: node, Type: agentapi.TypeLost}
+}
+
+// eventReader counts the datapath's events, passes them to Config.OnEvent
+// and publishes them, with names and labels, on the agent's monitor hub.
+type eventReader struct{ a *Agent }
+
+func (e *eventReader) Start(ctx context.Context) error {
+	r, err := e.a.dp.Events()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		r.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		ev, err := r.Read()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			ctrl.Log.WithName("agent").Error(err, "reading datapath events")
+			continue
+		}
+		Verdicts.WithLabelValues(ev.Direction.String(), policy.ProtoName(ev.Proto), ev.Verdict.String()).Inc()
+		if e.a.cfg.OnEvent != nil {
+			e.a.cfg.OnEvent(ev)
+		}
+		if e.a.hub.Subscribers() > 0 {
+			e.a.hub.Publish(e.a.flowEvent(ev))
+		}
+	}
 }

@@ -1,17 +1,9 @@
 package agent
 
 import (
-	"context"
-	"errors"
-	"os"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	"portcullis.dev/portcullis/policy"
 )
 
 var (
@@ -52,39 +44,6 @@ func (a *Agent) updateGaugesLocked() {
 	}
 	for s, n := range counts {
 		EndpointStates.WithLabelValues(s).Set(float64(n))
-	}
-}
-
-// eventReader counts the datapath's events, passes them to Config.OnEvent
-// and publishes them, with names and labels, on the agent's monitor hub.
-type eventReader struct{ a *Agent }
-
-func (e *eventReader) Start(ctx context.Context) error {
-	r, err := e.a.dp.Events()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for {
-		r.SetDeadline(time.Now().Add(500 * time.Millisecond))
-		ev, err := r.Read()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue
-		}
-		if err != nil {
-			ctrl.Log.WithName("agent").Error(err, "reading datapath events")
-			continue
-		}
-		Verdicts.WithLabelValues(ev.Direction.String(), policy.ProtoName(ev.Proto), ev.Verdict.String()).Inc()
-		if e.a.cfg.OnEvent != nil {
-			e.a.cfg.OnEvent(ev)
-		}
-		if e.a.hub.Subscribers() > 0 {
-			e.a.hub.Publish(e.a.flowEvent(ev))
-		}
 	}
 }
 
