@@ -10,13 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/monitor"
 )
 
 // addSocketFlag adds --socket, the agent's API socket.
 func addSocketFlag(cmd *cobra.Command, socket *string) {
-	cmd.Flags().StringVar(socket, "socket", agentapi.DefaultSocket, "the agent's API socket (portcullis-agent --api-socket)")
+	cmd.Flags().StringVar(socket, "socket", agentclient.DefaultSocket, "the agent's API socket (portcullis-agent --api-socket)")
 }
 
 // agentError is a failure to talk to the agent: an input error whose
@@ -46,7 +46,7 @@ is not ready.`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("--output: unknown format %q (want text or json)", output)
 			}
-			eps, err := agentapi.NewClient(socket).Endpoints(cmd.Context())
+			eps, err := agentclient.NewClient(socket).Endpoints(cmd.Context())
 			if err != nil {
 				return agentError(err)
 			}
@@ -68,7 +68,7 @@ is not ready.`,
 }
 
 // enforcement describes the enforced directions of an endpoint.
-func enforcement(e agentapi.Endpoint) string {
+func enforcement(e agentclient.Endpoint) string {
 	var parts []string
 	if e.IngressEnforced {
 		parts = append(parts, "ingress")
@@ -87,7 +87,7 @@ func enforcement(e agentapi.Endpoint) string {
 }
 
 // writeEndpointTable writes the endpoint table.
-func writeEndpointTable(w io.Writer, eps []agentapi.Endpoint) error {
+func writeEndpointTable(w io.Writer, eps []agentclient.Endpoint) error {
 	var b bytes.Buffer
 	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "ENDPOINT ID\tNAMESPACE/POD\tIP\tIDENTITY\tSTATE\tENFORCEMENT\tMESSAGE")
@@ -143,8 +143,8 @@ line. A follower that falls behind loses events and is told how many.`,
 				want[v] = true
 			}
 			out := cmd.OutOrStdout()
-			err := agentapi.NewClient(socket).Monitor(cmd.Context(), func(l agentapi.MonitorLine) error {
-				if l.Type != agentapi.TypeLost && len(want) > 0 && !want[l.Verdict] {
+			err := agentclient.NewClient(socket).Monitor(cmd.Context(), func(l agentclient.MonitorLine) error {
+				if l.Type != agentclient.TypeLost && len(want) > 0 && !want[l.Verdict] {
 					return nil
 				}
 				var line string
@@ -173,8 +173,8 @@ line. A follower that falls behind loses events and is told how many.`,
 }
 
 // formatMonitorLine is one line of `portcullis monitor`'s text output.
-func formatMonitorLine(l agentapi.MonitorLine) string {
-	if l.Type == agentapi.TypeLost {
+func formatMonitorLine(l agentclient.MonitorLine) string {
+	if l.Type == agentclient.TypeLost {
 		return fmt.Sprintf("%s LOST %d events: this monitor fell behind", l.Time.Format("15:04:05.000"), l.Lost)
 	}
 	return formatEvent(l.Event)

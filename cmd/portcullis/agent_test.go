@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/monitor"
 )
 
@@ -40,7 +40,7 @@ func TestFormatEvent(t *testing.T) {
 			}
 		})
 	}
-	lost := formatMonitorLine(agentapi.MonitorLine{Event: monitor.Event{Time: at, Type: agentapi.TypeLost}, Lost: 7})
+	lost := formatMonitorLine(agentclient.MonitorLine{Event: monitor.Event{Time: at, Type: agentclient.TypeLost}, Lost: 7})
 	if want := "13:04:05.006 LOST 7 events: this monitor fell behind"; lost != want {
 		t.Errorf("lost notice %q, want %q", lost, want)
 	}
@@ -48,7 +48,7 @@ func TestFormatEvent(t *testing.T) {
 
 func TestEndpointTable(t *testing.T) {
 	var b bytes.Buffer
-	err := writeEndpointTable(&b, []agentapi.Endpoint{
+	err := writeEndpointTable(&b, []agentclient.Endpoint{
 		{ID: 1, Namespace: "default", Pod: "deathstar", IP: "10.244.0.2", Identity: 301, State: "ready", IngressEnforced: true},
 		{ID: 2, Namespace: "default", Pod: "xwing", IP: "10.244.0.4", Identity: 302, State: "lockdown", IngressEnforced: true, EgressEnforced: true, Audit: true, Message: "policy map full"},
 		{ID: 3, Namespace: "default", Pod: "tiefighter", IP: "10.244.0.3", Identity: 0, State: "waiting-for-identity"},

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
 )
@@ -352,11 +352,11 @@ func runTrace(stdout, stderr io.Writer, files []string, in *traceInput) error {
 // writes the explanation as runTrace does; the peers are shown as the
 // agent resolved them.
 func runLiveTrace(ctx context.Context, stdout io.Writer, socket string, in *traceInput) error {
-	req := agentapi.TraceRequest{
+	req := agentclient.TraceRequest{
 		Src: livePeer(in.src), Dst: livePeer(in.dst), Proto: in.req.Proto, Port: in.req.Port,
 		HTTP: in.req.HTTP, Kafka: in.req.Kafka, DNS: in.req.DNS, SNI: in.req.SNI,
 	}
-	resp, err := agentapi.NewClient(socket).Trace(ctx, req)
+	resp, err := agentclient.NewClient(socket).Trace(ctx, req)
 	if err != nil {
 		return agentError(err)
 	}
@@ -391,12 +391,12 @@ func runLiveTrace(ctx context.Context, stdout io.Writer, socket string, in *trac
 }
 
 // livePeer is a command-line peer as the agent's API takes it.
-func livePeer(p peerSpec) agentapi.TracePeer {
+func livePeer(p peerSpec) agentclient.TracePeer {
 	switch p.Kind {
 	case "ip":
-		return agentapi.TracePeer{IP: p.Value}
+		return agentclient.TracePeer{IP: p.Value}
 	case "entity":
-		return agentapi.TracePeer{Entity: p.Value}
+		return agentclient.TracePeer{Entity: p.Value}
 	}
-	return agentapi.TracePeer{Labels: p.Peer.Labels}
+	return agentclient.TracePeer{Labels: p.Peer.Labels}
 }

@@ -17,7 +17,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -60,7 +60,7 @@ func listenAPI(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// apiServer serves the local API (package agentapi) until the manager
+// apiServer serves the local API (package agentclient) until the manager
 // stops.
 type apiServer struct {
 	a  *Agent
@@ -94,9 +94,9 @@ func (s *apiServer) Start(ctx context.Context) error {
 // APIHandler is the agent's local API (served on Config.APISocket).
 func (a *Agent) APIHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+agentapi.PathEndpoints, a.serveEndpoints)
-	mux.HandleFunc("GET "+agentapi.PathMonitor, a.serveMonitor)
-	mux.HandleFunc("POST "+agentapi.PathTrace, a.serveTrace)
+	mux.HandleFunc("GET "+agentclient.PathEndpoints, a.serveEndpoints)
+	mux.HandleFunc("GET "+agentclient.PathMonitor, a.serveMonitor)
+	mux.HandleFunc("POST "+agentclient.PathTrace, a.serveTrace)
 	return mux
 }
 
@@ -107,15 +107,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, agentapi.Error{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, status, agentclient.Error{Error: fmt.Sprintf(format, args...)})
 }
 
 // APIEndpoints is the endpoint table in the API's terms.
-func (a *Agent) APIEndpoints() []agentapi.Endpoint {
+func (a *Agent) APIEndpoints() []agentclient.Endpoint {
 	eps := a.Endpoints()
-	out := make([]agentapi.Endpoint, 0, len(eps))
+	out := make([]agentclient.Endpoint, 0, len(eps))
 	for _, e := range eps {
-		ae := agentapi.Endpoint{
+		ae := agentclient.Endpoint{
 			ID: e.ID, Namespace: e.Namespace, Pod: e.Name, IP: e.IP.String(),
 			Identity: uint32(e.Identity), State: e.State,
 			IngressEnforced: e.Flags&bpf.FlagEnforceIngress != 0,
@@ -159,12 +159,12 @@ func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if lost := sub.Lost(); lost > reported {
-				if enc.Encode(agentapi.MonitorLine{Event: lostNotice(a.cfg.NodeName), Lost: lost - reported}) != nil {
+				if enc.Encode(agentclient.MonitorLine{Event: lostNotice(a.cfg.NodeName), Lost: lost - reported}) != nil {
 					return
 				}
 				reported = lost
 			}
-			if enc.Encode(agentapi.MonitorLine{Event: ev}) != nil {
+			if enc.Encode(agentclient.MonitorLine{Event: ev}) != nil {
 				return
 			}
 			// Flush when the backlog is drained, not per event.
@@ -179,7 +179,7 @@ func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
 // to addresses first (a pod by name or by labels must be one the agent
 // knows), so the trace never adds endpoints to the running engine.
 func (a *Agent) serveTrace(w http.ResponseWriter, r *http.Request) {
-	var req agentapi.TraceRequest
+	var req agentclient.TraceRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -195,7 +195,7 @@ func (a *Agent) serveTrace(w http.ResponseWriter, r *http.Request) {
 }
 
 // Trace runs a live trace; status is the HTTP status for an error.
-func (a *Agent) Trace(req agentapi.TraceRequest) (resp *agentapi.TraceResponse, status int, err error) {
+func (a *Agent) Trace(req agentclient.TraceRequest) (resp *agentclient.TraceResponse, status int, err error) {
 	if req.Port == 0 && req.Proto != policy.ProtoICMP && req.Proto != policy.ProtoICMPv6 {
 		return nil, http.StatusBadRequest, errors.New("port: 0 is not a port")
 	}
@@ -215,7 +215,7 @@ func (a *Agent) Trace(req agentapi.TraceRequest) (resp *agentapi.TraceResponse, 
 		return nil, http.StatusBadRequest, fmt.Errorf("tracing: %w", err)
 	}
 	mode, audit := a.repo.Mode()
-	resp = &agentapi.TraceResponse{Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst, Result: tr}
+	resp = &agentclient.TraceResponse{Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst, Result: tr}
 	// The compiled L7 rules do not travel: keep their parser only.
 	strip := func(d *policy.Decision) *l7.Parser {
 		if d.L7 == nil {
@@ -231,7 +231,7 @@ func (a *Agent) Trace(req agentapi.TraceRequest) (resp *agentapi.TraceResponse, 
 }
 
 // resolvePeer turns a live trace peer into an address or entity.
-func (a *Agent) resolvePeer(p agentapi.TracePeer) (agentapi.ResolvedPeer, policy.TracePeer, error) {
+func (a *Agent) resolvePeer(p agentclient.TracePeer) (agentclient.ResolvedPeer, policy.TracePeer, error) {
 	set := 0
 	for _, given := range []bool{p.Pod != "", p.Labels != nil, p.IP != "", p.Entity != ""} {
 		if given {
@@ -239,20 +239,20 @@ func (a *Agent) resolvePeer(p agentapi.TracePeer) (agentapi.ResolvedPeer, policy
 		}
 	}
 	if set != 1 {
-		return agentapi.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address or an entity")
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address or an entity")
 	}
 	switch {
 	case p.Entity != "":
 		if _, ok := policy.ReservedIdentityByName(p.Entity); !ok {
-			return agentapi.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("unknown entity %q", p.Entity)
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("unknown entity %q", p.Entity)
 		}
-		return agentapi.ResolvedPeer{Kind: "entity", Value: p.Entity}, policy.TracePeer{Entity: p.Entity}, nil
+		return agentclient.ResolvedPeer{Kind: "entity", Value: p.Entity}, policy.TracePeer{Entity: p.Entity}, nil
 	case p.IP != "":
 		ip, err := netip.ParseAddr(p.IP)
 		if err != nil {
-			return agentapi.ResolvedPeer{}, policy.TracePeer{}, err
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, err
 		}
-		return agentapi.ResolvedPeer{Kind: "ip", Value: ip.String()}, policy.TracePeer{IP: ip}, nil
+		return agentclient.ResolvedPeer{Kind: "ip", Value: ip.String()}, policy.TracePeer{IP: ip}, nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -260,14 +260,14 @@ func (a *Agent) resolvePeer(p agentapi.TracePeer) (agentapi.ResolvedPeer, policy
 	if p.Labels != nil {
 		var err error
 		if key, err = a.podByLabelsLocked(p.Labels); err != nil {
-			return agentapi.ResolvedPeer{}, policy.TracePeer{}, err
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, err
 		}
 	}
 	rec := a.pods[key]
 	if rec == nil {
-		return agentapi.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("pod %q: not a running pod with an IPv4 address that the agent on node %s knows", key, a.cfg.NodeName)
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("pod %q: not a running pod with an IPv4 address that the agent on node %s knows", key, a.cfg.NodeName)
 	}
-	return agentapi.ResolvedPeer{Kind: "pod", Value: key + " (" + rec.ip.String() + ")"}, policy.TracePeer{IP: rec.ip}, nil
+	return agentclient.ResolvedPeer{Kind: "pod", Value: key + " (" + rec.ip.String() + ")"}, policy.TracePeer{IP: rec.ip}, nil
 }
 
 // podByLabelsLocked picks the pod that has every label of ls: a local pod

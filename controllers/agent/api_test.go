@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 )
@@ -28,7 +28,7 @@ func TestMonitorStream(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+agentapi.PathMonitor, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+agentclient.PathMonitor, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -38,12 +38,12 @@ func TestMonitorStream(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	sc := bufio.NewScanner(resp.Body)
-	next := func() agentapi.MonitorLine {
+	next := func() agentclient.MonitorLine {
 		t.Helper()
 		if !sc.Scan() {
 			t.Fatalf("stream ended: %v", sc.Err())
 		}
-		var l agentapi.MonitorLine
+		var l agentclient.MonitorLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
@@ -75,7 +75,7 @@ func TestMonitorStream(t *testing.T) {
 	received, lost := 0, uint64(0)
 	for {
 		l := next()
-		if l.Type == agentapi.TypeLost {
+		if l.Type == agentclient.TypeLost {
 			lost += l.Lost
 			continue
 		}

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -144,5 +144,5 @@ func (a *Agent) defaultDenyBy(epID uint32, d policy.Direction) string {
 
 // lostNotice is the event part of a lost-events notice line.
 func lostNotice(node string) monitor.Event {
-	return monitor.Event{Time: time.Now(), Node: node, Type: agentapi.TypeLost}
+	return monitor.Event{Time: time.Now(), Node: node, Type: agentclient.TypeLost}
 }
