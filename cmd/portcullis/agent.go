@@ -183,7 +183,7 @@ func formatMonitorLine(l agentclient.MonitorLine) string {
 // formatEvent renders a flow event on one line: time, verdict, source →
 // destination:port with their labels, direction, protocol, reason,
 // policy, and the L7 request if any.
-func formatEvent(e monitor.Event) string {
+func formatEvent(e agentclient.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-10s %s -> %s %s %s", e.Time.Format("15:04:05.000"), e.Verdict,
 		side(e.Source, false), side(e.Destination, true), orDash(e.Direction), e.Protocol)
@@ -211,7 +211,7 @@ func formatEvent(e monitor.Event) string {
 // side renders one side of a flow: namespace/pod (or the address), the
 // destination's port, and the identity's labels without the namespace
 // and service-account ones (the name already says the namespace).
-func side(ep monitor.Endpoint, port bool) string {
+func side(ep agentclient.FlowEndpoint, port bool) string {
 	name := ep.IP
 	if ep.Pod != "" {
 		name = ep.Namespace + "/" + ep.Pod

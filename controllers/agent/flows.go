@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -140,9 +139,4 @@ func (a *Agent) defaultDenyBy(epID uint32, d policy.Direction) string {
 		names[i] = k.String()
 	}
 	return strings.Join(names, ", ") + " (default deny)"
-}
-
-// lostNotice is the event part of a lost-events notice line.
-func lostNotice(node string) monitor.Event {
-	return monitor.Event{Time: time.Now(), Node: node, Type: agentclient.TypeLost}
 }
