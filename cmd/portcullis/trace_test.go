@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -133,5 +134,22 @@ func TestLiveTraceBadAnswer(t *testing.T) {
 	code := ExecuteContext(context.Background(), args, &stdout, &stderr)
 	if code != exitInput || stdout.Len() != 0 || !strings.Contains(stderr.String(), socket) || !strings.Contains(stderr.String(), `"galactic"`) {
 		t.Errorf("status %d, stdout %q, stderr %q: want an input error naming the socket and the tier", code, stdout.String(), stderr.String())
+	}
+}
+
+func TestLiveTraceFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--live", "-f", "x.yaml"}, "-f cannot be used"},
+		{[]string{"--live", "--mode", "always"}, "--mode and --audit cannot be used"},
+		{[]string{"--socket", "/tmp/x.sock", "-f", "x.yaml"}, "--socket needs --live"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"policy", "trace", "--src", "a=b", "--dst", "c=d", "--dport", "80"}, tc.args...)
+		if code := Execute(args, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: status %d, stderr %q, want %q", tc.args, code, stderr.String(), tc.want)
+		}
 	}
 }
