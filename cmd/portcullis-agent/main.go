@@ -19,7 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/proxy"
 )
@@ -54,7 +54,7 @@ func run() error {
 	flag.StringVar(&cfg.SystemNamespace, "system-namespace", envOr("POD_NAMESPACE", agent.DefaultSystemNamespace), "Namespace of the agent's Lease (default $POD_NAMESPACE, else portcullis-system).")
 	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz; 0 disables them.")
-	flag.StringVar(&cfg.APISocket, "api-socket", agentapi.DefaultSocket, "Unix socket of the local API (portcullis endpoint list, monitor, policy trace --live); empty disables it.")
+	flag.StringVar(&cfg.APISocket, "api-socket", agentclient.DefaultSocket, "Unix socket of the local API (portcullis endpoint list, monitor, policy trace --live); empty disables it.")
 	flag.StringVar(&cfg.BPFFS, "bpffs", agent.DefaultBPFFS, "bpf filesystem; pins go to <bpffs>/portcullis (mounted there if it is not a bpffs).")
 	flag.Func("bpf-policy-map-max", "Capacity of the BPF policy map (default 65536); changing it needs the pins removed.", func(v string) error {
 		var n uint32

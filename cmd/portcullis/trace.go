@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
 )
@@ -352,22 +352,17 @@ func runTrace(stdout, stderr io.Writer, files []string, in *traceInput) error {
 // writes the explanation as runTrace does; the peers are shown as the
 // agent resolved them.
 func runLiveTrace(ctx context.Context, stdout io.Writer, socket string, in *traceInput) error {
-	req := agentapi.TraceRequest{
+	req := agentclient.TraceRequest{
 		Src: livePeer(in.src), Dst: livePeer(in.dst), Proto: in.req.Proto, Port: in.req.Port,
-		HTTP: in.req.HTTP, Kafka: in.req.Kafka, DNS: in.req.DNS, SNI: in.req.SNI,
+		HTTP: wireHTTPRequest(in.req.HTTP), Kafka: wireKafkaRequest(in.req.Kafka), DNS: in.req.DNS, SNI: in.req.SNI,
 	}
-	resp, err := agentapi.NewClient(socket).Trace(ctx, req)
+	resp, err := agentclient.NewClient(socket).Trace(ctx, req)
 	if err != nil {
 		return agentError(err)
 	}
-	tr := resp.Result
-	for _, s := range []struct {
-		d *policy.Decision
-		p *l7.Parser
-	}{{&tr.Egress.Decision, resp.EgressParser}, {&tr.Ingress.Decision, resp.IngressParser}} {
-		if s.p != nil {
-			s.d.L7 = &l7.Policy{Parser: *s.p}
-		}
+	tr, err := engineTraceResult(resp.Result)
+	if err != nil {
+		return inputErrorf("agent at %s: %v", socket, err)
 	}
 	live := *in
 	live.src = peerSpec{Kind: resp.Src.Kind, Value: resp.Src.Value}
@@ -391,12 +386,137 @@ func runLiveTrace(ctx context.Context, stdout io.Writer, socket string, in *trac
 }
 
 // livePeer is a command-line peer as the agent's API takes it.
-func livePeer(p peerSpec) agentapi.TracePeer {
+func livePeer(p peerSpec) agentclient.TracePeer {
 	switch p.Kind {
 	case "ip":
-		return agentapi.TracePeer{IP: p.Value}
+		return agentclient.TracePeer{IP: p.Value}
 	case "entity":
-		return agentapi.TracePeer{Entity: p.Value}
+		return agentclient.TracePeer{Entity: p.Value}
 	}
-	return agentapi.TracePeer{Labels: p.Peer.Labels}
+	ls := p.Peer.Labels.Sorted()
+	out := agentclient.TracePeer{Labels: make([]agentclient.Label, len(ls))}
+	for i, l := range ls {
+		out.Labels[i] = agentclient.Label{Source: l.Source, Key: l.Key, Value: l.Value}
+	}
+	return out
+}
+
+func wireHTTPRequest(r *l7.HTTPRequest) *agentclient.HTTPRequest {
+	if r == nil {
+		return nil
+	}
+	return &agentclient.HTTPRequest{Method: r.Method, Path: r.Path, Host: r.Host, Header: r.Header, ServerName: r.ServerName}
+}
+
+func wireKafkaRequest(r *l7.KafkaRequest) *agentclient.KafkaRequest {
+	if r == nil {
+		return nil
+	}
+	return &agentclient.KafkaRequest{APIKey: r.APIKey, APIVersion: r.APIVersion, ClientID: r.ClientID, Topics: r.Topics, ServerName: r.ServerName}
+}
+
+// engineTraceResult turns the agent's trace into the engine's terms, so
+// that a live trace is rendered by the code that renders one from files.
+// A redirect's L7 policy comes back as its parser alone.
+func engineTraceResult(tr *agentclient.TraceResult) (*policy.TraceResult, error) {
+	src, err := engineIdentity(tr.Src)
+	if err != nil {
+		return nil, fmt.Errorf("source identity: %w", err)
+	}
+	dst, err := engineIdentity(tr.Dst)
+	if err != nil {
+		return nil, fmt.Errorf("destination identity: %w", err)
+	}
+	out := &policy.TraceResult{Src: src, Dst: dst, Verdict: tr.Verdict}
+	if out.Egress, err = engineTraceSide(&tr.Egress); err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	if out.Ingress, err = engineTraceSide(&tr.Ingress); err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
+	}
+	return out, nil
+}
+
+func engineIdentity(id *agentclient.Identity) (*policy.Identity, error) {
+	if id == nil {
+		return nil, errors.New("missing")
+	}
+	out := &policy.Identity{ID: policy.NumericIdentity(id.ID), Labels: policy.Labels{}}
+	for _, l := range id.Labels {
+		out.Labels.Add(l.Source, l.Key, l.Value)
+	}
+	for _, s := range id.Prefixes {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out.Prefixes = append(out.Prefixes, p)
+	}
+	return out, nil
+}
+
+func engineTraceSide(s *agentclient.TraceSide) (policy.TraceSide, error) {
+	out := policy.TraceSide{
+		Endpoint: s.Endpoint, Applies: s.Applies, Enforced: s.Enforced, Audit: s.Audit, Verdict: s.Verdict,
+	}
+	var err error
+	if out.Direction, err = byName(s.Direction, policy.Ingress, policy.Egress); err != nil {
+		return out, fmt.Errorf("direction: %w", err)
+	}
+	for _, k := range s.SelectedBy {
+		out.SelectedBy = append(out.SelectedBy, enginePolicyKey(k))
+	}
+	if out.Decision, err = engineDecision(&s.Decision); err != nil {
+		return out, err
+	}
+	if v := s.L7; v != nil {
+		out.L7 = &policy.L7Verdict{Parser: v.Parser, Allowed: v.Allowed, Rule: v.Rule, Reason: v.Reason, Actions: v.Actions}
+	}
+	return out, nil
+}
+
+func engineDecision(d *agentclient.Decision) (policy.Decision, error) {
+	out := policy.Decision{Rule: engineRuleRef(d.Rule), DefaultDeny: d.DefaultDeny, Reason: d.Reason}
+	var err error
+	if out.Verdict, err = byName(d.Verdict, policy.Allow, policy.Deny, policy.Redirect); err != nil {
+		return out, fmt.Errorf("L4 verdict: %w", err)
+	}
+	if out.Tier, err = byName(d.Tier, policy.TierNone, policy.TierAdmin, policy.TierNamespace, policy.TierBaseline, policy.TierDefault); err != nil {
+		return out, fmt.Errorf("tier: %w", err)
+	}
+	for _, r := range d.Rules {
+		out.Rules = append(out.Rules, engineRuleRef(r))
+	}
+	if d.Parser != "" {
+		p, err := byName(d.Parser, l7.ParserNone, l7.ParserHTTP, l7.ParserKafka, l7.ParserDNS)
+		if err != nil {
+			return out, fmt.Errorf("L7 parser: %w", err)
+		}
+		out.L7 = &l7.Policy{Parser: p}
+	}
+	if d.PassedBy != nil {
+		r := engineRuleRef(*d.PassedBy)
+		out.PassedBy = &r
+	}
+	return out, nil
+}
+
+func engineRuleRef(r agentclient.RuleRef) policy.RuleRef {
+	return policy.RuleRef{Policy: enginePolicyKey(r.Policy), Path: r.Path}
+}
+
+func enginePolicyKey(k agentclient.PolicyRef) policy.PolicyKey {
+	return policy.PolicyKey{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name}
+}
+
+// byName is the value among values whose String is name: the engine's
+// names are the wire's, so they are looked up rather than listed twice.
+func byName[T fmt.Stringer](name string, values ...T) (T, error) {
+	for _, v := range values {
+		if v.String() == name {
+			return v, nil
+		}
+	}
+	var zero T
+	return zero, fmt.Errorf("unknown value %q", name)
 }

@@ -17,7 +17,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -60,7 +60,7 @@ func listenAPI(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// apiServer serves the local API (package agentapi) until the manager
+// apiServer serves the local API (package agentclient) until the manager
 // stops.
 type apiServer struct {
 	a  *Agent
@@ -94,9 +94,9 @@ func (s *apiServer) Start(ctx context.Context) error {
 // APIHandler is the agent's local API (served on Config.APISocket).
 func (a *Agent) APIHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+agentapi.PathEndpoints, a.serveEndpoints)
-	mux.HandleFunc("GET "+agentapi.PathMonitor, a.serveMonitor)
-	mux.HandleFunc("POST "+agentapi.PathTrace, a.serveTrace)
+	mux.HandleFunc("GET "+agentclient.PathEndpoints, a.serveEndpoints)
+	mux.HandleFunc("GET "+agentclient.PathMonitor, a.serveMonitor)
+	mux.HandleFunc("POST "+agentclient.PathTrace, a.serveTrace)
 	return mux
 }
 
@@ -107,15 +107,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, agentapi.Error{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, status, agentclient.Error{Error: fmt.Sprintf(format, args...)})
 }
 
 // APIEndpoints is the endpoint table in the API's terms.
-func (a *Agent) APIEndpoints() []agentapi.Endpoint {
+func (a *Agent) APIEndpoints() []agentclient.Endpoint {
 	eps := a.Endpoints()
-	out := make([]agentapi.Endpoint, 0, len(eps))
+	out := make([]agentclient.Endpoint, 0, len(eps))
 	for _, e := range eps {
-		ae := agentapi.Endpoint{
+		ae := agentclient.Endpoint{
 			ID: e.ID, Namespace: e.Namespace, Pod: e.Name, IP: e.IP.String(),
 			Identity: uint32(e.Identity), State: e.State,
 			IngressEnforced: e.Flags&bpf.FlagEnforceIngress != 0,
@@ -159,12 +159,13 @@ func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if lost := sub.Lost(); lost > reported {
-				if enc.Encode(agentapi.MonitorLine{Event: lostNotice(a.cfg.NodeName), Lost: lost - reported}) != nil {
+				notice := agentclient.Event{Time: time.Now(), Node: a.cfg.NodeName, Type: agentclient.TypeLost}
+				if enc.Encode(agentclient.MonitorLine{Event: notice, Lost: lost - reported}) != nil {
 					return
 				}
 				reported = lost
 			}
-			if enc.Encode(agentapi.MonitorLine{Event: ev}) != nil {
+			if enc.Encode(agentclient.MonitorLine{Event: wireEvent(ev)}) != nil {
 				return
 			}
 			// Flush when the backlog is drained, not per event.
@@ -179,7 +180,7 @@ func (a *Agent) serveMonitor(w http.ResponseWriter, r *http.Request) {
 // to addresses first (a pod by name or by labels must be one the agent
 // knows), so the trace never adds endpoints to the running engine.
 func (a *Agent) serveTrace(w http.ResponseWriter, r *http.Request) {
-	var req agentapi.TraceRequest
+	var req agentclient.TraceRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -195,7 +196,7 @@ func (a *Agent) serveTrace(w http.ResponseWriter, r *http.Request) {
 }
 
 // Trace runs a live trace; status is the HTTP status for an error.
-func (a *Agent) Trace(req agentapi.TraceRequest) (resp *agentapi.TraceResponse, status int, err error) {
+func (a *Agent) Trace(req agentclient.TraceRequest) (resp *agentclient.TraceResponse, status int, err error) {
 	if req.Port == 0 && req.Proto != policy.ProtoICMP && req.Proto != policy.ProtoICMPv6 {
 		return nil, http.StatusBadRequest, errors.New("port: 0 is not a port")
 	}
@@ -209,29 +210,20 @@ func (a *Agent) Trace(req agentapi.TraceRequest) (resp *agentapi.TraceResponse, 
 	}
 	tr, err := a.repo.Trace(policy.TraceRequest{
 		Src: srcPeer, Dst: dstPeer, Proto: req.Proto, Port: req.Port,
-		HTTP: req.HTTP, Kafka: req.Kafka, DNS: req.DNS, SNI: req.SNI,
+		HTTP: engineHTTPRequest(req.HTTP), Kafka: engineKafkaRequest(req.Kafka), DNS: req.DNS, SNI: req.SNI,
 	})
 	if err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("tracing: %w", err)
 	}
 	mode, audit := a.repo.Mode()
-	resp = &agentapi.TraceResponse{Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst, Result: tr}
-	// The compiled L7 rules do not travel: keep their parser only.
-	strip := func(d *policy.Decision) *l7.Parser {
-		if d.L7 == nil {
-			return nil
-		}
-		p := d.L7.Parser
-		d.L7 = nil
-		return &p
-	}
-	resp.EgressParser = strip(&tr.Egress.Decision)
-	resp.IngressParser = strip(&tr.Ingress.Decision)
-	return resp, http.StatusOK, nil
+	return &agentclient.TraceResponse{
+		Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst,
+		Result: wireTraceResult(tr),
+	}, http.StatusOK, nil
 }
 
 // resolvePeer turns a live trace peer into an address or entity.
-func (a *Agent) resolvePeer(p agentapi.TracePeer) (agentapi.ResolvedPeer, policy.TracePeer, error) {
+func (a *Agent) resolvePeer(p agentclient.TracePeer) (agentclient.ResolvedPeer, policy.TracePeer, error) {
 	set := 0
 	for _, given := range []bool{p.Pod != "", p.Labels != nil, p.IP != "", p.Entity != ""} {
 		if given {
@@ -239,35 +231,35 @@ func (a *Agent) resolvePeer(p agentapi.TracePeer) (agentapi.ResolvedPeer, policy
 		}
 	}
 	if set != 1 {
-		return agentapi.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address or an entity")
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address or an entity")
 	}
 	switch {
 	case p.Entity != "":
 		if _, ok := policy.ReservedIdentityByName(p.Entity); !ok {
-			return agentapi.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("unknown entity %q", p.Entity)
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("unknown entity %q", p.Entity)
 		}
-		return agentapi.ResolvedPeer{Kind: "entity", Value: p.Entity}, policy.TracePeer{Entity: p.Entity}, nil
+		return agentclient.ResolvedPeer{Kind: "entity", Value: p.Entity}, policy.TracePeer{Entity: p.Entity}, nil
 	case p.IP != "":
 		ip, err := netip.ParseAddr(p.IP)
 		if err != nil {
-			return agentapi.ResolvedPeer{}, policy.TracePeer{}, err
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, err
 		}
-		return agentapi.ResolvedPeer{Kind: "ip", Value: ip.String()}, policy.TracePeer{IP: ip}, nil
+		return agentclient.ResolvedPeer{Kind: "ip", Value: ip.String()}, policy.TracePeer{IP: ip}, nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	key := p.Pod
 	if p.Labels != nil {
 		var err error
-		if key, err = a.podByLabelsLocked(p.Labels); err != nil {
-			return agentapi.ResolvedPeer{}, policy.TracePeer{}, err
+		if key, err = a.podByLabelsLocked(engineLabels(p.Labels)); err != nil {
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, err
 		}
 	}
 	rec := a.pods[key]
 	if rec == nil {
-		return agentapi.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("pod %q: not a running pod with an IPv4 address that the agent on node %s knows", key, a.cfg.NodeName)
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("pod %q: not a running pod with an IPv4 address that the agent on node %s knows", key, a.cfg.NodeName)
 	}
-	return agentapi.ResolvedPeer{Kind: "pod", Value: key + " (" + rec.ip.String() + ")"}, policy.TracePeer{IP: rec.ip}, nil
+	return agentclient.ResolvedPeer{Kind: "pod", Value: key + " (" + rec.ip.String() + ")"}, policy.TracePeer{IP: rec.ip}, nil
 }
 
 // podByLabelsLocked picks the pod that has every label of ls: a local pod
@@ -306,4 +298,127 @@ func (a *Agent) podByLabelsLocked(ls policy.Labels) (string, error) {
 		return matches[i] < matches[j]
 	})
 	return matches[0], nil
+}
+
+// The conversions between the engine's types and the API's wire types
+// (package agentclient). They are written out field by field on purpose:
+// a change to an engine type must be met here, and the wire format stays
+// what agentclient's golden files pin.
+
+// wireEvent is a flow event as the monitor stream carries it.
+func wireEvent(e monitor.Event) agentclient.Event {
+	out := agentclient.Event{
+		Time: e.Time, Node: e.Node, Type: e.Type, Verdict: e.Verdict, Reason: e.Reason,
+		Direction: e.Direction, Protocol: e.Protocol,
+		Source: wireFlowEndpoint(e.Source), Destination: wireFlowEndpoint(e.Destination),
+		Policy: e.Policy,
+	}
+	if l := e.L7; l != nil {
+		out.L7 = &agentclient.FlowL7{
+			Protocol: l.Protocol, Method: l.Method, Path: l.Path, Host: l.Host,
+			Status: l.Status, GRPCStatus: l.GRPCStatus, Latency: l.Latency,
+		}
+	}
+	return out
+}
+
+func wireFlowEndpoint(e monitor.Endpoint) agentclient.FlowEndpoint {
+	return agentclient.FlowEndpoint{
+		IP: e.IP, Port: e.Port, Identity: e.Identity,
+		Namespace: e.Namespace, Pod: e.Pod, Labels: e.Labels,
+	}
+}
+
+// wireTraceResult is a trace as the API sends it. Each side's compiled L7
+// policy is reduced to its parser.
+func wireTraceResult(tr *policy.TraceResult) *agentclient.TraceResult {
+	return &agentclient.TraceResult{
+		Src: wireIdentity(tr.Src), Dst: wireIdentity(tr.Dst),
+		Egress: wireTraceSide(&tr.Egress), Ingress: wireTraceSide(&tr.Ingress),
+		Verdict: tr.Verdict,
+	}
+}
+
+func wireIdentity(id *policy.Identity) *agentclient.Identity {
+	if id == nil {
+		return nil
+	}
+	out := &agentclient.Identity{ID: uint32(id.ID), Labels: wireLabels(id.Labels)}
+	for _, p := range id.Prefixes {
+		out.Prefixes = append(out.Prefixes, p.String())
+	}
+	return out
+}
+
+// wireLabels are the labels in a stable order (a Labels is a map).
+func wireLabels(ls policy.Labels) []agentclient.Label {
+	sorted := ls.Sorted()
+	out := make([]agentclient.Label, len(sorted))
+	for i, l := range sorted {
+		out[i] = agentclient.Label{Source: l.Source, Key: l.Key, Value: l.Value}
+	}
+	return out
+}
+
+func wireTraceSide(s *policy.TraceSide) agentclient.TraceSide {
+	out := agentclient.TraceSide{
+		Direction: s.Direction.String(), Endpoint: s.Endpoint, Applies: s.Applies, Enforced: s.Enforced,
+		Decision: wireDecision(&s.Decision), Audit: s.Audit, Verdict: s.Verdict,
+	}
+	for _, k := range s.SelectedBy {
+		out.SelectedBy = append(out.SelectedBy, wirePolicyRef(k))
+	}
+	if v := s.L7; v != nil {
+		out.L7 = &agentclient.L7Verdict{Parser: v.Parser, Allowed: v.Allowed, Rule: v.Rule, Reason: v.Reason, Actions: v.Actions}
+	}
+	return out
+}
+
+func wireDecision(d *policy.Decision) agentclient.Decision {
+	out := agentclient.Decision{
+		Verdict: d.Verdict.String(), Tier: d.Tier.String(), Rule: wireRuleRef(d.Rule),
+		DefaultDeny: d.DefaultDeny, Reason: d.Reason,
+	}
+	for _, r := range d.Rules {
+		out.Rules = append(out.Rules, wireRuleRef(r))
+	}
+	if d.L7 != nil {
+		out.Parser = d.L7.Parser.String()
+	}
+	if d.PassedBy != nil {
+		r := wireRuleRef(*d.PassedBy)
+		out.PassedBy = &r
+	}
+	return out
+}
+
+func wireRuleRef(r policy.RuleRef) agentclient.RuleRef {
+	return agentclient.RuleRef{Policy: wirePolicyRef(r.Policy), Path: r.Path}
+}
+
+func wirePolicyRef(k policy.PolicyKey) agentclient.PolicyRef {
+	return agentclient.PolicyRef{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name}
+}
+
+// engineLabels are a trace request's labels in the engine's terms.
+func engineLabels(ls []agentclient.Label) policy.Labels {
+	out := policy.Labels{}
+	for _, l := range ls {
+		out.Add(l.Source, l.Key, l.Value)
+	}
+	return out
+}
+
+func engineHTTPRequest(r *agentclient.HTTPRequest) *l7.HTTPRequest {
+	if r == nil {
+		return nil
+	}
+	return &l7.HTTPRequest{Method: r.Method, Path: r.Path, Host: r.Host, Header: http.Header(r.Header), ServerName: r.ServerName}
+}
+
+func engineKafkaRequest(r *agentclient.KafkaRequest) *l7.KafkaRequest {
+	if r == nil {
+		return nil
+	}
+	return &l7.KafkaRequest{APIKey: r.APIKey, APIVersion: r.APIVersion, ClientID: r.ClientID, Topics: r.Topics, ServerName: r.ServerName}
 }

@@ -10,11 +10,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"portcullis.dev/portcullis/agentapi"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"portcullis.dev/portcullis/agentclient"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 )
@@ -28,7 +32,7 @@ func TestMonitorStream(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+agentapi.PathMonitor, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+agentclient.PathMonitor, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -38,12 +42,12 @@ func TestMonitorStream(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	sc := bufio.NewScanner(resp.Body)
-	next := func() agentapi.MonitorLine {
+	next := func() agentclient.MonitorLine {
 		t.Helper()
 		if !sc.Scan() {
 			t.Fatalf("stream ended: %v", sc.Err())
 		}
-		var l agentapi.MonitorLine
+		var l agentclient.MonitorLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
@@ -75,7 +79,7 @@ func TestMonitorStream(t *testing.T) {
 	received, lost := 0, uint64(0)
 	for {
 		l := next()
-		if l.Type == agentapi.TypeLost {
+		if l.Type == agentclient.TypeLost {
 			lost += l.Lost
 			continue
 		}
@@ -175,5 +179,115 @@ func TestPodByLabels(t *testing.T) {
 		if got != tc.want || (err != nil) != (tc.want == "") {
 			t.Errorf("%s: got %q, %v; want %q", tc.labels, got, err, tc.want)
 		}
+	}
+}
+
+// TestMonitorWireEvent: a flow event reads the same on the monitor stream
+// as the engine's event marshals, so `portcullis monitor -o json` prints
+// what the event model says.
+func TestMonitorWireEvent(t *testing.T) {
+	grpc := 14
+	ev := monitor.Event{
+		Time: time.Date(2026, 1, 2, 13, 4, 5, 0, time.UTC), Node: "n1", Type: monitor.TypeL7, Verdict: monitor.VerdictDenied,
+		Reason: "http", Direction: "ingress", Protocol: "TCP",
+		Source:      monitor.Endpoint{IP: "10.244.0.3", Port: 40000, Identity: 300, Namespace: "default", Pod: "tiefighter", Labels: []string{"org=empire"}},
+		Destination: monitor.Endpoint{IP: "10.244.0.2", Port: 80, Identity: 301, Namespace: "default", Pod: "deathstar", Labels: []string{"class=deathstar"}},
+		Policy:      "TrafficPolicy default/rule1 spec.ingress[0]",
+		L7:          &monitor.L7{Protocol: "grpc", Method: "POST", Path: "/a.B/C", Host: "deathstar", Status: 200, GRPCStatus: &grpc, Latency: time.Millisecond},
+	}
+	for _, e := range []monitor.Event{ev, {Time: ev.Time, Type: monitor.TypePolicyVerdict, Verdict: monitor.VerdictDropped}} {
+		engine, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wire, err := json.Marshal(agentclient.MonitorLine{Event: wireEvent(e)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(wire) != string(engine) {
+			t.Errorf("monitor line\n%s\nwant the event as the engine marshals it\n%s", wire, engine)
+		}
+	}
+}
+
+// TestLiveTrace: a trace through the socket, with the client, carries the
+// engine's verdict, rules, identities and L7 parser in the API's terms.
+func TestLiveTrace(t *testing.T) {
+	repo := policy.NewRepository(policy.Options{})
+	ds, tie := netip.MustParseAddr("10.244.0.2"), netip.MustParseAddr("10.244.0.3")
+	repo.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: "deathstar", ServiceAccount: "default",
+		Labels: map[string]string{"org": "empire", "class": "deathstar"}, IPs: []netip.Addr{ds}})
+	repo.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: "tiefighter", ServiceAccount: "default",
+		Labels: map[string]string{"org": "empire", "class": "tiefighter"}, IPs: []netip.Addr{tie}})
+	sel := func(ls map[string]string) v1alpha1.EndpointSelector {
+		return v1alpha1.EndpointSelector{LabelSelector: metav1.LabelSelector{MatchLabels: ls}}
+	}
+	es := sel(map[string]string{"class": "deathstar"})
+	rule1 := &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "rule1"}, Spec: &v1alpha1.Rule{
+		EndpointSelector: &es,
+		Ingress: []v1alpha1.IngressRule{{
+			IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []v1alpha1.EndpointSelector{sel(map[string]string{"org": "empire"})}},
+			ToPorts: []v1alpha1.PortRule{{
+				Ports: []v1alpha1.PortProtocol{{Port: "80", Protocol: v1alpha1.ProtoTCP}},
+				Rules: &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "POST", Path: "/v1/request-landing"}}},
+			}},
+		}},
+	}}
+	if _, errs := repo.UpsertPolicy(rule1); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	a := &Agent{repo: repo, hub: monitor.NewHub(), cfg: Config{NodeName: "n1"}, pods: map[string]*podRecord{
+		"default/deathstar":  {ip: ds, local: true, labels: map[string]string{"org": "empire", "class": "deathstar"}},
+		"default/tiefighter": {ip: tie, local: true, labels: map[string]string{"org": "empire", "class": "tiefighter"}},
+	}}
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := listenAPI(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: a.APIHandler(), ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	c := agentclient.NewClient(sock)
+	resp, err := c.Trace(context.Background(), agentclient.TraceRequest{
+		Src:   agentclient.TracePeer{Labels: []agentclient.Label{{Source: policy.SourceK8s, Key: "class", Value: "tiefighter"}}},
+		Dst:   agentclient.TracePeer{Pod: "default/deathstar"},
+		Proto: policy.ProtoTCP, Port: 80,
+		HTTP: &agentclient.HTTPRequest{Method: "PUT", Path: "/v1/exhaust-port", Header: map[string][]string{"X-Has-Force": {"true"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Node != "n1" || resp.Mode != string(policy.ModeDefault) || resp.Src != (agentclient.ResolvedPeer{Kind: "pod", Value: "default/tiefighter (10.244.0.3)"}) ||
+		resp.Dst != (agentclient.ResolvedPeer{Kind: "pod", Value: "default/deathstar (10.244.0.2)"}) {
+		t.Errorf("response %+v", resp)
+	}
+	tr := resp.Result
+	if tr.Verdict != policy.VerdictDenied || tr.Src == nil || tr.Src.ID < 256 || tr.Dst == nil {
+		t.Fatalf("result %+v", tr)
+	}
+	if !slices.Contains(tr.Src.Labels, agentclient.Label{Source: policy.SourceK8s, Key: "class", Value: "tiefighter"}) {
+		t.Errorf("source identity labels %+v lack k8s:class=tiefighter", tr.Src.Labels)
+	}
+	if tr.Egress.Direction != "egress" || tr.Egress.Verdict != policy.VerdictAllowed || tr.Egress.Decision.Verdict != "allow" {
+		t.Errorf("egress %+v", tr.Egress)
+	}
+	in := tr.Ingress
+	wantRule := agentclient.RuleRef{Policy: agentclient.PolicyRef{Kind: "TrafficPolicy", Namespace: "default", Name: "rule1"}, Path: "spec.ingress[0]"}
+	if in.Direction != "ingress" || !in.Applies || !in.Enforced || in.Verdict != policy.VerdictDenied ||
+		in.Decision.Verdict != "redirect" || in.Decision.Tier != "namespace" || in.Decision.Parser != "http" ||
+		!strings.HasPrefix(in.Decision.Rule.Path, wantRule.Path) || in.Decision.Rule.Policy != wantRule.Policy ||
+		len(in.SelectedBy) != 1 || in.SelectedBy[0] != wantRule.Policy {
+		t.Errorf("ingress %+v", in)
+	}
+	if in.L7 == nil || in.L7.Parser != "http" || in.L7.Allowed {
+		t.Errorf("ingress L7 verdict %+v: want the http parser's denial", in.L7)
+	}
+
+	// A request the engine refuses is reported in the API's error body.
+	_, err = c.Trace(context.Background(), agentclient.TraceRequest{Src: agentclient.TracePeer{Entity: "moon"}, Dst: agentclient.TracePeer{Pod: "default/deathstar"}, Port: 80})
+	if err == nil || !strings.Contains(err.Error(), `source: unknown entity "moon"`) {
+		t.Errorf("trace from an unknown entity: %v", err)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"portcullis.dev/portcullis/agentapi"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -144,11 +143,6 @@ func (a *Agent) defaultDenyBy(epID uint32, d policy.Direction) string {
 		names[i] = k.String()
 	}
 	return strings.Join(names, ", ") + " (default deny)"
-}
-
-// lostNotice is the event part of a lost-events notice line.
-func lostNotice(node string) monitor.Event {
-	return monitor.Event{Time: time.Now(), Node: node, Type: agentapi.TypeLost}
 }
 
 // eventReader counts the datapath's events, passes them to Config.OnEvent

@@ -56,7 +56,7 @@ type Config struct {
 	// and before the event is published on the agent's monitor hub).
 	OnEvent func(bpf.Event)
 	// APISocket is the unix socket of the agent's local API (endpoint list,
-	// flow events, live trace: package agentapi); "" serves no API. Its
+	// flow events, live trace: package agentclient); "" serves no API. Its
 	// directory is created; a socket left by a dead agent is replaced.
 	APISocket string
 	// Ready, if set, is closed once the first full sync after start is done.

@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"portcullis.dev/portcullis/agentapi"
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/hack/localcluster"
@@ -43,11 +43,11 @@ func buildCLI(t *testing.T) string {
 // monitorFollower runs `portcullis monitor -o json` and collects its lines.
 type monitorFollower struct {
 	mu    sync.Mutex
-	lines []agentapi.MonitorLine
+	lines []agentclient.MonitorLine
 	bad   []string
 }
 
-func (m *monitorFollower) find(match func(agentapi.MonitorLine) bool) (agentapi.MonitorLine, bool) {
+func (m *monitorFollower) find(match func(agentclient.MonitorLine) bool) (agentclient.MonitorLine, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, l := range m.lines {
@@ -55,7 +55,7 @@ func (m *monitorFollower) find(match func(agentapi.MonitorLine) bool) (agentapi.
 			return l, true
 		}
 	}
-	return agentapi.MonitorLine{}, false
+	return agentclient.MonitorLine{}, false
 }
 
 func startMonitor(t *testing.T, cli, socket string) *monitorFollower {
@@ -76,7 +76,7 @@ func startMonitor(t *testing.T, cli, socket string) *monitorFollower {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var l agentapi.MonitorLine
+			var l agentclient.MonitorLine
 			m.mu.Lock()
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 				m.bad = append(m.bad, sc.Text())
@@ -142,7 +142,7 @@ func TestVisibility(t *testing.T) {
 
 	t.Run("endpoint list", func(t *testing.T) {
 		harness.Eventually(t, "endpoints ready", 10*time.Second, func() error {
-			var eps []agentapi.Endpoint
+			var eps []agentclient.Endpoint
 			if err := json.Unmarshal([]byte(run(t, cli, "endpoint", "list", "-o", "json", "--socket", e.apiSocket)), &eps); err != nil {
 				return err
 			}
@@ -184,7 +184,7 @@ func TestVisibility(t *testing.T) {
 			}
 			return true
 		}
-		deathstarSide := func(l agentapi.MonitorLine) bool {
+		deathstarSide := func(l agentclient.MonitorLine) bool {
 			return l.Destination.Pod == "deathstar" && l.Destination.Namespace == "empire" && l.Destination.Port == 80 &&
 				l.Destination.IP == deathstar.IP.String() && has(l.Destination.Labels, "org=empire", "class=deathstar")
 		}
@@ -198,7 +198,7 @@ func TestVisibility(t *testing.T) {
 			{"the xwing's drop", "DROPPED", xwing, []string{"org=alliance", "class=xwing"}, "TrafficPolicy empire/rule1 (default deny)"},
 		} {
 			harness.Eventually(t, c.what, 5*time.Second, func() error {
-				l, ok := mon.find(func(l agentapi.MonitorLine) bool {
+				l, ok := mon.find(func(l agentclient.MonitorLine) bool {
 					return l.Verdict == c.verdict && l.Source.Pod == c.src.Name && deathstarSide(l)
 				})
 				if !ok {
