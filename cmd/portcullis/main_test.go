@@ -518,3 +518,33 @@ func FuzzParseFlags(f *testing.F) {
 		_, _ = policy.ParseLabels(s)
 	})
 }
+
+// An empty peer list is valid (Cilium accepts it) but selects nobody, so
+// validate warns about it on stderr and still exits 0.
+func TestValidateWarnsEmptyPeerList(t *testing.T) {
+	stdout, stderr, code := run("policy", "validate", "-f", "testdata/warn/empty-peers.yaml")
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	if stdout != "1 document valid (1 CiliumNetworkPolicy)\n" {
+		t.Errorf("stdout = %q", stdout)
+	}
+	want := []string{
+		"warning: testdata/warn/empty-peers.yaml: document 1 (CiliumNetworkPolicy default/empty-peers): spec.ingress[0].fromEndpoints: an empty peer list selects no peer",
+		"warning: testdata/warn/empty-peers.yaml: document 1 (CiliumNetworkPolicy default/empty-peers): spec.egress[0].toFQDNs: an empty peer list selects no peer",
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("want %d warnings, got:\n%s", len(want), stderr)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+	// And the flow it seems to allow is denied.
+	stdout, _, _ = run("policy", "trace", "-f", "testdata/warn/empty-peers.yaml", "--src", "app=client", "--dst", "app=server", "--dport", "80")
+	if !strings.HasSuffix(stdout, "Final verdict: DENIED\n") {
+		t.Errorf("trace:\n%s", stdout)
+	}
+}

@@ -42,6 +42,7 @@ func runValidate(stdout, stderr io.Writer, files []string) error {
 		return &inputError{problems: problems}
 	}
 	printWarnings(stderr, res)
+	printLint(stderr, res)
 	if _, err := fmt.Fprintln(stdout, summary(res)); err != nil {
 		return inputErrorf("writing the summary: %v", err)
 	}
@@ -111,6 +112,16 @@ func plural(n int, one, many string) string {
 func printWarnings(stderr io.Writer, res *loader.Result) {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+}
+
+// printLint prints the engine's warnings about valid policies that are
+// almost always mistakes, such as an empty peer list, on stderr.
+func printLint(stderr io.Writer, res *loader.Result) {
+	for _, d := range res.Documents {
+		for _, w := range policy.Lint(d.Object) {
+			fmt.Fprintf(stderr, "warning: %s: %s\n", d.Source, w)
+		}
 	}
 }
 
