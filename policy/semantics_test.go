@@ -97,3 +97,87 @@ spec:
 		t.Errorf("ports-only rule: %s, want %s", v, allowed)
 	}
 }
+
+// "An L4-only allow makes the L7 rules on the same port moot" holds for
+// HTTP and Kafka only. A DNS port stays redirected and the DNS proxy
+// judges queries by that port's DNS rules alone: Cilium's redirect has
+// precedence in bpf/lib/policy.h (pkg/policy Test_MergeRules row 17), and
+// pkg/proxy UpdateRules hands only the DNS rules to CheckAllowed. With
+// serverNames, pkg/policy/rule.go mergePortProto makes all traffic to the
+// peer and port require TLS with an SNI from the union ("if any rule
+// requires SNI, then all traffic to that remote/port requires TLS").
+func TestL4AllowMakesOnlyHTTPMoot(t *testing.T) {
+	const head = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: moot
+spec:
+  endpointSelector:
+    matchLabels:
+      app: client
+  egress:
+`
+	const kubeDNS = "k8s-app=kube-dns,io.kubernetes.pod.namespace=kube-system"
+	dns := head + `  - toEndpoints:
+    - matchLabels:
+        k8s:io.kubernetes.pod.namespace: kube-system
+        k8s-app: kube-dns
+    toPorts:
+    - ports:
+      - port: "53"
+        protocol: UDP
+  - toEndpoints:
+    - matchLabels:
+        k8s:io.kubernetes.pod.namespace: kube-system
+        k8s-app: kube-dns
+    toPorts:
+    - ports:
+      - port: "53"
+        protocol: UDP
+      rules:
+        dns:
+        - matchPattern: "*.github.com"
+`
+	sni := head + `  - toEntities: [world]
+    toPorts:
+    - ports:
+      - port: "443"
+        protocol: TCP
+  - toEntities: [world]
+    toPorts:
+    - ports:
+      - port: "443"
+        protocol: TCP
+      serverNames: [api.github.com]
+`
+	http := head + `  - toEntities: [world]
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+  - toEntities: [world]
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: GET
+          path: /ok
+`
+	denied, allowed := policy.VerdictDenied, policy.VerdictAllowed
+	world := "ip:203.0.113.10"
+	runSemantics(t, []semanticsCase{
+		{"DNS rules stay in force", dns, []semanticsCheck{
+			{"allowed name", flow{src: "app=client", dst: kubeDNS, port: 53, proto: policy.ProtoUDP, dns: "api.github.com"}, allowed},
+			{"name outside the DNS rules", flow{src: "app=client", dst: kubeDNS, port: 53, proto: policy.ProtoUDP, dns: "example.com"}, denied},
+		}},
+		{"serverNames stay in force", sni, []semanticsCheck{
+			{"allowed SNI", flow{src: "app=client", dst: world, port: 443, sni: "api.github.com"}, allowed},
+			{"other SNI", flow{src: "app=client", dst: world, port: 443, sni: "example.com"}, denied},
+		}},
+		{"HTTP rules are moot", http, []semanticsCheck{
+			{"other path", flow{src: "app=client", dst: world, port: 80, http: "POST /other"}, allowed},
+		}},
+	})
+}
