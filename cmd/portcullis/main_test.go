@@ -104,6 +104,11 @@ var traceCases = []traceCase{
 	{"cilium-grpc-setaccesscode", []string{ciliumGRPC}, flowArgs("app=public-terminal", "app=cc-door-mgr", "50051", "--http", "POST /cloudcity.DoorManager/SetAccessCode"), policy.VerdictDenied},
 	{"dns-lookup", []string{dnsDir}, flowArgs(mediabot, kubeDNS, "53/UDP", "--dns", "api.github.com"), policy.VerdictAllowed},
 	{"dns-https-unresolved", []string{dnsDir}, []string{"--src", mediabot, "--dst-ip", "203.0.113.10", "--dport", "443", "--sni", "api.github.com"}, policy.VerdictDenied},
+	// --fqdn stands for the lookup the agent would have seen.
+	{"dns-https-resolved", []string{dnsDir}, []string{"--src", mediabot, "--dst-ip", "203.0.113.10", "--dport", "443", "--fqdn", "api.github.com=203.0.113.10,2001:db8::10"}, policy.VerdictAllowed},
+	{"sni-missing", []string{"testdata/sni.yaml"}, []string{"--src", "app=client", "--dst-ip", "203.0.113.10", "--dport", "443"}, policy.VerdictDenied},
+	{"sni-empty", []string{"testdata/sni.yaml"}, []string{"--src", "app=client", "--dst-ip", "203.0.113.10", "--dport", "443", "--sni", ""}, policy.VerdictDenied},
+	{"sni-allowed", []string{"testdata/sni.yaml"}, []string{"--src", "app=client", "--dst-ip", "203.0.113.10", "--dport", "443", "--sni", "api.github.com"}, policy.VerdictAllowed},
 	{"dns-wrong-parser", []string{dnsDir}, flowArgs(mediabot, kubeDNS, "53/UDP", "--http", "GET /"), policy.VerdictDenied},
 	{"audit-global", []string{starwars}, flowArgs(xwing, deathstar, "80", "--audit"), policy.VerdictAudited},
 	{"audit-namespace", []string{starwars + "/rule1.yaml", "testdata/audit-namespace.yaml"}, flowArgs(tiefighter, deathstar, "80", "--http", "PUT /v1/exhaust-port"), policy.VerdictAudited},
