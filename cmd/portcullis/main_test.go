@@ -281,8 +281,27 @@ func TestValidate(t *testing.T) {
 			f, _, _ := strings.Cut(l, ": ")
 			files[f] = true
 		}
-		if len(lines) != 8 || len(files) != 6 {
-			t.Errorf("want 8 problems in 6 files, got:\n%s", stderr)
+		if len(lines) != 10 || len(files) != 7 {
+			t.Errorf("want 10 problems in 7 files, got:\n%s", stderr)
+		}
+	})
+	// A schema problem does not hide an engine problem of the same
+	// document: both are reported at once.
+	t.Run("schema and engine problems together", func(t *testing.T) {
+		stdout, stderr, code := run("policy", "validate", "-f", "testdata/bad/schema-and-engine.yaml")
+		if code != exitInput || stdout != "" {
+			t.Fatalf("exit %d, stdout %q", code, stdout)
+		}
+		const src = "testdata/bad/schema-and-engine.yaml: document 1 (CiliumClusterwideNetworkPolicy two-problems): "
+		want := []string{src + "spec.ingress[0].toPorts[0].ports[0]: ", src + "spec.nodeSelector: Forbidden: host policies"}
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if len(lines) != len(want) {
+			t.Fatalf("want %d problems, got:\n%s", len(want), stderr)
+		}
+		for i, w := range want {
+			if !strings.HasPrefix(lines[i], w) {
+				t.Errorf("problem %d = %q, want prefix %q", i, lines[i], w)
+			}
 		}
 	})
 	for _, c := range []struct {
