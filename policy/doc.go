@@ -13,8 +13,9 @@
 //  1. the Admin tier, by ascending priority, first matching rule wins
 //     (Allow, Deny, or Pass to step 2);
 //  2. the namespace tier (TrafficPolicy, ClusterTrafficPolicy): a matching
-//     deny denies; a matching allow allows (with the union of its L7 rules,
-//     moot if an L4-only allow matches too); an endpoint selected in that
+//     deny denies; a matching allow allows (with the union of its L7 rules;
+//     an L4-only allow that matches too makes HTTP and Kafka rules moot,
+//     but not DNS rules or serverNames); an endpoint selected in that
 //     direction by a default-deny rule denies the rest;
 //  3. the Baseline tier, first matching rule wins;
 //  4. the enforcement mode: default allows, always denies; never skips

@@ -268,9 +268,22 @@ type peerSet struct {
 	sels []Selector
 	// named is true when the rule had any peer field at all.
 	named bool
+	// empty is true when some peer list is present but has no element
+	// (fromEndpoints: []): the rule then selects no peer at all, whatever
+	// its other lists say, as in Cilium.
+	empty bool
+}
+
+// noteEmpty records a peer list that is present but empty. A nil slice is
+// an absent field; decoding keeps `[]` as a non-nil empty slice.
+func (ps *peerSet) noteEmpty(present bool, n int) {
+	if present && n == 0 {
+		ps.empty, ps.named = true, true
+	}
 }
 
 func (c *compiler) endpointPeers(sels []v1alpha1.EndpointSelector, fld *field.Path, ps *peerSet) {
+	ps.noteEmpty(sels != nil, len(sels))
 	for i := range sels {
 		s, errs := peerSelector(&sels[i], c.ns, fld.Index(i))
 		c.errs = append(c.errs, errs...)
@@ -280,6 +293,8 @@ func (c *compiler) endpointPeers(sels []v1alpha1.EndpointSelector, fld *field.Pa
 }
 
 func (c *compiler) cidrPeers(cidrs []v1alpha1.CIDR, sets []v1alpha1.CIDRRule, cidrFld, setFld *field.Path, ps *peerSet) {
+	ps.noteEmpty(cidrs != nil, len(cidrs))
+	ps.noteEmpty(sets != nil, len(sets))
 	for i, cidr := range cidrs {
 		s, errs := newCIDRSelector(cidr, nil, cidrFld.Index(i))
 		if len(errs) > 0 {
@@ -304,6 +319,7 @@ func (c *compiler) cidrPeers(cidrs []v1alpha1.CIDR, sets []v1alpha1.CIDRRule, ci
 }
 
 func (c *compiler) entityPeers(ents []v1alpha1.Entity, fld *field.Path, ps *peerSet) {
+	ps.noteEmpty(ents != nil, len(ents))
 	for i, e := range ents {
 		switch e {
 		case v1alpha1.EntityAll, v1alpha1.EntityWorld, v1alpha1.EntityCluster, v1alpha1.EntityHost,
@@ -333,6 +349,7 @@ func (c *compiler) egressPeers(r *v1alpha1.EgressCommonRule, fqdns []v1alpha1.FQ
 	c.endpointPeers(r.ToEndpoints, fld.Child("toEndpoints"), &ps)
 	c.cidrPeers(r.ToCIDR, r.ToCIDRSet, fld.Child("toCIDR"), fld.Child("toCIDRSet"), &ps)
 	c.entityPeers(r.ToEntities, fld.Child("toEntities"), &ps)
+	ps.noteEmpty(r.ToServices != nil, len(r.ToServices))
 	for i, svc := range r.ToServices {
 		p := fld.Child("toServices").Index(i)
 		ref, errs := compileServiceRef(svc, c.ns, p)
@@ -345,6 +362,7 @@ func (c *compiler) egressPeers(r *v1alpha1.EgressCommonRule, fqdns []v1alpha1.FQ
 	if len(fqdns) > 0 && ps.named {
 		c.errs = append(c.errs, field.Invalid(fld.Child("toFQDNs"), "", "toFQDNs cannot be combined with other L3 selectors (toEndpoints, toCIDR, toCIDRSet, toEntities, toServices) in one rule"))
 	}
+	ps.noteEmpty(fqdns != nil, len(fqdns))
 	for i, f := range fqdns {
 		p := fld.Child("toFQDNs").Index(i)
 		m, key, errs := compileFQDN(f, p)
@@ -360,11 +378,16 @@ func (c *compiler) egressPeers(r *v1alpha1.EgressCommonRule, fqdns []v1alpha1.FQ
 // rulePeers checks the parts common to allow and deny rules and returns
 // the peers' selectors (nil for every peer); ok is false when the rule
 // selects nothing: an empty rule ({}), which selects the endpoint (default
-// deny) and allows nothing, as in Cilium, or one whose peers all failed to
-// compile (the errors are recorded).
+// deny) and allows nothing, as in Cilium; one with a present but empty
+// peer list (toEndpoints: []), which is not a ports-only wildcard but
+// selects no peer, as in Cilium; or one whose peers all failed to compile
+// (the errors are recorded).
 func (c *compiler) rulePeers(peers peerSet, hasPorts, hasICMPs bool, fld *field.Path) (sels []Selector, ok bool) {
 	if hasPorts && hasICMPs {
 		c.errs = append(c.errs, field.Invalid(fld.Child("icmps"), "", "toPorts and icmps cannot be combined in one rule"))
+		return nil, false
+	}
+	if peers.empty {
 		return nil, false
 	}
 	if !peers.named {

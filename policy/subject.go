@@ -305,28 +305,38 @@ admin:
 				withL7 = append(withL7, ru)
 			}
 		}
-		if len(l4) > 0 {
+		var pol *l7.Policy
+		var polErr error
+		if len(withL7) > 0 {
+			pol, polErr = ds.unionL7(withL7)
+		}
+		if len(l4) > 0 && (polErr != nil || !redirectBeatsL4(pol)) {
 			d := Decision{Verdict: Allow, Tier: TierNamespace, Rule: l4[0].ref, Reason: "allowed"}
 			for _, ru := range l4 {
 				d.Rules = append(d.Rules, ru.ref)
 			}
 			if len(withL7) > 0 {
-				d.Reason = "allowed; an L4 allow on the same port and peer makes the L7 rules of " + refsString(withL7) + " moot"
+				d.Reason = "allowed; an L4 allow on the same port and peer makes the HTTP/Kafka rules of " + refsString(withL7) + " moot"
 			}
 			return d
 		}
 		if len(withL7) > 0 {
-			pol, err := ds.unionL7(withL7)
 			d := Decision{Tier: TierNamespace, Rule: withL7[0].ref}
 			for _, ru := range withL7 {
 				d.Rules = append(d.Rules, ru.ref)
 			}
-			if err != nil {
+			if polErr != nil {
 				// Cilium rejects conflicting parsers; fail closed.
-				d.Verdict, d.Reason = Deny, "denied: "+err.Error()
+				d.Verdict, d.Reason = Deny, "denied: "+polErr.Error()
 				return d
 			}
 			d.Verdict, d.L7, d.Reason = Redirect, pol, "allowed at L4, subject to L7 rules"
+			switch {
+			case len(l4) > 0 && pol.Parser == l7.ParserDNS:
+				d.Reason = "allowed at L4, subject to the DNS rules of " + refsString(withL7) + " alone: an L4 allow on the same port and peer does not widen DNS rules"
+			case len(l4) > 0:
+				d.Reason = "allowed at L4 for TLS with a server name of " + refsString(withL7) + " only: when a rule on the port and peer requires SNI, all traffic there does"
+			}
 			return d
 		}
 		if ds.enforced {
@@ -349,6 +359,31 @@ admin:
 		return Decision{Verdict: Deny, Tier: TierDefault, DefaultDeny: true, Reason: "enforcement mode always: no rule allows the flow"}
 	}
 	return Decision{Verdict: Allow, Tier: TierDefault, Reason: "no policy selects the endpoint in this direction"}
+}
+
+// redirectBeatsL4 reports whether the L7 policy of a port keeps its
+// redirect when an L4-only rule also allows the peer and port. In Cilium
+// that is so for DNS rules: the redirect has precedence in the datapath
+// (bpf/lib/policy.h; pkg/policy Test_MergeRules row 17) and the DNS proxy
+// judges queries by the port's DNS rules alone (pkg/proxy UpdateRules and
+// CheckAllowed). It is so for serverNames too: "if any rule requires SNI,
+// then all traffic to that remote/port requires TLS" (pkg/policy/rule.go
+// mergePortProto). HTTP and Kafka rules are made moot by the L4 allow.
+func redirectBeatsL4(p *l7.Policy) bool {
+	if p == nil {
+		return false
+	}
+	switch p.Parser {
+	case l7.ParserDNS:
+		return true
+	case l7.ParserNone:
+		for _, c := range p.Conn {
+			if c != nil && len(c.ServerNames) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func refsString(rs []*rule) string {

@@ -189,17 +189,24 @@ func (r *Repository) traceSideLocked(d Direction, subject *Identity, key string,
 	return side
 }
 
-// evalL7 decides an L7 request under a redirect's policy. Without a
-// request of any kind it returns nil: the connection is allowed and each
-// request will be judged by the proxy.
+// evalL7 decides an L7 request under a redirect's policy. An empty SNI
+// is a connection without one: refused where every rule requires a server
+// name. Otherwise, without a request of any kind it returns nil: the
+// connection is allowed and each request will be judged by the proxy.
 func evalL7(p *l7.Policy, req TraceRequest) *L7Verdict {
 	given := req.HTTP != nil || req.Kafka != nil || req.DNS != "" || req.SNI != ""
-	if !given {
+	if !given && p.AllowsServerName("") {
 		return nil
 	}
 	v := &L7Verdict{Parser: p.Parser.String()}
+	if p.Parser == l7.ParserNone {
+		v.Parser = "tls"
+	}
 	if !p.AllowsServerName(req.SNI) {
 		v.Reason = fmt.Sprintf("TLS server name %q is not allowed", req.SNI)
+		if req.SNI == "" {
+			v.Reason = "the rule requires a TLS server name (serverNames); a connection without SNI is refused"
+		}
 		return v
 	}
 	kind := ""

@@ -104,6 +104,11 @@ var traceCases = []traceCase{
 	{"cilium-grpc-setaccesscode", []string{ciliumGRPC}, flowArgs("app=public-terminal", "app=cc-door-mgr", "50051", "--http", "POST /cloudcity.DoorManager/SetAccessCode"), policy.VerdictDenied},
 	{"dns-lookup", []string{dnsDir}, flowArgs(mediabot, kubeDNS, "53/UDP", "--dns", "api.github.com"), policy.VerdictAllowed},
 	{"dns-https-unresolved", []string{dnsDir}, []string{"--src", mediabot, "--dst-ip", "203.0.113.10", "--dport", "443", "--sni", "api.github.com"}, policy.VerdictDenied},
+	// --fqdn stands for the lookup the agent would have seen.
+	{"dns-https-resolved", []string{dnsDir}, []string{"--src", mediabot, "--dst-ip", "203.0.113.10", "--dport", "443", "--fqdn", "api.github.com=203.0.113.10,2001:db8::10"}, policy.VerdictAllowed},
+	{"sni-missing", []string{"testdata/sni.yaml"}, []string{"--src", "app=client", "--dst-ip", "203.0.113.10", "--dport", "443"}, policy.VerdictDenied},
+	{"sni-empty", []string{"testdata/sni.yaml"}, []string{"--src", "app=client", "--dst-ip", "203.0.113.10", "--dport", "443", "--sni", ""}, policy.VerdictDenied},
+	{"sni-allowed", []string{"testdata/sni.yaml"}, []string{"--src", "app=client", "--dst-ip", "203.0.113.10", "--dport", "443", "--sni", "api.github.com"}, policy.VerdictAllowed},
 	{"dns-wrong-parser", []string{dnsDir}, flowArgs(mediabot, kubeDNS, "53/UDP", "--http", "GET /"), policy.VerdictDenied},
 	{"audit-global", []string{starwars}, flowArgs(xwing, deathstar, "80", "--audit"), policy.VerdictAudited},
 	{"audit-namespace", []string{starwars + "/rule1.yaml", "testdata/audit-namespace.yaml"}, flowArgs(tiefighter, deathstar, "80", "--http", "PUT /v1/exhaust-port"), policy.VerdictAudited},
@@ -276,8 +281,27 @@ func TestValidate(t *testing.T) {
 			f, _, _ := strings.Cut(l, ": ")
 			files[f] = true
 		}
-		if len(lines) != 8 || len(files) != 6 {
-			t.Errorf("want 8 problems in 6 files, got:\n%s", stderr)
+		if len(lines) != 10 || len(files) != 7 {
+			t.Errorf("want 10 problems in 7 files, got:\n%s", stderr)
+		}
+	})
+	// A schema problem does not hide an engine problem of the same
+	// document: both are reported at once.
+	t.Run("schema and engine problems together", func(t *testing.T) {
+		stdout, stderr, code := run("policy", "validate", "-f", "testdata/bad/schema-and-engine.yaml")
+		if code != exitInput || stdout != "" {
+			t.Fatalf("exit %d, stdout %q", code, stdout)
+		}
+		const src = "testdata/bad/schema-and-engine.yaml: document 1 (CiliumClusterwideNetworkPolicy two-problems): "
+		want := []string{src + "spec.ingress[0].toPorts[0].ports[0]: ", src + "spec.nodeSelector: Forbidden: host policies"}
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if len(lines) != len(want) {
+			t.Fatalf("want %d problems, got:\n%s", len(want), stderr)
+		}
+		for i, w := range want {
+			if !strings.HasPrefix(lines[i], w) {
+				t.Errorf("problem %d = %q, want prefix %q", i, lines[i], w)
+			}
 		}
 	})
 	for _, c := range []struct {
@@ -478,4 +502,34 @@ func FuzzParseFlags(f *testing.F) {
 		_, _ = parseHTTP(s, s, []string{s})
 		_, _ = policy.ParseLabels(s)
 	})
+}
+
+// An empty peer list is valid (Cilium accepts it) but selects nobody, so
+// validate warns about it on stderr and still exits 0.
+func TestValidateWarnsEmptyPeerList(t *testing.T) {
+	stdout, stderr, code := run("policy", "validate", "-f", "testdata/warn/empty-peers.yaml")
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	if stdout != "1 document valid (1 CiliumNetworkPolicy)\n" {
+		t.Errorf("stdout = %q", stdout)
+	}
+	want := []string{
+		"warning: testdata/warn/empty-peers.yaml: document 1 (CiliumNetworkPolicy default/empty-peers): spec.ingress[0].fromEndpoints: an empty peer list selects no peer",
+		"warning: testdata/warn/empty-peers.yaml: document 1 (CiliumNetworkPolicy default/empty-peers): spec.egress[0].toFQDNs: an empty peer list selects no peer",
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("want %d warnings, got:\n%s", len(want), stderr)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want prefix %q", i, lines[i], w)
+		}
+	}
+	// And the flow it seems to allow is denied.
+	stdout, _, _ = run("policy", "trace", "-f", "testdata/warn/empty-peers.yaml", "--src", "app=client", "--dst", "app=server", "--dport", "80")
+	if !strings.HasSuffix(stdout, "Final verdict: DENIED\n") {
+		t.Errorf("trace:\n%s", stdout)
+	}
 }

@@ -28,6 +28,7 @@ type traceFlags struct {
 	kafka, kafkaClientID  string
 	kafkaAPIVersion       int16
 	dns, sni              string
+	fqdns                 []string
 	mode                  string
 	audit                 bool
 	output                string
@@ -50,6 +51,14 @@ type traceInput struct {
 	mode     policy.Mode
 	audit    bool
 	json     bool
+	// fqdns are DNS answers to record before the trace, from --fqdn.
+	fqdns []fqdnAnswer
+}
+
+// fqdnAnswer is one --fqdn NAME=IP[,IP...].
+type fqdnAnswer struct {
+	name string
+	ips  []netip.Addr
 }
 
 func newTraceCommand() *cobra.Command {
@@ -62,7 +71,14 @@ given by labels, addresses or entities) and explains, side by side, what
 the source's egress policy and the destination's ingress policy decide for
 the flow: at L4 (allow, deny or redirect to the proxy) and, for a
 redirected port, for the L7 request given by --http, --kafka, --dns or
---sni.
+--sni. A port whose rules require a TLS server name refuses a connection
+without one: without --sni (or with --sni '') the trace answers for such a
+connection.
+
+--fqdn NAME=IP[,IP...] records that NAME resolved to the addresses, as if
+the source had looked it up through an allowed DNS rule, so that toFQDNs
+rules select them: trace a --dst-ip with it to answer as the agent would
+after the lookup.
 
 LABELS is a comma-separated list of key=value (a k8s: prefix is optional).
 io.kubernetes.pod.namespace=NS puts the pod in namespace NS (default
@@ -118,7 +134,8 @@ files, 2 for a bad command line.`,
 	fl.StringVar(&f.kafkaClientID, "kafka-client-id", "", "client ID of the Kafka request")
 	fl.Int16Var(&f.kafkaAPIVersion, "kafka-api-version", 0, "API version of the Kafka request")
 	fl.StringVar(&f.dns, "dns", "", "DNS name looked up, for a port redirected to the DNS proxy")
-	fl.StringVar(&f.sni, "sni", "", "TLS server name (SNI) of the connection")
+	fl.StringVar(&f.sni, "sni", "", "TLS server name (SNI) of the connection; '' for a connection without one")
+	fl.StringArrayVar(&f.fqdns, "fqdn", nil, "DNS answer to assume, NAME=IP[,IP...], for toFQDNs rules; repeatable")
 	fl.StringVar(&f.mode, "mode", string(policy.ModeDefault), "enforcement mode: default (allow what no policy selects), always (deny it) or never (enforce nothing)")
 	fl.BoolVar(&f.audit, "audit", false, "global audit mode: report denials as AUDITED and allow the flow")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
@@ -185,13 +202,21 @@ func parseTraceFlags(cmd *cobra.Command, f *traceFlags) (*traceInput, error) {
 		in.req.DNS = strings.TrimSpace(f.dns)
 	}
 	if changed("sni") {
-		if strings.TrimSpace(f.sni) == "" {
-			return nil, errors.New("--sni: empty server name")
-		}
+		// --sni '' is a connection without SNI, the same as no --sni.
 		in.req.SNI = strings.TrimSpace(f.sni)
 		if in.req.HTTP != nil {
 			in.req.HTTP.ServerName = in.req.SNI
 		}
+	}
+	if f.live && changed("fqdn") {
+		return nil, errors.New("--live uses the DNS answers the agent has seen: --fqdn cannot be used with it")
+	}
+	for _, a := range f.fqdns {
+		ans, err := parseFQDN(a)
+		if err != nil {
+			return nil, fmt.Errorf("--fqdn %q: %w", a, err)
+		}
+		in.fqdns = append(in.fqdns, ans)
 	}
 	if in.mode, err = policy.ParseMode(f.mode); err != nil {
 		return nil, fmt.Errorf("--mode: %w", err)
@@ -320,6 +345,24 @@ func parseKafka(s string) (*l7.KafkaRequest, error) {
 	return req, nil
 }
 
+// parseFQDN parses NAME=IP[,IP...].
+func parseFQDN(s string) (fqdnAnswer, error) {
+	name, ips, ok := strings.Cut(s, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.TrimSpace(ips) == "" {
+		return fqdnAnswer{}, errors.New("want NAME=IP[,IP...]")
+	}
+	ans := fqdnAnswer{name: name}
+	for _, ip := range strings.Split(ips, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(ip))
+		if err != nil {
+			return fqdnAnswer{}, err
+		}
+		ans.ips = append(ans.ips, a)
+	}
+	return ans, nil
+}
+
 // runTrace loads the files, traces the flow and writes the explanation.
 func runTrace(stdout, stderr io.Writer, files []string, in *traceInput) error {
 	repo := policy.NewRepository(policy.Options{})
@@ -329,6 +372,9 @@ func runTrace(stdout, stderr io.Writer, files []string, in *traceInput) error {
 		return err
 	}
 	printWarnings(stderr, res)
+	for _, a := range in.fqdns {
+		repo.ObserveDNS(a.name, a.ips)
+	}
 	tr, err := repo.Trace(in.req)
 	if err != nil {
 		return inputErrorf("tracing: %v", err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
@@ -41,33 +43,62 @@ func runValidate(stdout, stderr io.Writer, files []string) error {
 		return &inputError{problems: problems}
 	}
 	printWarnings(stderr, res)
+	printLint(stderr, res)
 	if _, err := fmt.Fprintln(stdout, summary(res)); err != nil {
 		return inputErrorf("writing the summary: %v", err)
 	}
 	return nil
 }
 
-// validateEach completes a failed load's problems with the engine's: the
-// loader returns no documents when any file is bad, so each file that has
-// no loader problem is loaded and compiled alone.
+// validateEach completes a failed load's problems with the engine's. The
+// loader returns no documents when any file is bad, and none for a
+// document that fails the schema check, so each file is loaded again
+// without the schema check and compiled alone; engine problems at or
+// inside a field the load already reported are left out.
 func validateEach(l *loader.Loader, files []string, loadErr error) []string {
 	problems := loadProblems(loadErr)
-	bad := map[string]bool{}
+	type reported struct{ src, field string }
+	var seen []reported
 	if errs, ok := errors.AsType[loader.Errors](loadErr); ok {
 		for _, e := range errs {
-			bad[e.Source.File] = true
+			f := e.Field
+			if fe, ok := errors.AsType[*field.Error](e.Err); ok && f == "" {
+				f = fe.Field
+			}
+			seen = append(seen, reported{e.Source.String(), f})
 		}
 	}
+	covered := func(src, f string) bool {
+		for _, r := range seen {
+			if r.src == src && (r.field == f || strings.HasPrefix(f, r.field+".") || strings.HasPrefix(f, r.field+"[")) {
+				return true
+			}
+		}
+		return false
+	}
+	unchecked := *l
+	unchecked.Validate = nil
 	repo := policy.NewRepository(policy.Options{})
 	for _, f := range expandPaths(files) {
-		if f == "-" || bad[f] {
+		if f == "-" {
 			continue // standard input can be read only once
 		}
-		res, err := l.Load(f)
+		res, err := unchecked.Load(f)
 		if err != nil {
-			continue
+			continue // not decodable: the load's problems say why
 		}
-		problems = append(problems, compile(repo, res)...)
+		for _, d := range res.Documents {
+			if ns, ok := d.Object.(*corev1.Namespace); ok {
+				repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[AuditModeAnnotation] == "true")
+				continue
+			}
+			_, errs := repo.UpsertPolicy(d.Object)
+			for _, fe := range errs {
+				if !covered(d.Source.String(), fe.Field) {
+					problems = append(problems, fmt.Sprintf("%s: %s", d.Source, fe.Error()))
+				}
+			}
+		}
 	}
 	return problems
 }
@@ -110,5 +141,15 @@ func plural(n int, one, many string) string {
 func printWarnings(stderr io.Writer, res *loader.Result) {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+}
+
+// printLint prints the engine's warnings about valid policies that are
+// almost always mistakes, such as an empty peer list, on stderr.
+func printLint(stderr io.Writer, res *loader.Result) {
+	for _, d := range res.Documents {
+		for _, w := range policy.Lint(d.Object) {
+			fmt.Fprintf(stderr, "warning: %s: %s\n", d.Source, w)
+		}
 	}
 }

@@ -28,9 +28,13 @@ const MaxNameLength = 255
 //   - "*" inside a label matches any run, possibly empty, of DNS characters
 //     within that one label ("api*.example.com" matches "api.example.com"
 //     and "api-v2.example.com");
-//   - a leading "**." matches one or more whole labels ("**.cilium.io"
-//     matches "a.cilium.io" and "a.b.cilium.io" but not "cilium.io");
-//     elsewhere "**" is the same as "*".
+//   - "*" never matches a dot, and "**" is the same as "*": in a DNS rule
+//     or a toFQDNs pattern "**.cilium.io" matches "a.cilium.io" but not
+//     "a.b.cilium.io" (Cilium 1.18 pkg/fqdn/matchpattern turns each "*"
+//     into a run of DNS characters without dots);
+//   - only TLS server names (see [CompileServerName]) give a leading "**."
+//     its own meaning: one or more whole labels ("**.cilium.io" matches
+//     "a.cilium.io" and "a.b.cilium.io" but not "cilium.io").
 //
 // The zero NameMatcher matches nothing. A NameMatcher never panics.
 type NameMatcher struct {
@@ -39,7 +43,7 @@ type NameMatcher struct {
 	isPattern bool
 	// all is set for the lone "*".
 	all bool
-	// multi is set for a leading "**.".
+	// multi is set for a leading "**." in a server name.
 	multi bool
 	// labels are the lower-cased labels to match against the rightmost
 	// labels of a name; for a matchName they have no '*'.
@@ -59,7 +63,7 @@ func compileNameOrPattern(name, pattern string, fld *field.Path) (*NameMatcher, 
 	case name != "":
 		return compileMatchName(name, fld.Child("matchName"))
 	case pattern != "":
-		return compileMatchPattern(pattern, fld.Child("matchPattern"))
+		return compileMatchPattern(pattern, false, fld.Child("matchPattern"))
 	default:
 		return nil, field.ErrorList{field.Required(fld, "exactly one of matchName and matchPattern")}
 	}
@@ -73,13 +77,16 @@ func compileMatchName(name string, fld *field.Path) (*NameMatcher, field.ErrorLi
 	return &NameMatcher{src: name, labels: labels}, nil
 }
 
-func compileMatchPattern(pattern string, fld *field.Path) (*NameMatcher, field.ErrorList) {
+// compileMatchPattern compiles a pattern; multiLabel gives a leading "**."
+// the server-name meaning of one or more labels, which DNS patterns do not
+// have.
+func compileMatchPattern(pattern string, multiLabel bool, fld *field.Path) (*NameMatcher, field.ErrorList) {
 	if pattern == "*" || pattern == "*." {
 		return &NameMatcher{src: pattern, isPattern: true, all: true}, nil
 	}
 	m := &NameMatcher{src: pattern, isPattern: true}
 	rest := pattern
-	if r, ok := strings.CutPrefix(pattern, "**."); ok {
+	if r, ok := strings.CutPrefix(pattern, "**."); ok && multiLabel {
 		m.multi, rest = true, r
 	}
 	labels, detail := splitSpec(rest, true)
@@ -109,7 +116,7 @@ func splitSpec(s string, allowStar bool) ([]string, string) {
 			c := l[j]
 			if !isDNSChar(c) && !(allowStar && c == '*') {
 				if allowStar {
-					return nil, "labels may only hold the characters [-a-zA-Z0-9_*] (and \"**.\" only as a prefix)"
+					return nil, "labels may only hold the characters [-a-zA-Z0-9_*]"
 				}
 				return nil, "labels may only hold the characters [-a-zA-Z0-9_]"
 			}

@@ -23,10 +23,6 @@ func ciliumPatternRegex(pattern string) *regexp.Regexp {
 	p := asciiLower(strings.TrimSuffix(pattern, "."))
 	var b strings.Builder
 	b.WriteString("^")
-	if rest, ok := strings.CutPrefix(p, "**."); ok {
-		b.WriteString(`(` + label + `+\.)+`)
-		p = rest
-	}
 	for _, c := range p {
 		switch c {
 		case '*':
@@ -55,9 +51,6 @@ func hasEmptyLabel(pattern, name string) bool {
 
 // instantiate returns a name that pattern must match.
 func instantiate(pattern string) string {
-	if rest, ok := strings.CutPrefix(pattern, "**."); ok {
-		return "a.B." + strings.ReplaceAll(rest, "*", "x")
-	}
 	return strings.ReplaceAll(pattern, "*", "Q")
 }
 

@@ -32,7 +32,7 @@ func CompileServerName(pattern string, fld *field.Path) (*ServerNameMatcher, fie
 	if strings.Contains(rest, "*") {
 		return nil, field.ErrorList{field.Invalid(fld, pattern, `"*" is only allowed as a leading "*." or "**."`)}
 	}
-	m, errs := compileMatchPattern(pattern, fld)
+	m, errs := compileMatchPattern(pattern, true, fld)
 	if len(errs) > 0 {
 		return nil, errs
 	}

@@ -2,6 +2,8 @@ package loader
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -164,4 +166,20 @@ func findExtensions(path *field.Path, v any) []fieldErr {
 		}
 	}
 	return errs
+}
+
+// RefusedField is a Cilium rule field that the loader refuses by name.
+type RefusedField struct {
+	Name   string
+	Reason string
+}
+
+// RefusedCiliumFields lists the Cilium fields refused by name, sorted by
+// name, for documentation that must stay complete.
+func RefusedCiliumFields() []RefusedField {
+	out := make([]RefusedField, 0, len(unsupportedCiliumFields))
+	for _, k := range slices.Sorted(maps.Keys(unsupportedCiliumFields)) {
+		out = append(out, RefusedField{Name: k, Reason: unsupportedCiliumFields[k]})
+	}
+	return out
 }
