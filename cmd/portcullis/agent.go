@@ -198,6 +198,9 @@ func formatEvent(e monitor.Event) string {
 		if e.L7.GRPCStatus != nil {
 			fmt.Fprintf(&b, " grpc-status=%d", *e.L7.GRPCStatus)
 		}
+		if e.L7.Kafka != nil {
+			fmt.Fprintf(&b, " %s", e.L7.Kafka)
+		}
 	}
 	if e.Reason != "" {
 		fmt.Fprintf(&b, " reason=%s", e.Reason)
