@@ -15,7 +15,12 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require github.com/cilium/ebpf v0.22.0
+require (
+	github.com/cilium/ebpf v0.22.0
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1
+)
+
+require github.com/klauspost/compress v1.20.3 // indirect
 
 require (
 	cel.dev/expr v0.25.1 // indirect

@@ -5,7 +5,9 @@
 package monitor
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"portcullis.dev/portcullis/policy"
@@ -59,6 +61,20 @@ type L7 struct {
 	GRPCStatus *int `json:"grpcStatus,omitempty"`
 	// Latency is from the request's first byte to the response's headers.
 	Latency time.Duration `json:"latency,omitempty"`
+	// Kafka describes a Kafka request.
+	Kafka *Kafka `json:"kafka,omitempty"`
+}
+
+// Kafka is what an event shows of one Kafka request.
+type Kafka struct {
+	// APIKey is the request's API key name ("produce", "fetch", ...).
+	APIKey     string `json:"apiKey"`
+	APIVersion int16  `json:"apiVersion"`
+	ClientID   string `json:"clientID,omitempty"`
+	// Topics are the topics the request names.
+	Topics []string `json:"topics,omitempty"`
+	// ErrorCode is the Kafka error code the proxy answered a denial with.
+	ErrorCode int16 `json:"errorCode,omitempty"`
 }
 
 // Event is one flow event.
@@ -106,4 +122,20 @@ func Labels(ls policy.Labels) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// String renders the request for one-line event formats:
+// "produce v9 client=rdkafka topics=a,b error=29".
+func (k *Kafka) String() string {
+	s := fmt.Sprintf("%s v%d", k.APIKey, k.APIVersion)
+	if k.ClientID != "" {
+		s += " client=" + k.ClientID
+	}
+	if len(k.Topics) > 0 {
+		s += " topics=" + strings.Join(k.Topics, ",")
+	}
+	if k.ErrorCode != 0 {
+		s += fmt.Sprintf(" error=%d", k.ErrorCode)
+	}
+	return s
 }

@@ -273,3 +273,52 @@ func (cp *ConnPolicy) DecideHTTP(req l7.HTTPRequest) HTTPDecision {
 	}
 	return d
 }
+
+// KafkaDecision is the verdict on one Kafka request across both sides.
+type KafkaDecision struct {
+	// Allowed: forward the request (possibly only because of audit mode).
+	Allowed bool
+	// Audited: some side denied it and audit mode let it through.
+	Audited bool
+	// DeniedBy is the side that denied (nil when allowed without audit).
+	DeniedBy *Side
+	// DeniedTopics are the request's topics that the denying side allows
+	// under no rule, sorted; empty when the API key itself is refused.
+	DeniedTopics []string
+	// Rule names the rule that allowed the request on the last side
+	// checked ("" when denied); RuleSide is that side.
+	Rule     string
+	RuleSide *Side
+}
+
+// DecideKafka judges one Kafka request with Cilium's semantics on every
+// redirected side (see l7.KafkaRules.Decide). A connection with Denied set
+// denies every request.
+func (cp *ConnPolicy) DecideKafka(req l7.KafkaRequest) KafkaDecision {
+	if cp.Denied != nil {
+		return KafkaDecision{DeniedBy: cp.Denied}
+	}
+	d := KafkaDecision{Allowed: true}
+	for i := range cp.Sides {
+		s := &cp.Sides[i]
+		var v l7.KafkaVerdict
+		if s.Decision.L7 != nil {
+			v = s.Decision.L7.Kafka.Decide(req)
+		}
+		if !v.Allowed {
+			if s.Audit {
+				if d.DeniedBy == nil {
+					d.DeniedBy, d.DeniedTopics = s, v.DeniedTopics
+				}
+				d.Audited = true
+				continue
+			}
+			return KafkaDecision{DeniedBy: s, DeniedTopics: v.DeniedTopics}
+		}
+		if v.Rule != nil {
+			d.Rule = v.Rule.Origin
+			d.RuleSide = s
+		}
+	}
+	return d
+}

@@ -31,7 +31,7 @@ const DefaultMaxConns = 16384
 // ConnServer serves one client connection of a protocol: it reads
 // requests from c, judges each under the connection's policy (resolved
 // for src→dst) and forwards or answers it; it closes c when done.
-// proxy/http's *Server is one.
+// proxy/http's and proxy/kafka's *Server are.
 type ConnServer interface {
 	ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort)
 }
@@ -43,6 +43,8 @@ type Options struct {
 	// HTTP serves connections whose parser is HTTP (HTTP/1.1, h2c, gRPC).
 	// Nil refuses them.
 	HTTP ConnServer
+	// Kafka serves connections whose parser is Kafka. Nil refuses them.
+	Kafka ConnServer
 	// Dial opens the upstream of a connection that is relayed without
 	// parsing (a redirected flow whose policy no longer redirects it).
 	// Nil refuses such connections.
@@ -287,6 +289,12 @@ func (p *Proxy) handle(c net.Conn) {
 			return
 		}
 		p.o.HTTP.ServeConn(p.ctx, newNoTimeWaitConn(c), src, dst)
+	case l7.ParserKafka:
+		if p.o.Kafka == nil {
+			refuse(monitor.VerdictError, "no Kafka proxy configured", "kafka", nil)
+			return
+		}
+		p.o.Kafka.ServeConn(p.ctx, newNoTimeWaitConn(c), src, dst)
 	case l7.ParserNone:
 		p.serveNone(c, cp, src, dst)
 	default:

@@ -81,16 +81,20 @@ type proxyFixture struct {
 // newProxyFixture serves a proxy on loopback; every connection stands for
 // the flow client:40000 → server:80 (the transparent view needs the
 // datapath; see transparent_test.go).
-func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error)) *proxyFixture {
+func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), kafka ...ConnServer) *proxyFixture {
 	t.Helper()
 	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{})}}
-	var err error
-	f.p, err = New(Options{
+	o := Options{
 		Resolver: &f.store, HTTP: f.srv, Record: f.ev.record, MaxConns: maxConns, Dial: dial,
 		Flow: func(net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(clientIP, 40000), netip.AddrPortFrom(serverIP, 80)
 		},
-	})
+	}
+	if len(kafka) > 0 {
+		o.Kafka = kafka[0]
+	}
+	var err error
+	f.p, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +162,7 @@ func TestProxyRefuses(t *testing.T) {
 		{name: "no snapshot", noSnap: true, verdict: monitor.VerdictError, reason: "no policy snapshot"},
 		{name: "L4 deny", yamls: []string{egressHTTP, ingressOtherPort}, verdict: monitor.VerdictDenied, reason: "denied at L4 by the ingress policy of default/server: default deny"},
 		{name: "parser conflict", yamls: []string{egressHTTP, ingressKafka}, verdict: monitor.VerdictError, reason: "needs http but"},
-		{name: "kafka not built", yamls: []string{ingressKafka}, verdict: monitor.VerdictError, reason: "the kafka proxy is not built yet"},
+		{name: "no kafka server", yamls: []string{ingressKafka}, verdict: monitor.VerdictError, reason: "no Kafka proxy configured"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,6 +179,25 @@ func TestProxyRefuses(t *testing.T) {
 				t.Errorf("event %+v", e)
 			}
 		})
+	}
+}
+
+// TestProxyDispatchesKafka: a connection whose parser is Kafka goes to the
+// Kafka server.
+func TestProxyDispatchesKafka(t *testing.T) {
+	ks := &echoServer{release: make(chan struct{})}
+	f := newProxyFixture(t, 0, nil, ks)
+	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, ingressKafka))
+	c := f.dial(t)
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, len("10.244.1.1:40000 10.244.1.2:80\n"))
+	if _, err := io.ReadFull(c, line); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(line); got != "10.244.1.1:40000 10.244.1.2:80\n" {
+		t.Errorf("kafka server saw %q", got)
 	}
 }
 
