@@ -554,22 +554,6 @@ func (h *h1conn) writeResponseHead(resp *response, chunked, closeConn bool) {
 	bw.WriteString("\r\n")
 }
 
-func hopByHopB(name []byte) bool {
-	switch len(name) {
-	case 2:
-		return asciiFold(name, "TE")
-	case 7:
-		return asciiFold(name, "Upgrade")
-	case 10:
-		return asciiFold(name, "Connection") || asciiFold(name, "Keep-Alive")
-	case 16:
-		return asciiFold(name, "Proxy-Connection")
-	case 17:
-		return asciiFold(name, "Transfer-Encoding")
-	}
-	return false
-}
-
 func (r *response) isDropped(name []byte) bool {
 	if asciiFold(name, "Content-Length") {
 		return false

@@ -373,13 +373,35 @@ func parseLength(v string) (int64, bool) {
 	return n, true
 }
 
-// hopByHop reports whether a request or response field is meaningful for
-// one connection only and is never forwarded as is. Transfer-Encoding is
-// among them because the proxy reframes bodies itself.
+// hopByHopFields are the fields meaningful for one connection only, never
+// forwarded as is, in both directions: the ones RFC 9110 §7.6.1 names
+// (Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding,
+// Upgrade) and HTTP2-Settings, which RFC 9113 §3.2.1 makes
+// connection-specific (it only accompanies an h2c upgrade of one hop).
+// Transfer-Encoding is also among them because the proxy reframes bodies
+// itself; the fields a Connection field names are dropped on top of these.
+// The names are canonical (textproto.CanonicalMIMEHeaderKey), the form
+// request field names are parsed into.
+var hopByHopFields = [...]string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade", "Http2-Settings"}
+
+// hopByHop reports whether a canonical request field name is one of
+// hopByHopFields.
 func hopByHop(name string) bool {
-	switch name {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade", "Http2-Settings":
-		return true
+	for _, h := range hopByHopFields {
+		if name == h {
+			return true
+		}
+	}
+	return false
+}
+
+// hopByHopB reports whether a response field name, in any case, is one of
+// hopByHopFields.
+func hopByHopB(name []byte) bool {
+	for _, h := range hopByHopFields {
+		if asciiFold(name, h) {
+			return true
+		}
 	}
 	return false
 }
