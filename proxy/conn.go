@@ -25,8 +25,8 @@ func resetConn(c net.Conn) {
 
 // noTimeWaitConn is a TCP connection of the proxy's that must not end in
 // TIME_WAIT in the node's namespace: a TIME_WAIT socket holding a pod's
-// address and port would capture a later direct flow on the same tuple
-// (DATAPATH-NOTES pitfall 6). Close therefore closes normally only when the
+// address and port would capture a later direct flow on the same tuple.
+// Close therefore closes normally only when the
 // peer closed first (then the peer holds the TIME_WAIT); otherwise it waits
 // (at most drainTimeout) until the peer has acknowledged every byte sent
 // and resets the connection, which loses nothing the peer has not already

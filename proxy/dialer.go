@@ -54,7 +54,7 @@ type Dialer struct {
 
 // DialContext connects to dst on behalf of the client src. The returned
 // connection resets instead of entering TIME_WAIT when the proxy closes it
-// first (DATAPATH-NOTES pitfall 6).
+// first.
 func (d *Dialer) DialContext(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if d.Transparent != nil && src.Addr().Unmap().Is4() == dst.Addr().Is4() && d.Transparent(src, dst) {

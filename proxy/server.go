@@ -95,8 +95,7 @@ func New(o Options) (*Proxy, error) {
 
 // ListenTransparent opens the TCP listener the datapath redirects to:
 // addr is normally 0.0.0.0:PORT (a listener on 127.0.0.1 is not found by
-// the datapath's socket lookup for other destinations, DATAPATH-NOTES
-// pitfall 3), with IP_TRANSPARENT so that it accepts connections for any
+// the datapath's socket lookup for other destinations), with IP_TRANSPARENT so that it accepts connections for any
 // destination address. It needs CAP_NET_ADMIN (or CAP_NET_RAW).
 func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {

@@ -411,7 +411,7 @@ func rawGet(p *pod, port int, dst netip.AddrPort, path string) (string, error) {
 // (Connection: close) without leaving a TIME_WAIT socket in the node's
 // namespace, so when the policy turns the port into a plain L4 allow, a
 // direct connection from the same client address and port goes through
-// at once (DATAPATH-NOTES pitfall 6: a TIME_WAIT socket would capture it).
+// at once (a TIME_WAIT socket would capture it).
 func TestTransparentNoTimeWait(t *testing.T) {
 	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
 	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}

@@ -1,5 +1,5 @@
 // Command agentbench measures the node agent against a real control plane
-// and the real kernel datapath (issue 4): the time from a policy or pod
+// and the real kernel datapath: the time from a policy or pod
 // change to the pinned BPF map holding the result, pod-to-pod throughput
 // with and without the programs, and the agent's memory with many
 // policies. It needs root. Run it through the scripts in bench/, which
