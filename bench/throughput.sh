@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # iperf3 between two pods with no programs attached, with the agent
-# enforcing an allow policy, and with no programs again (issue 4).
+# enforcing an allow policy, and with no programs again.
 #   sudo bench/throughput.sh                 # 10 s runs, 3 of each
 #   sudo bench/throughput.sh -duration 2s -reps 1
 source "$(dirname "$0")/lib.sh"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The L7 proxy benchmarks (issue 5), all in one run so that the ratios hold.
+# The L7 proxy benchmarks, all in one run so that the ratios hold.
 #
 #   sudo bench/proxy/run.sh            # prints the markdown tables on stdout
 #
