@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/policy"
 )
 
@@ -31,7 +32,7 @@ const (
 )
 
 // DefaultProxyPort is the proxy port of redirects when Options.ProxyPort is nil.
-const DefaultProxyPort = 15001
+const DefaultProxyPort = v1alpha1.DefaultProxyPort
 
 // EndpointFlags are an endpoint's switches in the endpoints map.
 type EndpointFlags uint32

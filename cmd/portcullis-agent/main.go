@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"portcullis.dev/portcullis/agentclient"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/proxy"
 )
@@ -50,8 +51,8 @@ func run() error {
 	flag.StringVar(&cfg.NodeName, "node-name", envOr("NODE_NAME", strings.ToLower(host)), "This node's name (default $NODE_NAME, else the host name).")
 	flag.StringVar(&cfg.EnforcementMode, "enforcement-mode", "default", "Enforcement mode: default, always or never.")
 	flag.BoolVar(&cfg.AuditMode, "audit-mode", false, "Report every denial as AUDITED and let the flow pass.")
-	flag.StringVar(&cfg.SecretsNamespace, "secrets-namespace", agent.DefaultSecretsNamespace, "Namespace of the TLS material copies.")
-	flag.StringVar(&cfg.SystemNamespace, "system-namespace", envOr("POD_NAMESPACE", agent.DefaultSystemNamespace), "Namespace of the agent's Lease (default $POD_NAMESPACE, else portcullis-system).")
+	flag.StringVar(&cfg.SecretsNamespace, "secrets-namespace", v1alpha1.DefaultSecretsNamespace, "Namespace of the TLS material copies.")
+	flag.StringVar(&cfg.SystemNamespace, "system-namespace", envOr("POD_NAMESPACE", v1alpha1.DefaultSystemNamespace), "Namespace of the agent's Lease (default $POD_NAMESPACE, else portcullis-system).")
 	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz; 0 disables them.")
 	flag.StringVar(&cfg.APISocket, "api-socket", agentclient.DefaultSocket, "Unix socket of the local API (portcullis endpoint list, monitor, policy trace --live); empty disables it.")
@@ -64,7 +65,7 @@ func run() error {
 		cfg.PolicyMapSize = n
 		return nil
 	})
-	flag.UintVar(&proxyPort, "proxy-port", agent.DefaultProxyPort, "Port of the proxy's transparent listener.")
+	flag.UintVar(&proxyPort, "proxy-port", v1alpha1.DefaultProxyPort, "Port of the proxy's transparent listener.")
 	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection).")
 	// The DNS proxy's settings: the packaging passes them already; they are
 	// validated here and take effect once the proxy runs in the agent.

@@ -69,8 +69,8 @@ func run() error {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint, e.g. :8443; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to authenticated and authorized callers only.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 disables them.")
-	flag.StringVar(&systemNamespace, "system-namespace", operator.DefaultSystemNamespace, "Namespace of the operator's and the agents' Leases.")
-	flag.StringVar(&secretsNamespace, "secrets-namespace", operator.DefaultSecretsNamespace, "Namespace that receives the copies of the secrets policies refer to.")
+	flag.StringVar(&systemNamespace, "system-namespace", v1alpha1.DefaultSystemNamespace, "Namespace of the operator's and the agents' Leases.")
+	flag.StringVar(&secretsNamespace, "secrets-namespace", v1alpha1.DefaultSecretsNamespace, "Namespace that receives the copies of the secrets policies refer to.")
 	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 30*time.Second, "How long reconcilers get to finish on shutdown.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -9,14 +9,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 )
-
-// AuditModeAnnotation on a Namespace puts every endpoint in it in audit
-// mode: denials are reported as AUDITED and the flow is allowed.
-const AuditModeAnnotation = "policy.portcullis.dev/audit-mode"
 
 // newLoader returns the loader every command uses: strict decoding plus
 // the CRD schema and CEL rules, as the API server would admit the objects.
@@ -44,7 +41,7 @@ func compile(repo *policy.Repository, res *loader.Result) []string {
 	var problems []string
 	for _, d := range res.Documents {
 		if ns, ok := d.Object.(*corev1.Namespace); ok {
-			repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[AuditModeAnnotation] == "true")
+			repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
 			continue
 		}
 		if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 )
@@ -89,7 +90,7 @@ func validateEach(l *loader.Loader, files []string, loadErr error) []string {
 		}
 		for _, d := range res.Documents {
 			if ns, ok := d.Object.(*corev1.Namespace); ok {
-				repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[AuditModeAnnotation] == "true")
+				repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
 				continue
 			}
 			_, errs := repo.UpsertPolicy(d.Object)

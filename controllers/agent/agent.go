@@ -15,19 +15,13 @@ import (
 	"portcullis.dev/portcullis/policy"
 )
 
-// Defaults of [Config].
+// Defaults of [Config]; the namespaces and the proxy port default to
+// v1alpha1's well-known ones.
 const (
-	DefaultSystemNamespace  = "portcullis-system"
-	DefaultSecretsNamespace = "portcullis-secrets"
-	DefaultBPFFS            = "/sys/fs/bpf"
-	DefaultProxyPort        = 15001
-	DefaultLeaseDuration    = 15 * time.Second
-	DefaultRenewInterval    = 5 * time.Second
+	DefaultBPFFS         = "/sys/fs/bpf"
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewInterval = 5 * time.Second
 )
-
-// AuditAnnotation on a Namespace turns its endpoints' denials into audited
-// allows.
-const AuditAnnotation = "policy.portcullis.dev/audit-mode"
 
 // Endpoint lifecycle states, as Cilium's, plus lockdown.
 const (

@@ -150,7 +150,7 @@ func (a *Agent) applyNamespace(ctx context.Context, name string) error {
 		// A deleted namespace has no pods left; its labels are moot.
 		return client.IgnoreNotFound(err)
 	}
-	a.repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[AuditAnnotation] == "true")
+	a.repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
 	a.kick()
 	return nil
 }

@@ -16,12 +16,6 @@ import (
 	"portcullis.dev/portcullis/policy"
 )
 
-// LeaseName is the name of the Lease an agent holds while it runs.
-func LeaseName(node string) string { return "portcullis-agent-" + node }
-
-// FieldManager is the agent's field manager for its status.nodes entries.
-func FieldManager(node string) string { return "portcullis-agent/" + node }
-
 // leaseHolder creates and renews the agent's Lease. It does not release it
 // on shutdown: the Lease expires on its own, and the operator stops
 // counting the agent then.
@@ -47,7 +41,7 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	secs := int32(a.cfg.LeaseDuration / time.Second)
 	holder := a.cfg.NodeName
 	var lease coordinationv1.Lease
-	key := client.ObjectKey{Namespace: a.cfg.SystemNamespace, Name: LeaseName(a.cfg.NodeName)}
+	key := client.ObjectKey{Namespace: a.cfg.SystemNamespace, Name: v1alpha1.AgentLeaseName(a.cfg.NodeName)}
 	err := a.direct.Get(ctx, key, &lease)
 	if apierrors.IsNotFound(err) {
 		lease = coordinationv1.Lease{
@@ -108,7 +102,7 @@ func (a *Agent) report(ctx context.Context) {
 			"metadata":   meta,
 			"status":     map[string]any{"nodes": []any{entry}},
 		}}
-		err := a.direct.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager(a.cfg.NodeName)), client.ForceOwnership)
+		err := a.direct.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.AgentFieldManager(a.cfg.NodeName)), client.ForceOwnership)
 		if err != nil {
 			if !apierrors.IsNotFound(err) && ctx.Err() == nil {
 				ctrl.Log.WithName("agent").Error(err, "reporting policy status", "policy", j.key.String())

@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -74,16 +75,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("agent: no node name")
 	}
 	if cfg.SystemNamespace == "" {
-		cfg.SystemNamespace = DefaultSystemNamespace
+		cfg.SystemNamespace = v1alpha1.DefaultSystemNamespace
 	}
 	if cfg.SecretsNamespace == "" {
-		cfg.SecretsNamespace = DefaultSecretsNamespace
+		cfg.SecretsNamespace = v1alpha1.DefaultSecretsNamespace
 	}
 	if cfg.BPFFS == "" {
 		cfg.BPFFS = DefaultBPFFS
 	}
 	if cfg.ProxyPort == 0 {
-		cfg.ProxyPort = DefaultProxyPort
+		cfg.ProxyPort = v1alpha1.DefaultProxyPort
 	}
 	if cfg.LeaseDuration == 0 {
 		cfg.LeaseDuration = DefaultLeaseDuration

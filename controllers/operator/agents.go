@@ -19,10 +19,6 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
 
-// AgentLeasePrefix prefixes the Lease each node agent holds in the system
-// namespace: "portcullis-agent-<node>".
-const AgentLeasePrefix = "portcullis-agent-"
-
 // AgentTracker knows the set of live node agents: those whose Lease
 // "portcullis-agent-<node>" in the system namespace was renewed within its
 // leaseDurationSeconds. Lease expiry is not an API event, so it polls its
@@ -69,7 +65,7 @@ func (t *AgentTracker) Live(ctx context.Context) ([]string, error) {
 	var live []string
 	for i := range leases.Items {
 		l := &leases.Items[i]
-		node, ok := strings.CutPrefix(l.Name, AgentLeasePrefix)
+		node, ok := strings.CutPrefix(l.Name, v1alpha1.AgentLeasePrefix)
 		if ok && node != "" && leaseAlive(l, now()) {
 			live = append(live, node)
 		}
@@ -149,7 +145,7 @@ func programmedCondition(gen int64, accepted bool, live []string, st *v1alpha1.P
 		return c
 	}
 	if len(live) == 0 {
-		c.Message = "no agent has reported: no live node agent (Lease " + AgentLeasePrefix + "<node>)"
+		c.Message = "no agent has reported: no live node agent (Lease " + v1alpha1.AgentLeasePrefix + "<node>)"
 		return c
 	}
 	reports := make(map[string]*v1alpha1.PolicyNodeStatus, len(st.Nodes))

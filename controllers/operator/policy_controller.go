@@ -26,9 +26,6 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
 
-// FieldOwner is the field manager of everything the operator writes.
-const FieldOwner = "portcullis-operator"
-
 // Limits: metav1.Condition's Message, events.k8s.io/v1 Event's note.
 const (
 	maxConditionMessage = 32768
@@ -101,7 +98,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if equality.Semantic.DeepEqual(before, st) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.Client.Status().Patch(ctx, obj, client.MergeFrom(orig), client.FieldOwner(FieldOwner)); err != nil {
+	if err := r.Client.Status().Patch(ctx, obj, client.MergeFrom(orig), client.FieldOwner(v1alpha1.OperatorFieldManager)); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, nil
 		}

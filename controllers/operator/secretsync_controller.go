@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
 
 // Labels and annotations on the copies in the secrets namespace.
@@ -105,7 +107,7 @@ func (r *SecretSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	desired := r.copyOf(&src, copyKey.Name)
 	if !haveCopy {
 		ctrl.LoggerFrom(ctx).Info("creating secret copy", "copy", copyKey)
-		err := r.Client.Create(ctx, desired, client.FieldOwner(FieldOwner))
+		err := r.Client.Create(ctx, desired, client.FieldOwner(v1alpha1.OperatorFieldManager))
 		if apierrors.IsAlreadyExists(err) {
 			// The cache is behind; the copy's create event brings us back.
 			return ctrl.Result{}, nil
@@ -138,7 +140,7 @@ func (r *SecretSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	maps.Copy(cp.Annotations, desired.Annotations)
 	ctrl.LoggerFrom(ctx).Info("updating secret copy", "copy", copyKey)
-	if err := r.Client.Patch(ctx, &cp, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), client.FieldOwner(FieldOwner)); err != nil {
+	if err := r.Client.Patch(ctx, &cp, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), client.FieldOwner(v1alpha1.OperatorFieldManager)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("updating copy %s: %w", copyKey, err)
 	}
 	return ctrl.Result{}, nil

@@ -44,7 +44,7 @@ func waitCopy(t *testing.T, ns, name, cert string) *corev1.Secret {
 	t.Helper()
 	var cp corev1.Secret
 	eventually(t, "copy of "+ns+"/"+name, func() error {
-		key := types.NamespacedName{Namespace: DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}
+		key := types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}
 		if err := k8s.Get(testCtx, key, &cp); err != nil {
 			return err
 		}
@@ -65,7 +65,7 @@ func waitCopy(t *testing.T, ns, name, cert string) *corev1.Secret {
 
 func noCopy(ns, name string) error {
 	var cp corev1.Secret
-	err := k8s.Get(testCtx, types.NamespacedName{Namespace: DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}, &cp)
+	err := k8s.Get(testCtx, types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}, &cp)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
@@ -134,7 +134,7 @@ func TestSecretSyncSameNamespace(t *testing.T) {
 
 func getCopy(ns, name string) (*corev1.Secret, error) {
 	var cp corev1.Secret
-	err := k8s.Get(testCtx, types.NamespacedName{Namespace: DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}, &cp)
+	err := k8s.Get(testCtx, types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}, &cp)
 	return &cp, err
 }
 

@@ -10,12 +10,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
-)
 
-// Default namespaces.
-const (
-	DefaultSystemNamespace  = "portcullis-system"
-	DefaultSecretsNamespace = "portcullis-secrets"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
 
 // Field indexes on the policy kinds.
@@ -26,10 +22,11 @@ const (
 
 // Options configure [Setup].
 type Options struct {
-	// SystemNamespace holds the agents' Leases; "" means portcullis-system.
+	// SystemNamespace holds the agents' Leases; "" means
+	// v1alpha1.DefaultSystemNamespace.
 	SystemNamespace string
 	// SecretsNamespace receives the secret copies; "" means
-	// portcullis-secrets.
+	// v1alpha1.DefaultSecretsNamespace.
 	SecretsNamespace string
 	// AgentPollInterval is how often the live agents are recomputed; zero
 	// means 2s.
@@ -44,10 +41,10 @@ type Options struct {
 // permitted; installing it later needs an operator restart.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if opts.SystemNamespace == "" {
-		opts.SystemNamespace = DefaultSystemNamespace
+		opts.SystemNamespace = v1alpha1.DefaultSystemNamespace
 	}
 	if opts.SecretsNamespace == "" {
-		opts.SecretsNamespace = DefaultSecretsNamespace
+		opts.SecretsNamespace = v1alpha1.DefaultSecretsNamespace
 	}
 	for _, k := range Kinds {
 		if err := mgr.GetFieldIndexer().IndexField(ctx, k.newObject(), indexSecretRef, func(o client.Object) []string {
@@ -92,7 +89,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("adding the agent tracker: %w", err)
 	}
 	for _, k := range Kinds {
-		r := &PolicyReconciler{Client: mgr.GetClient(), Kind: k, Recorder: mgr.GetEventRecorder(FieldOwner), Agents: tracker, grants: g}
+		r := &PolicyReconciler{Client: mgr.GetClient(), Kind: k, Recorder: mgr.GetEventRecorder(v1alpha1.OperatorFieldManager), Agents: tracker, grants: g}
 		if err := r.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the %s reconciler: %w", k.Name, err)
 		}

@@ -161,7 +161,7 @@ func TestAcceptedTransitions(t *testing.T) {
 
 func agentLease(node string, renewed time.Time) *coordinationv1.Lease {
 	return &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: DefaultSystemNamespace, Name: AgentLeasePrefix + node},
+		ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.DefaultSystemNamespace, Name: v1alpha1.AgentLeaseName(node)},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To(node),
 			LeaseDurationSeconds: ptr.To[int32](40),
@@ -184,7 +184,7 @@ func agentReport(t *testing.T, p client.Object, kind, node string, generation in
 		"metadata":   map[string]any{"name": p.GetName(), "namespace": p.GetNamespace()},
 		"status":     map[string]any{"nodes": []any{entry}},
 	}}
-	if err := k8s.Status().Apply(testCtx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("portcullis-agent/"+node), client.ForceOwnership); err != nil {
+	if err := k8s.Status().Apply(testCtx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.AgentFieldManager(node)), client.ForceOwnership); err != nil {
 		t.Fatalf("agent %s reporting: %v", node, err)
 	}
 }
@@ -252,7 +252,7 @@ func TestProgrammed(t *testing.T) {
 			managers[mf.Manager] = true
 		}
 	}
-	for _, m := range []string{"portcullis-agent/node-a", "portcullis-agent/node-b", FieldOwner} {
+	for _, m := range []string{v1alpha1.AgentFieldManager("node-a"), v1alpha1.AgentFieldManager("node-b"), v1alpha1.OperatorFieldManager} {
 		if !managers[m] {
 			t.Errorf("status field manager %s missing; have %v", m, managers)
 		}

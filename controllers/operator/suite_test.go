@@ -86,7 +86,7 @@ func runMain(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	testCtx = ctx
-	for _, ns := range []string{DefaultSystemNamespace, DefaultSecretsNamespace} {
+	for _, ns := range []string{v1alpha1.DefaultSystemNamespace, v1alpha1.DefaultSecretsNamespace} {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -103,7 +103,7 @@ func runMain(m *testing.M) int {
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
-				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{DefaultSystemNamespace: {}}},
+				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{v1alpha1.DefaultSystemNamespace: {}}},
 			},
 		},
 	})

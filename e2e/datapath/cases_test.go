@@ -22,7 +22,6 @@ import (
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
-	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/hack/localcluster"
 	"portcullis.dev/portcullis/policy"
@@ -56,7 +55,7 @@ func TestPolicyCases(t *testing.T) {
 		return p
 	}
 	// An annotated namespace is made before its pods.
-	auditNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "audited", Annotations: map[string]string{agent.AuditAnnotation: "true"}}}
+	auditNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "audited", Annotations: map[string]string{v1alpha1.AuditAnnotation: "true"}}}
 	if err := e.k8s.Create(ctx, auditNS); err != nil {
 		t.Fatal(err)
 	}

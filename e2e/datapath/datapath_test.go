@@ -34,7 +34,6 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
-	"portcullis.dev/portcullis/controllers/operator"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/hack/localcluster"
@@ -342,7 +341,7 @@ func TestStarWarsL3L4(t *testing.T) {
 	// Lease held.
 	var lease coordinationv1.Lease
 	harness.Eventually(t, "agent lease", 10*time.Second, func() error {
-		return k8s.Get(ctx, client.ObjectKey{Namespace: operator.DefaultSystemNamespace, Name: agent.LeaseName(c.NodeName())}, &lease)
+		return k8s.Get(ctx, client.ObjectKey{Namespace: v1alpha1.DefaultSystemNamespace, Name: v1alpha1.AgentLeaseName(c.NodeName())}, &lease)
 	})
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != c.NodeName() {
 		t.Errorf("lease holder %v, want %s", lease.Spec.HolderIdentity, c.NodeName())

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/config/crd"
 )
 
@@ -37,10 +38,10 @@ var (
 	GatewayIP = netip.MustParseAddr("10.244.0.1")
 )
 
-// Namespaces that Start creates.
+// Namespaces that Start creates: the operator's and the agents' defaults.
 const (
-	SystemNamespace  = "portcullis-system"
-	SecretsNamespace = "portcullis-secrets"
+	SystemNamespace  = v1alpha1.DefaultSystemNamespace
+	SecretsNamespace = v1alpha1.DefaultSecretsNamespace
 )
 
 // Errors callers may test for with errors.Is.

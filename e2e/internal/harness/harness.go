@@ -110,7 +110,7 @@ func StartOperator(t testing.TB, c *localcluster.Cluster) {
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{operator.DefaultSystemNamespace: {}}},
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{v1alpha1.DefaultSystemNamespace: {}}},
 		}},
 	})
 	if err != nil {
