@@ -34,7 +34,7 @@ func SetupProxyRouting() (teardown func() error, err error) {
 	}
 	rule := netlink.NewRule()
 	rule.Family = unix.AF_INET
-	rule.Mark = MarkToProxy
+	rule.Mark = uint32(MarkToProxy)
 	mask := uint32(MarkMask)
 	rule.Mask = &mask
 	rule.Table = ProxyRouteTable

@@ -167,7 +167,7 @@ func countProxyRules() (int, error) {
 	}
 	n := 0
 	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
+		if r.Mark == uint32(bpf.MarkToProxy) && r.Table == bpf.ProxyRouteTable {
 			n++
 		}
 	}

@@ -18,7 +18,7 @@ func proxyRuleExists() (bool, error) {
 		return false, err
 	}
 	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Mask != nil && *r.Mask == bpf.MarkMask && r.Table == bpf.ProxyRouteTable {
+		if r.Mark == uint32(bpf.MarkToProxy) && r.Mask != nil && *r.Mask == uint32(bpf.MarkMask) && r.Table == bpf.ProxyRouteTable {
 			return true, nil
 		}
 	}

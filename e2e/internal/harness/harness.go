@@ -141,7 +141,7 @@ func CountProxyRules(t testing.TB) int {
 	}
 	n := 0
 	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
+		if r.Mark == uint32(bpf.MarkToProxy) && r.Table == bpf.ProxyRouteTable {
 			n++
 		}
 	}
