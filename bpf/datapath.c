@@ -32,57 +32,85 @@ struct icmp_echo {
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-// Directions, numbered as policy.Direction.
-#define DIR_INGRESS 0
-#define DIR_EGRESS 1
+// The kernel ABI shared with Go. bpf2go generates the Go side of these
+// enums (-type in bpf/gen.go), so neither side can drift. Struct fields that
+// hold them stay fixed-width (__u8, __u32): an enum's size is the
+// compiler's choice, and the maps' layouts must not change with it.
 
-// Verdicts in the policy map, numbered as policy.Verdict.
-#define VERDICT_ALLOW 0
-#define VERDICT_DENY 1
-#define VERDICT_REDIRECT 2
+// Directions of a policy lookup (policy_key.dir, event.dir); bpf/abi.go
+// checks at compile time that policy.Direction numbers them the same.
+enum direction {
+	DIR_INGRESS = 0,
+	DIR_EGRESS = 1,
+};
 
-// Endpoint flags (bpf.EndpointFlags).
-#define EP_ENFORCE_INGRESS (1 << 0)
-#define EP_ENFORCE_EGRESS (1 << 1)
-#define EP_AUDIT (1 << 2)
-#define EP_LOCKDOWN (1 << 3)
+// Verdicts in the policy map (policy_value.verdict), numbered as
+// policy.Verdict (checked in bpf/abi.go).
+enum verdict {
+	VERDICT_ALLOW = 0,
+	VERDICT_DENY = 1,
+	VERDICT_REDIRECT = 2,
+};
+
+// Endpoint flags (endpoint_info.flags, bit flags; bpf.EndpointFlags).
+enum endpoint_flags {
+	EP_ENFORCE_INGRESS = 1 << 0,
+	EP_ENFORCE_EGRESS = 1 << 1,
+	EP_AUDIT = 1 << 2,
+	EP_LOCKDOWN = 1 << 3,
+};
 
 // Marks. MARK_TO_PROXY selects the ip rule that routes assigned packets to
 // the local table; MARK_FROM_PROXY is the SO_MARK of the proxy's upstream
 // sockets, whose packets are never redirected or policy-checked again.
-#define MARK_MASK 0xf00
-#define MARK_TO_PROXY 0x200
-#define MARK_FROM_PROXY 0xa00
+enum mark {
+	MARK_MASK = 0xf00,
+	MARK_TO_PROXY = 0x200,
+	MARK_FROM_PROXY = 0xa00,
+};
 
-// Reserved identity of addresses the ipcache does not know.
-#define IDENTITY_WORLD 2
+// Reserved identity of addresses the ipcache does not know
+// (policy.IdentityWorld, checked in bpf/abi.go).
+enum reserved_identity {
+	IDENTITY_WORLD = 2,
+};
 
-// Event verdicts (bpf.EventVerdict).
-#define EV_DROP 1
-#define EV_REDIRECT 2
-#define EV_AUDIT 3
-#define EV_ALLOW 4
+// Event verdicts (event.verdict; bpf.EventVerdict).
+enum event_verdict {
+	EV_DROP = 1,
+	EV_REDIRECT = 2,
+	EV_AUDIT = 3,
+	EV_ALLOW = 4,
+};
 
-// Event reasons (bpf.EventReason).
-#define REASON_POLICY 1
-#define REASON_NO_ENTRY 2
-#define REASON_LOCKDOWN 3
-#define REASON_UNKNOWN_SOURCE 4
-#define REASON_NO_PROXY 5
-#define REASON_REDIRECT_UNSUPPORTED 6
-#define REASON_UNKNOWN_DESTINATION 7
-#define REASON_NOT_IPV4 8
-#define REASON_NOT_ENFORCED 9
+// Event reasons (event.reason; bpf.EventReason).
+enum event_reason {
+	REASON_POLICY = 1,
+	REASON_NO_ENTRY = 2,
+	REASON_LOCKDOWN = 3,
+	REASON_UNKNOWN_SOURCE = 4,
+	REASON_NO_PROXY = 5,
+	REASON_REDIRECT_UNSUPPORTED = 6,
+	REASON_UNKNOWN_DESTINATION = 7,
+	REASON_NOT_IPV4 = 8,
+	REASON_NOT_ENFORCED = 9,
+};
 
-// Flow paths remembered in conntrack.
-#define PATH_DIRECT 0
-#define PATH_PROXIED 1
-#define PATH_PROXY_LEG 2
+// Flow paths remembered in conntrack (ct_value.path).
+enum ct_path {
+	PATH_DIRECT = 0,
+	PATH_PROXIED = 1,
+	PATH_PROXY_LEG = 2,
+};
 
-// The policy key's data bits: ep_id, identity and dir are always matched
-// whole (72 bits), then proto (8 bits; a key with prefixlen 72 covers every
-// protocol), then the port's leading bits.
-#define POLICY_FULL_PREFIX 96
+// The policy key's prefix lengths: ep_id, identity and dir are always
+// matched whole (72 bits: an entry for every protocol), then proto (8 bits:
+// an entry for every port), then the port's leading bits (16 bits).
+enum policy_prefix {
+	POLICY_PREFIX_ENTRY_SET = 32 + 32 + 8,
+	POLICY_PREFIX_PROTO = POLICY_PREFIX_ENTRY_SET + 8,
+	POLICY_PREFIX_FULL = POLICY_PREFIX_PROTO + 16,
+};
 
 struct ipcache_key {
 	__u32 prefixlen;
@@ -188,8 +216,21 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
-// For bpf2go -type.
-const struct event *unused_event __attribute__((unused));
+// For bpf2go -type: BTF has only the types that something refers to, and
+// the enums above are used as constants only. A pointer, so that .bss
+// stays one word; never read.
+const struct {
+	struct event event;
+	enum direction direction;
+	enum verdict verdict;
+	enum endpoint_flags endpoint_flags;
+	enum mark mark;
+	enum reserved_identity reserved_identity;
+	enum event_verdict event_verdict;
+	enum event_reason event_reason;
+	enum ct_path ct_path;
+	enum policy_prefix policy_prefix;
+} *unused_abi __attribute__((unused));
 
 struct flow {
 	__be32 saddr;
@@ -293,7 +334,7 @@ static __always_inline void policy_check(struct decision *d, struct endpoint_inf
 					 __u32 peer, struct flow *f)
 {
 	struct policy_key k = {
-		.prefixlen = POLICY_FULL_PREFIX,
+		.prefixlen = POLICY_PREFIX_FULL,
 		.ep_id = ep->ep_id,
 		.identity = peer,
 		.dir = dir,

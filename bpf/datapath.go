@@ -19,36 +19,8 @@ import (
 // DefaultPinPath is where the agent pins maps and links.
 const DefaultPinPath = "/sys/fs/bpf/portcullis"
 
-// Marks shared with the proxy and the routing setup.
-const (
-	// MarkMask is the part of skb->mark that Portcullis owns.
-	MarkMask = 0xf00
-	// MarkToProxy is set on packets assigned to a proxy socket; the ip rule
-	// that SetupProxyRouting adds routes them to the local table.
-	MarkToProxy = 0x200
-	// MarkFromProxy is the SO_MARK of the proxy's upstream sockets: their
-	// packets are neither redirected nor policy-checked again.
-	MarkFromProxy = 0xa00
-)
-
 // DefaultProxyPort is the proxy port of redirects when Options.ProxyPort is nil.
 const DefaultProxyPort = v1alpha1.DefaultProxyPort
-
-// EndpointFlags are an endpoint's switches in the endpoints map.
-type EndpointFlags uint32
-
-// The endpoint flags.
-const (
-	// FlagEnforceIngress looks up the ingress policy; without it every
-	// flow into the endpoint is allowed.
-	FlagEnforceIngress EndpointFlags = 1 << iota
-	// FlagEnforceEgress looks up the egress policy.
-	FlagEnforceEgress
-	// FlagAudit passes denied flows and reports them as AUDITED.
-	FlagAudit
-	// FlagLockdown drops every IP packet from and to the endpoint.
-	FlagLockdown
-)
 
 // ErrMapFull is returned by SyncEndpointPolicy when the endpoint's entries
 // do not fit in the policy map. The endpoint has then been put in lockdown.

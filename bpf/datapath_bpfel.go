@@ -23,6 +23,14 @@ type datapathCtKey struct {
 	Pad   [3]uint8
 }
 
+type datapathCtPath uint32
+
+const (
+	datapathCtPathPATH_DIRECT    datapathCtPath = 0
+	datapathCtPathPATH_PROXIED   datapathCtPath = 1
+	datapathCtPathPATH_PROXY_LEG datapathCtPath = 2
+)
+
 type datapathCtValue struct {
 	_         structs.HostLayout
 	Created   uint64
@@ -32,6 +40,22 @@ type datapathCtValue struct {
 	ProxyPort uint16
 	Pad       uint32
 }
+
+type datapathDirection uint32
+
+const (
+	datapathDirectionDIR_INGRESS datapathDirection = 0
+	datapathDirectionDIR_EGRESS  datapathDirection = 1
+)
+
+type datapathEndpointFlags uint32
+
+const (
+	datapathEndpointFlagsEP_ENFORCE_INGRESS datapathEndpointFlags = 1
+	datapathEndpointFlagsEP_ENFORCE_EGRESS  datapathEndpointFlags = 2
+	datapathEndpointFlagsEP_AUDIT           datapathEndpointFlags = 4
+	datapathEndpointFlagsEP_LOCKDOWN        datapathEndpointFlags = 8
+)
 
 type datapathEndpointInfo struct {
 	_       structs.HostLayout
@@ -59,11 +83,42 @@ type datapathEvent struct {
 	Pad         [6]uint8
 }
 
+type datapathEventReason uint32
+
+const (
+	datapathEventReasonREASON_POLICY               datapathEventReason = 1
+	datapathEventReasonREASON_NO_ENTRY             datapathEventReason = 2
+	datapathEventReasonREASON_LOCKDOWN             datapathEventReason = 3
+	datapathEventReasonREASON_UNKNOWN_SOURCE       datapathEventReason = 4
+	datapathEventReasonREASON_NO_PROXY             datapathEventReason = 5
+	datapathEventReasonREASON_REDIRECT_UNSUPPORTED datapathEventReason = 6
+	datapathEventReasonREASON_UNKNOWN_DESTINATION  datapathEventReason = 7
+	datapathEventReasonREASON_NOT_IPV4             datapathEventReason = 8
+	datapathEventReasonREASON_NOT_ENFORCED         datapathEventReason = 9
+)
+
+type datapathEventVerdict uint32
+
+const (
+	datapathEventVerdictEV_DROP     datapathEventVerdict = 1
+	datapathEventVerdictEV_REDIRECT datapathEventVerdict = 2
+	datapathEventVerdictEV_AUDIT    datapathEventVerdict = 3
+	datapathEventVerdictEV_ALLOW    datapathEventVerdict = 4
+)
+
 type datapathIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
 }
+
+type datapathMark uint32
+
+const (
+	datapathMarkMARK_MASK       datapathMark = 3840
+	datapathMarkMARK_TO_PROXY   datapathMark = 512
+	datapathMarkMARK_FROM_PROXY datapathMark = 2560
+)
 
 type datapathPolicyKey struct {
 	_         structs.HostLayout
@@ -75,6 +130,14 @@ type datapathPolicyKey struct {
 	Port      uint16
 }
 
+type datapathPolicyPrefix uint32
+
+const (
+	datapathPolicyPrefixPOLICY_PREFIX_ENTRY_SET datapathPolicyPrefix = 72
+	datapathPolicyPrefixPOLICY_PREFIX_PROTO     datapathPolicyPrefix = 80
+	datapathPolicyPrefixPOLICY_PREFIX_FULL      datapathPolicyPrefix = 96
+)
+
 type datapathPolicyValue struct {
 	_         structs.HostLayout
 	Verdict   uint8
@@ -83,18 +146,32 @@ type datapathPolicyValue struct {
 	RuleId    uint32
 }
 
+type datapathReservedIdentity uint32
+
+const (
+	datapathReservedIdentityIDENTITY_WORLD datapathReservedIdentity = 2
+)
+
+type datapathVerdict uint32
+
+const (
+	datapathVerdictVERDICT_ALLOW    datapathVerdict = 0
+	datapathVerdictVERDICT_DENY     datapathVerdict = 1
+	datapathVerdictVERDICT_REDIRECT datapathVerdict = 2
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	datapathMapConntrack   = "conntrack"
-	datapathMapEndpoints   = "endpoints"
-	datapathMapEvents      = "events"
-	datapathMapIpcache     = "ipcache"
-	datapathMapPolicy      = "policy"
-	datapathProgFromPod    = "from_pod"
-	datapathProgToPod      = "to_pod"
-	datapathVarUnusedEvent = "unused_event"
+	datapathMapConntrack = "conntrack"
+	datapathMapEndpoints = "endpoints"
+	datapathMapEvents    = "events"
+	datapathMapIpcache   = "ipcache"
+	datapathMapPolicy    = "policy"
+	datapathProgFromPod  = "from_pod"
+	datapathProgToPod    = "to_pod"
+	datapathVarUnusedAbi = "unused_abi"
 )
 
 // loadDatapath returns the embedded CollectionSpec for datapath.
@@ -158,7 +235,7 @@ type datapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathVariableSpecs struct {
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedAbi *ebpf.VariableSpec `ebpf:"unused_abi"`
 }
 
 // datapathObjects contains all objects after they have been loaded into the kernel.
@@ -202,7 +279,7 @@ func (m *datapathMaps) Close() error {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathVariables struct {
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	UnusedAbi *ebpf.Variable `ebpf:"unused_abi"`
 }
 
 // datapathPrograms contains all programs after they have been loaded into the kernel.

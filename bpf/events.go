@@ -12,19 +12,6 @@ import (
 	"portcullis.dev/portcullis/policy"
 )
 
-// EventVerdict is what the datapath did.
-type EventVerdict uint8
-
-// The event verdicts.
-const (
-	EventDrop     EventVerdict = 1
-	EventRedirect EventVerdict = 2
-	EventAudit    EventVerdict = 3
-	// EventAllow is a new flow that passed, reported once when its
-	// conntrack entry is created (not per packet).
-	EventAllow EventVerdict = 4
-)
-
 func (v EventVerdict) String() string {
 	switch v {
 	case EventDrop:
@@ -38,35 +25,6 @@ func (v EventVerdict) String() string {
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
-
-// EventReason says why.
-type EventReason uint8
-
-// The event reasons.
-const (
-	// ReasonPolicy: a policy entry decided (RuleID names the rule; for an
-	// allowed flow, the destination's ingress entry if that direction is
-	// enforced, else the source's egress entry).
-	ReasonPolicy EventReason = 1
-	// ReasonNoEntry: the direction is enforced but no policy is written.
-	ReasonNoEntry EventReason = 2
-	// ReasonLockdown: the endpoint is in lockdown.
-	ReasonLockdown EventReason = 3
-	// ReasonUnknownSource: a packet from a pod with another source address.
-	ReasonUnknownSource EventReason = 4
-	// ReasonNoProxy: a redirect found no proxy socket.
-	ReasonNoProxy EventReason = 5
-	// ReasonRedirectUnsupported: an ingress redirect for a source that is
-	// not a local pod (not implemented yet; dropped).
-	ReasonRedirectUnsupported EventReason = 6
-	// ReasonUnknownDestination: a packet into a veth whose pod is not recorded.
-	ReasonUnknownDestination EventReason = 7
-	// ReasonNotIPv4: IPv6 and other non-IPv4 packets (not implemented).
-	ReasonNotIPv4 EventReason = 8
-	// ReasonNotEnforced: an allowed flow that no enforced direction looked
-	// up (neither the source's egress nor the destination's ingress).
-	ReasonNotEnforced EventReason = 9
-)
 
 func (r EventReason) String() string {
 	switch r {

@@ -6,17 +6,6 @@ import (
 	"portcullis.dev/portcullis/policy"
 )
 
-// Policy map key layout (struct policy_key in datapath.c): after the LPM
-// prefix length come ep_id (32 bits), identity (32), dir (8) — always
-// matched whole — then proto (8) and the port (16, network order). An entry
-// for every protocol stops before proto; a port range becomes the prefixes
-// that cover it exactly.
-const (
-	policyPrefixEntrySet = 32 + 32 + 8 // endpoint, identity, direction
-	policyPrefixProto    = policyPrefixEntrySet + 8
-	policyPrefixFull     = policyPrefixProto + 16
-)
-
 // PortPrefix is a block of ports: the ports whose leading Bits bits equal
 // Port's (Port's other bits are zero).
 type PortPrefix struct {

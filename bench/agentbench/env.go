@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -65,7 +64,7 @@ func withEnv(ctx context.Context, verbose bool, f func(context.Context, *env) er
 	// The agent adds the proxy's ip rule only if it is missing and never
 	// removes it; adding it here (if missing) lets the teardown remove
 	// exactly what this run added.
-	before, err := countProxyRules()
+	before, err := bpf.CountProxyRules()
 	if err != nil {
 		return err
 	}
@@ -75,7 +74,7 @@ func withEnv(ctx context.Context, verbose bool, f func(context.Context, *env) er
 	}
 	undo = append(undo, func() error {
 		err := teardown()
-		if n, cerr := countProxyRules(); cerr == nil && n != before {
+		if n, cerr := bpf.CountProxyRules(); cerr == nil && n != before {
 			err = errors.Join(err, fmt.Errorf("%d proxy ip rules after the run, %d before", n, before))
 		}
 		return err
@@ -158,20 +157,6 @@ func (e *env) stopAgent() error {
 	err := e.agent.stop()
 	e.agent = nil
 	return err
-}
-
-func countProxyRules() (int, error) {
-	rules, err := netlink.RuleList(unix.AF_INET)
-	if err != nil {
-		return 0, fmt.Errorf("listing ip rules: %w", err)
-	}
-	n := 0
-	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
-			n++
-		}
-	}
-	return n, nil
 }
 
 // poll calls f every interval until it returns nil, an error other than

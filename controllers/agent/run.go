@@ -105,7 +105,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enabling ip_forward: %w", err)
 	}
-	if err := ensureProxyRouting(); err != nil {
+	// The teardown is not kept: redirects must keep working while the agent
+	// is away, as the pinned programs do.
+	if _, err := bpf.SetupProxyRouting(); err != nil {
 		return fmt.Errorf("proxy routing: %w", err)
 	}
 	port := cfg.ProxyPort

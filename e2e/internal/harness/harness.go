@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -135,15 +134,9 @@ func StartOperator(t testing.TB, c *localcluster.Cluster) {
 // kernel accepts duplicates, so a test compares counts before and after).
 func CountProxyRules(t testing.TB) int {
 	t.Helper()
-	rules, err := netlink.RuleList(unix.AF_INET)
+	n, err := bpf.CountProxyRules()
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range rules {
-		if r.Mark == bpf.MarkToProxy && r.Table == bpf.ProxyRouteTable {
-			n++
-		}
 	}
 	return n
 }
