@@ -461,7 +461,7 @@ assign:
 
 // assign_proxy_leg hands a reply on a proxy leg to the proxy's upstream
 // socket when the leg is bound to a local pod's address (the proxy keeps
-// the client's source address, notes pitfall 8): the reply is addressed to
+// the client's source address upstream): the reply is addressed to
 // that pod, and without the assignment the node would forward it there.
 static __always_inline void assign_proxy_leg(struct __sk_buff *skb, struct flow *f)
 {
