@@ -1,4 +1,4 @@
-package proxy
+package proxy_test
 
 import (
 	"context"
@@ -13,25 +13,26 @@ import (
 	"time"
 
 	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/proxy"
 )
 
-// events collects recorded events.
-type events struct {
+// eventLog collects recorded events.
+type eventLog struct {
 	mu  sync.Mutex
 	evs []monitor.Event
 	new chan struct{}
 }
 
-func newEvents() *events { return &events{new: make(chan struct{}, 100)} }
+func newEvents() *eventLog { return &eventLog{new: make(chan struct{}, 100)} }
 
-func (e *events) record(ev monitor.Event) {
+func (e *eventLog) record(ev monitor.Event) {
 	e.mu.Lock()
 	e.evs = append(e.evs, ev)
 	e.mu.Unlock()
 	e.new <- struct{}{}
 }
 
-func (e *events) wait(t *testing.T) monitor.Event {
+func (e *eventLog) wait(t *testing.T) monitor.Event {
 	t.Helper()
 	select {
 	case <-e.new:
@@ -71,9 +72,9 @@ func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.A
 }
 
 type proxyFixture struct {
-	store Store
-	p     *Proxy
-	ev    *events
+	store proxy.Store
+	p     *proxy.Proxy
+	ev    *eventLog
 	addr  string
 	srv   *echoServer
 }
@@ -85,7 +86,7 @@ func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, neti
 	t.Helper()
 	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{})}}
 	var err error
-	f.p, err = New(Options{
+	f.p, err = proxy.New(proxy.Options{
 		Resolver: &f.store, HTTP: f.srv, Record: f.ev.record, MaxConns: maxConns, Dial: dial,
 		Flow: func(net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(clientIP, 40000), netip.AddrPortFrom(serverIP, 80)
@@ -199,9 +200,7 @@ func TestProxyDispatchesHTTP(t *testing.T) {
 func TestProxyPanic(t *testing.T) {
 	f := newProxyFixture(t, 0, nil)
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressHTTP))
-	orig := logPanic
-	logPanic = func(any) {}
-	t.Cleanup(func() { logPanic = orig })
+	proxy.QuietPanics(t)
 	c := f.dial(t)
 	_, _ = io.WriteString(c, "panic")
 	wantReset(t, c)
