@@ -15,13 +15,11 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	corev1 "k8s.io/api/core/v1"
 
 	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/policy"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
 )
 
 // requireKernel skips unless the test runs as root on a kernel that loads
@@ -60,8 +58,7 @@ type testPod struct {
 }
 
 // testNet is a node namespace (standing in for the root namespace) and
-// pods joined to it by veth pairs, plumbed like hack/localcluster: the host
-// side has 10.244.0.1/32 and a /32 route to the pod.
+// pods joined to it by veth pairs (netnstest.Node).
 type testNet struct {
 	node netns.NsHandle
 	pods map[string]*testPod
@@ -70,55 +67,17 @@ type testNet struct {
 func newTestNet(t *testing.T, pods ...*testPod) *testNet {
 	t.Helper()
 	requireKernel(t)
-	tn := &testNet{node: netnstest.New(t), pods: map[string]*testPod{}}
-	nh, err := netlink.NewHandleAt(tn.node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	lo, err := nh.LinkByName("lo")
-	must(err)
-	must(nh.LinkSetUp(lo))
-	must(netnstest.Run(tn.node, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-	}))
-	host := netip.MustParseAddr(hostAddr)
+	ips := make([]netip.Addr, len(pods))
 	for i, p := range pods {
-		p.ns = netnstest.New(t)
-		ph, err := netlink.NewHandleAt(p.ns)
-		must(err)
-		la := netlink.NewLinkAttrs()
-		la.Name = fmt.Sprintf("lxc%d", i)
-		must(nh.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(p.ns))}))
-		hl, err := nh.LinkByName(la.Name)
-		must(err)
-		p.ifidx = hl.Attrs().Index
-		must(nh.AddrAdd(hl, &netlink.Addr{IPNet: ipnet(host, 32)}))
-		must(nh.LinkSetUp(hl))
-		must(nh.RouteAdd(&netlink.Route{LinkIndex: p.ifidx, Dst: ipnet(p.ip, 32), Scope: netlink.SCOPE_LINK}))
-		eth, err := ph.LinkByName("eth0")
-		must(err)
-		must(ph.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(p.ip, 32)}))
-		must(ph.LinkSetUp(eth))
-		plo, err := ph.LinkByName("lo")
-		must(err)
-		must(ph.LinkSetUp(plo))
-		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipnet(host, 32), Scope: netlink.SCOPE_LINK}))
-		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(host.AsSlice())}))
-		ph.Close()
+		ips[i] = p.ip
+	}
+	node, links := netnstest.Node(t, netip.MustParseAddr(hostAddr), ips...)
+	tn := &testNet{node: node, pods: map[string]*testPod{}}
+	for i, p := range pods {
+		p.ns, p.ifidx = links[i].NS, links[i].HostIfindex
 		tn.pods[p.name] = p
 	}
 	return tn
-}
-
-func ipnet(a netip.Addr, bits int) *net.IPNet {
-	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, 32)}
 }
 
 // listen opens a listener (tcp or udp) inside ns, closed on cleanup.
@@ -282,19 +241,7 @@ func newEngine(t *testing.T, pods []*testPod, yamls ...string) *engine {
 
 func (e *engine) apply(t *testing.T, y string) {
 	t.Helper()
-	var l loader.Loader
-	res, err := l.LoadBytes("test.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range res.Documents {
-		if _, ok := doc.Object.(*corev1.Namespace); ok {
-			continue
-		}
-		if _, errs := e.repo.UpsertPolicy(doc.Object); len(errs) > 0 {
-			t.Fatal(errs.ToAggregate())
-		}
-	}
+	policytest.Apply(t, e.repo, y)
 }
 
 // ruleID numbers rules in order of first use; the zero RuleRef (a

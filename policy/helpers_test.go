@@ -6,11 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
 )
 
 // load builds a repository from files and YAML snippets. Arguments that
@@ -19,26 +17,11 @@ func load(t testing.TB, mode policy.Mode, inputs ...string) *policy.Repository {
 	t.Helper()
 	r := policy.NewRepository(policy.Options{})
 	r.SetMode(mode, false)
-	var l loader.Loader
-	for i, in := range inputs {
-		var res *loader.Result
-		var err error
+	for _, in := range inputs {
 		if strings.Contains(in, "\n") {
-			res, err = l.LoadBytes("snippet"+string(rune('0'+i))+".yaml", []byte(in))
+			policytest.Apply(t, r, in)
 		} else {
-			res, err = l.Load(in)
-		}
-		if err != nil {
-			t.Fatalf("loading %q: %v", in, err)
-		}
-		for _, d := range res.Documents {
-			if ns, ok := d.Object.(*corev1.Namespace); ok {
-				r.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations["policy.portcullis.dev/audit-mode"] == "true")
-				continue
-			}
-			if _, errs := r.UpsertPolicy(d.Object); len(errs) > 0 {
-				t.Fatalf("%s: %v", d.Source, errs.ToAggregate())
-			}
+			policytest.ApplyFiles(t, r, in)
 		}
 	}
 	return r

@@ -1,4 +1,4 @@
-package proxy
+package proxy_test
 
 import (
 	"net/http"
@@ -6,11 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
+	"portcullis.dev/portcullis/proxy"
 )
 
 var (
@@ -23,110 +22,41 @@ var (
 // (app=server) pod in namespace default, applies the policies and returns
 // a snapshot whose local endpoints are the named pods. audit puts the
 // server in audit mode.
-func testSnapshot(t *testing.T, local []string, audit bool, yamls ...string) *Snapshot {
+func testSnapshot(t *testing.T, local []string, audit bool, yamls ...string) *proxy.Snapshot {
 	t.Helper()
 	repo := policy.NewRepository(policy.Options{})
 	repo.UpsertNamespace("default", nil, false)
-	pods := map[string]*policy.Endpoint{
-		"client": {Namespace: "default", Name: "client", Labels: map[string]string{"app": "client"}, IPs: []netip.Addr{clientIP}},
-		"server": {Namespace: "default", Name: "server", Labels: map[string]string{"app": "server"}, IPs: []netip.Addr{serverIP}, Audit: audit},
-	}
+	server := policytest.Pod("server", serverIP)
+	server.Audit = audit
+	pods := map[string]*policy.Endpoint{"client": policytest.Pod("client", clientIP), "server": server}
 	for _, ep := range pods {
 		repo.UpsertEndpoint(ep)
 	}
-	var l loader.Loader
-	for _, y := range yamls {
-		res, err := l.LoadBytes("test.yaml", []byte(y))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range res.Documents {
-			if _, ok := d.Object.(*corev1.Namespace); ok {
-				continue
-			}
-			if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {
-				t.Fatal(errs.ToAggregate())
-			}
-		}
-	}
-	s := &Snapshot{Revision: repo.Revision(), Endpoints: map[netip.Addr]*Endpoint{}, Identities: repo.IdentityOfIP}
+	policytest.Apply(t, repo, yamls...)
+	var eps []*policy.Endpoint
 	for _, name := range local {
-		ep := pods[name]
-		s.Endpoints[ep.IPs[0]] = &Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IPs[0], Policy: repo.EndpointPolicy(ep.Namespace, ep.Name)}
+		eps = append(eps, pods[name])
 	}
-	return s
+	return policytest.Snapshot(repo, eps...)
 }
 
-const (
-	egressHTTP = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: client-out, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: client}}
-  egress:
-  - toEndpoints: [{matchLabels: {app: server}}]
-    toPorts:
-    - ports: [{port: "80", protocol: TCP}]
-      rules:
-        http: [{method: GET, path: "/public.*"}, {method: GET, path: "/shared"}]
-`
-	egressL4 = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: client-out, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: client}}
-  egress:
-  - toEndpoints: [{matchLabels: {app: server}}]
-    toPorts:
-    - ports: [{port: "80", protocol: TCP}]
-`
-	ingressHTTP = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: server-in, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts:
-    - ports: [{port: "80", protocol: TCP}]
-      rules:
-        http:
-        - method: GET
-          path: "/shared"
-        - method: POST
-          path: "/submit"
-          headerMatches: [{mismatch: ADD, name: X-Checked, value: "yes"}]
-`
-	ingressOtherPort = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: server-in, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts:
-    - ports: [{port: "8080", protocol: TCP}]
-`
-	ingressKafka = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: server-in, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts:
-    - ports: [{port: "80", protocol: TCP}]
-      rules:
-        kafka: [{role: produce, topic: t}]
-`
+// The policies the cases combine: the client's egress and the server's
+// ingress on port 80, with HTTP rules, Kafka rules or none.
+var (
+	egressHTTP  = policytest.Egress("client-out", "80", `http: [{method: GET, path: "/public.*"}, {method: GET, path: "/shared"}]`)
+	egressL4    = policytest.Egress("client-out", "80", "")
+	ingressHTTP = policytest.Ingress("server-in", "80", `
+		http:
+		- method: GET
+		  path: "/shared"
+		- method: POST
+		  path: "/submit"
+		  headerMatches: [{mismatch: ADD, name: X-Checked, value: "yes"}]`)
+	ingressOtherPort = policytest.Ingress("server-in", "8080", "")
+	ingressKafka     = policytest.Ingress("server-in", "80", "kafka: [{role: produce, topic: t}]")
 )
 
-func get(path string) l7.HTTPRequest {
+func getReq(path string) l7.HTTPRequest {
 	return l7.HTTPRequest{Method: "GET", Path: path, Header: http.Header{}}
 }
 
@@ -157,8 +87,8 @@ func TestResolveAndDecideHTTP(t *testing.T) {
 			name: "egress only", local: []string{"client", "server"}, yamls: []string{egressHTTP},
 			sides: []policy.Direction{policy.Egress}, parser: l7.ParserHTTP,
 			reqs: []reqCase{
-				{req: get("/public/a"), allowed: true, rulePrefix: "TrafficPolicy default/client-out"},
-				{req: get("/private"), deniedBy: policy.Egress},
+				{req: getReq("/public/a"), allowed: true, rulePrefix: "TrafficPolicy default/client-out"},
+				{req: getReq("/private"), deniedBy: policy.Egress},
 				{req: l7.HTTPRequest{Method: "POST", Path: "/public", Header: http.Header{}}, deniedBy: policy.Egress},
 			},
 		},
@@ -166,8 +96,8 @@ func TestResolveAndDecideHTTP(t *testing.T) {
 			name: "ingress only", local: []string{"client", "server"}, yamls: []string{ingressHTTP},
 			sides: []policy.Direction{policy.Ingress}, parser: l7.ParserHTTP,
 			reqs: []reqCase{
-				{req: get("/shared"), allowed: true},
-				{req: get("/public/a"), deniedBy: policy.Ingress},
+				{req: getReq("/shared"), allowed: true},
+				{req: getReq("/public/a"), deniedBy: policy.Ingress},
 				{req: l7.HTTPRequest{Method: "POST", Path: "/submit", Header: http.Header{}}, allowed: true, actions: 1},
 			},
 		},
@@ -175,9 +105,9 @@ func TestResolveAndDecideHTTP(t *testing.T) {
 			name: "both sides redirect", local: []string{"client", "server"}, yamls: []string{egressHTTP, ingressHTTP},
 			sides: []policy.Direction{policy.Egress, policy.Ingress}, parser: l7.ParserHTTP,
 			reqs: []reqCase{
-				{req: get("/shared"), allowed: true},
+				{req: getReq("/shared"), allowed: true},
 				// Allowed by the egress side, refused by the ingress side.
-				{req: get("/public/a"), deniedBy: policy.Ingress},
+				{req: getReq("/public/a"), deniedBy: policy.Ingress},
 				// Refused by the egress side first.
 				{req: l7.HTTPRequest{Method: "POST", Path: "/submit", Header: http.Header{}}, deniedBy: policy.Egress},
 			},
@@ -186,43 +116,43 @@ func TestResolveAndDecideHTTP(t *testing.T) {
 			name: "one side allow, one redirect", local: []string{"client", "server"}, yamls: []string{egressL4, ingressHTTP},
 			sides: []policy.Direction{policy.Ingress}, parser: l7.ParserHTTP,
 			reqs: []reqCase{
-				{req: get("/shared"), allowed: true},
-				{req: get("/other"), deniedBy: policy.Ingress},
+				{req: getReq("/shared"), allowed: true},
+				{req: getReq("/other"), deniedBy: policy.Ingress},
 			},
 		},
 		{
 			name: "only the source is local", local: []string{"client"}, yamls: []string{egressHTTP, ingressHTTP},
 			sides: []policy.Direction{policy.Egress}, parser: l7.ParserHTTP,
-			reqs: []reqCase{{req: get("/public/a"), allowed: true}},
+			reqs: []reqCase{{req: getReq("/public/a"), allowed: true}},
 		},
 		{
 			name: "L4 deny after a change", local: []string{"client", "server"}, yamls: []string{egressHTTP, ingressOtherPort},
 			sides: []policy.Direction{policy.Egress}, denied: true, parser: l7.ParserHTTP,
-			reqs: []reqCase{{req: get("/public/a"), deniedBy: policy.Ingress}},
+			reqs: []reqCase{{req: getReq("/public/a"), deniedBy: policy.Ingress}},
 		},
 		{
 			name: "audit side", local: []string{"client", "server"}, audit: true, yamls: []string{egressHTTP, ingressHTTP},
 			sides: []policy.Direction{policy.Egress, policy.Ingress}, parser: l7.ParserHTTP,
 			reqs: []reqCase{
 				// The ingress side is in audit mode: its denial is reported.
-				{req: get("/public/a"), allowed: true, audited: true, deniedBy: policy.Ingress},
+				{req: getReq("/public/a"), allowed: true, audited: true, deniedBy: policy.Ingress},
 				// The egress side enforces.
 				{req: l7.HTTPRequest{Method: "POST", Path: "/submit", Header: http.Header{}}, deniedBy: policy.Egress},
-				{req: get("/shared"), allowed: true},
+				{req: getReq("/shared"), allowed: true},
 			},
 		},
 		{
 			name: "audit side with an L4 deny", local: []string{"client", "server"}, audit: true, yamls: []string{egressHTTP, ingressOtherPort},
 			sides: []policy.Direction{policy.Egress}, parser: l7.ParserHTTP,
-			reqs: []reqCase{{req: get("/public/a"), allowed: true}},
+			reqs: []reqCase{{req: getReq("/public/a"), allowed: true}},
 		},
 		{
 			name: "no snapshot", nilSnapshot: true, denied: true, err: "no policy snapshot",
-			reqs: []reqCase{{req: get("/public/a"), deniedBy: policy.Ingress}},
+			reqs: []reqCase{{req: getReq("/public/a"), deniedBy: policy.Ingress}},
 		},
 		{
 			name: "neither side local", local: nil, yamls: []string{egressHTTP}, denied: true, err: "neither",
-			reqs: []reqCase{{req: get("/public/a"), deniedBy: policy.Ingress}},
+			reqs: []reqCase{{req: getReq("/public/a"), deniedBy: policy.Ingress}},
 		},
 		{
 			name: "parser conflict", local: []string{"client", "server"}, yamls: []string{egressHTTP, ingressKafka},
@@ -231,7 +161,7 @@ func TestResolveAndDecideHTTP(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var st Store
+			var st proxy.Store
 			if !tc.nilSnapshot {
 				st.Set(testSnapshot(t, tc.local, tc.audit, tc.yamls...))
 			}
@@ -301,7 +231,7 @@ func TestResolveAndDecideHTTP(t *testing.T) {
 
 // TestDeniedSidePolicies checks the names a denial carries.
 func TestDeniedSidePolicies(t *testing.T) {
-	var st Store
+	var st proxy.Store
 	st.Set(testSnapshot(t, []string{"client", "server"}, false, egressHTTP, ingressOtherPort))
 	cp := st.Resolve(netip.AddrPortFrom(clientIP, 40000), netip.AddrPortFrom(serverIP, 80), policy.ProtoTCP)
 	if cp.Denied == nil || cp.Denied.Direction != policy.Ingress || cp.Denied.Endpoint.Name != "server" {
@@ -333,7 +263,7 @@ func TestResolveUnwrittenEndpoint(t *testing.T) {
 		if cp.Denied == nil || cp.Err == nil || !strings.Contains(cp.Err.Error(), "default/"+side+" is not written yet") {
 			t.Errorf("%s unwritten: Denied %+v, Err %v", side, cp.Denied, cp.Err)
 		}
-		if d := cp.DecideHTTP(get("/public/a")); d.Allowed {
+		if d := cp.DecideHTTP(getReq("/public/a")); d.Allowed {
 			t.Errorf("%s unwritten: request allowed", side)
 		}
 	}

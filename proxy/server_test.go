@@ -1,4 +1,4 @@
-package proxy
+package proxy_test
 
 import (
 	"context"
@@ -13,25 +13,26 @@ import (
 	"time"
 
 	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/proxy"
 )
 
-// events collects recorded events.
-type events struct {
+// eventLog collects recorded events.
+type eventLog struct {
 	mu  sync.Mutex
 	evs []monitor.Event
 	new chan struct{}
 }
 
-func newEvents() *events { return &events{new: make(chan struct{}, 100)} }
+func newEvents() *eventLog { return &eventLog{new: make(chan struct{}, 100)} }
 
-func (e *events) record(ev monitor.Event) {
+func (e *eventLog) record(ev monitor.Event) {
 	e.mu.Lock()
 	e.evs = append(e.evs, ev)
 	e.mu.Unlock()
 	e.new <- struct{}{}
 }
 
-func (e *events) wait(t *testing.T) monitor.Event {
+func (e *eventLog) wait(t *testing.T) monitor.Event {
 	t.Helper()
 	select {
 	case <-e.new:
@@ -71,9 +72,9 @@ func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.A
 }
 
 type proxyFixture struct {
-	store Store
-	p     *Proxy
-	ev    *events
+	store proxy.Store
+	p     *proxy.Proxy
+	ev    *eventLog
 	addr  string
 	srv   *echoServer
 }
@@ -81,10 +82,10 @@ type proxyFixture struct {
 // newProxyFixture serves a proxy on loopback; every connection stands for
 // the flow client:40000 → server:80 (the transparent view needs the
 // datapath; see transparent_test.go).
-func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), kafka ...ConnServer) *proxyFixture {
+func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), kafka ...proxy.ConnServer) *proxyFixture {
 	t.Helper()
 	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{})}}
-	o := Options{
+	o := proxy.Options{
 		Resolver: &f.store, HTTP: f.srv, Record: f.ev.record, MaxConns: maxConns, Dial: dial,
 		Flow: func(net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(clientIP, 40000), netip.AddrPortFrom(serverIP, 80)
@@ -94,7 +95,7 @@ func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, neti
 		o.Kafka = kafka[0]
 	}
 	var err error
-	f.p, err = New(o)
+	f.p, err = proxy.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,25 +183,6 @@ func TestProxyRefuses(t *testing.T) {
 	}
 }
 
-// TestProxyDispatchesKafka: a connection whose parser is Kafka goes to the
-// Kafka server.
-func TestProxyDispatchesKafka(t *testing.T) {
-	ks := &echoServer{release: make(chan struct{})}
-	f := newProxyFixture(t, 0, nil, ks)
-	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, ingressKafka))
-	c := f.dial(t)
-	if _, err := io.WriteString(c, "hello"); err != nil {
-		t.Fatal(err)
-	}
-	line := make([]byte, len("10.244.1.1:40000 10.244.1.2:80\n"))
-	if _, err := io.ReadFull(c, line); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(line); got != "10.244.1.1:40000 10.244.1.2:80\n" {
-		t.Errorf("kafka server saw %q", got)
-	}
-}
-
 func TestProxyDispatchesHTTP(t *testing.T) {
 	f := newProxyFixture(t, 0, nil)
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressHTTP))
@@ -222,9 +204,7 @@ func TestProxyDispatchesHTTP(t *testing.T) {
 func TestProxyPanic(t *testing.T) {
 	f := newProxyFixture(t, 0, nil)
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressHTTP))
-	orig := logPanic
-	logPanic = func(any) {}
-	t.Cleanup(func() { logPanic = orig })
+	proxy.QuietPanics(t)
 	c := f.dial(t)
 	_, _ = io.WriteString(c, "panic")
 	wantReset(t, c)
@@ -291,5 +271,24 @@ func TestProxyRelaysL4Allow(t *testing.T) {
 	}
 	if e := f.ev.wait(t); e.Verdict != monitor.VerdictForwarded {
 		t.Errorf("event %+v", e)
+	}
+}
+
+// TestProxyDispatchesKafka: a connection whose parser is Kafka goes to the
+// Kafka server.
+func TestProxyDispatchesKafka(t *testing.T) {
+	ks := &echoServer{release: make(chan struct{})}
+	f := newProxyFixture(t, 0, nil, ks)
+	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, ingressKafka))
+	c := f.dial(t)
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, len("10.244.1.1:40000 10.244.1.2:80\n"))
+	if _, err := io.ReadFull(c, line); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(line); got != "10.244.1.1:40000 10.244.1.2:80\n" {
+		t.Errorf("kafka server saw %q", got)
 	}
 }

@@ -16,15 +16,13 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	corev1 "k8s.io/api/core/v1"
 
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
@@ -53,62 +51,25 @@ func requireRoot(t *testing.T) {
 	_ = rlimit.RemoveMemlock()
 }
 
+// pod is a pod of the test node, labelled app=name.
 type pod struct {
-	name   string
-	ip     netip.Addr
-	ns     netns.NsHandle
-	labels map[string]string
+	name string
+	ip   netip.Addr
+	ns   netns.NsHandle
 }
 
-// plumb creates the node namespace and the pods' veths: the host side has
-// nodeAddr/32 and a /32 route to the pod, the pod a default route via it.
+// plumb creates the node namespace and the pods' veths (netnstest.Node).
 func plumb(t *testing.T, pods ...*pod) netns.NsHandle {
 	t.Helper()
-	node := netnstest.New(t)
-	nh, err := netlink.NewHandleAt(node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	lo, err := nh.LinkByName("lo")
-	must(err)
-	must(nh.LinkSetUp(lo))
-	must(netnstest.Run(node, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
-	host := netip.MustParseAddr(nodeAddr)
+	ips := make([]netip.Addr, len(pods))
 	for i, p := range pods {
-		p.ns = netnstest.New(t)
-		ph, err := netlink.NewHandleAt(p.ns)
-		must(err)
-		la := netlink.NewLinkAttrs()
-		la.Name = fmt.Sprintf("lxc%d", i)
-		must(nh.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(p.ns))}))
-		hl, err := nh.LinkByName(la.Name)
-		must(err)
-		must(nh.AddrAdd(hl, &netlink.Addr{IPNet: ipnet(host)}))
-		must(nh.LinkSetUp(hl))
-		must(nh.RouteAdd(&netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipnet(p.ip), Scope: netlink.SCOPE_LINK}))
-		eth, err := ph.LinkByName("eth0")
-		must(err)
-		must(ph.AddrAdd(eth, &netlink.Addr{IPNet: ipnet(p.ip)}))
-		must(ph.LinkSetUp(eth))
-		plo, err := ph.LinkByName("lo")
-		must(err)
-		must(ph.LinkSetUp(plo))
-		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: ipnet(host), Scope: netlink.SCOPE_LINK}))
-		must(ph.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(host.AsSlice())}))
-		ph.Close()
+		ips[i] = p.ip
+	}
+	node, links := netnstest.Node(t, netip.MustParseAddr(nodeAddr), ips...)
+	for i, p := range pods {
+		p.ns = links[i].NS
 	}
 	return node
-}
-
-func ipnet(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(32, 32)}
 }
 
 // node is a datapath-enforced node with a policy repository.
@@ -126,9 +87,9 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 	n := &node{ns: plumb(t, pods...), repo: policy.NewRepository(policy.Options{}), pods: pods}
 	n.repo.UpsertNamespace("default", nil, false)
 	for _, p := range pods {
-		n.repo.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: p.name, Labels: p.labels, IPs: []netip.Addr{p.ip}})
+		n.repo.UpsertEndpoint(policytest.Pod(p.name, p.ip))
 	}
-	n.upsert(t, yaml)
+	policytest.Apply(t, n.repo, yaml)
 	var err error
 	n.dp, err = bpf.Load(bpf.Options{
 		RuleID:    func(policy.RuleRef) uint32 { return 1 },
@@ -149,7 +110,6 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 	if err := n.dp.SetIPCache(netip.MustParsePrefix(nodeAddr+"/32"), policy.IdentityHost); err != nil {
 		t.Fatal(err)
 	}
-	snap := &proxy.Snapshot{Revision: n.repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}, Identities: n.repo.IdentityOfIP}
 	for i, p := range pods {
 		pol := n.repo.EndpointPolicy("default", p.name)
 		if err := n.dp.SyncEndpointPolicy(uint32(i+1), pol); err != nil {
@@ -171,43 +131,31 @@ func newNode(t *testing.T, yaml string, pods ...*pod) *node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		snap.Endpoints[p.ip] = &proxy.Endpoint{Namespace: "default", Name: p.name, IP: p.ip, Policy: pol}
 	}
-	n.store.Set(snap)
+	n.store.Set(n.snapshot())
 	return n
 }
 
-// upsert adds or replaces the policies of yaml in the repository.
-func (n *node) upsert(t *testing.T, yaml string) {
-	t.Helper()
-	res, err := (&loader.Loader{}).LoadBytes("test.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
+// snapshot is the proxy's view of the node's pods now.
+func (n *node) snapshot() *proxy.Snapshot {
+	eps := make([]*policy.Endpoint, len(n.pods))
+	for i, p := range n.pods {
+		eps[i] = policytest.Pod(p.name, p.ip)
 	}
-	for _, d := range res.Documents {
-		if _, ok := d.Object.(*corev1.Namespace); ok {
-			continue
-		}
-		if _, errs := n.repo.UpsertPolicy(d.Object); len(errs) > 0 {
-			t.Fatal(errs.ToAggregate())
-		}
-	}
+	return policytest.Snapshot(n.repo, eps...)
 }
 
 // apply changes the policy: the datapath entries, then the proxy's
 // snapshot, as the agent's sync does.
 func (n *node) apply(t *testing.T, yaml string) {
 	t.Helper()
-	n.upsert(t, yaml)
-	snap := &proxy.Snapshot{Revision: n.repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}, Identities: n.repo.IdentityOfIP}
+	policytest.Apply(t, n.repo, yaml)
 	for i, p := range n.pods {
-		pol := n.repo.EndpointPolicy("default", p.name)
-		if err := n.dp.SyncEndpointPolicy(uint32(i+1), pol); err != nil {
+		if err := n.dp.SyncEndpointPolicy(uint32(i+1), n.repo.EndpointPolicy("default", p.name)); err != nil {
 			t.Fatal(err)
 		}
-		snap.Endpoints[p.ip] = &proxy.Endpoint{Namespace: "default", Name: p.name, IP: p.ip, Policy: pol}
 	}
-	n.store.Set(snap)
+	n.store.Set(n.snapshot())
 }
 
 // listen opens a TCP listener inside ns.
@@ -306,19 +254,8 @@ func get(p *pod, url string) (int, string, error) {
 	return code, body, err
 }
 
-const ingressHTTPPolicy = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: server, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts:
-    - ports: [{port: "8080", protocol: TCP}]
-      rules:
-        http: [{method: GET, path: "/allowed.*"}]
-`
+// ingressHTTPPolicy lets the client GET /allowed.* on the server's port 8080.
+var ingressHTTPPolicy = policytest.Ingress("server", "8080", `http: [{method: GET, path: "/allowed.*"}]`)
 
 // TestTransparentSourcePreserved redirects a pod's HTTP requests with
 // bpf_sk_assign into the proxy's listener; proxy/http judges them under
@@ -328,8 +265,8 @@ spec:
 // policy allows only the client: the marked leg passes without a second
 // check.
 func TestTransparentSourcePreserved(t *testing.T) {
-	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
-	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
+	client := &pod{name: "client", ip: podClient}
+	server := &pod{name: "server", ip: podServer}
 	n := newNode(t, ingressHTTPPolicy, client, server)
 	whoami(t, listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
 	var fallbacks []error
@@ -366,8 +303,8 @@ func TestTransparentSourcePreserved(t *testing.T) {
 // TestTransparentNodeAddress: without a transparent bind the upstream sees
 // the node's address, and the leg still passes the server's policy.
 func TestTransparentNodeAddress(t *testing.T) {
-	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
-	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
+	client := &pod{name: "client", ip: podClient}
+	server := &pod{name: "server", ip: podServer}
 	n := newNode(t, ingressHTTPPolicy, client, server)
 	whoami(t, listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
 	ev := n.startProxy(t, &proxy.Dialer{Mark: bpf.MarkFromProxy})
@@ -413,8 +350,8 @@ func rawGet(p *pod, port int, dst netip.AddrPort, path string) (string, error) {
 // direct connection from the same client address and port goes through
 // at once (a TIME_WAIT socket would capture it).
 func TestTransparentNoTimeWait(t *testing.T) {
-	client := &pod{name: "client", ip: podClient, labels: map[string]string{"app": "client"}}
-	server := &pod{name: "server", ip: podServer, labels: map[string]string{"app": "server"}}
+	client := &pod{name: "client", ip: podClient}
+	server := &pod{name: "server", ip: podServer}
 	n := newNode(t, ingressHTTPPolicy, client, server)
 	whoami(t, listen(t, server.ns, netip.AddrPortFrom(podServer, 8080).String(), false))
 	n.startProxy(t, &proxy.Dialer{Mark: bpf.MarkFromProxy})
@@ -427,17 +364,7 @@ func TestTransparentNoTimeWait(t *testing.T) {
 	if seen, err := netip.ParseAddrPort(body); err != nil || seen.Addr() != netip.MustParseAddr(nodeAddr) {
 		t.Fatalf("through the proxy the server saw %q, want the node's address", body)
 	}
-	n.apply(t, `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: server, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts:
-    - ports: [{port: "8080", protocol: TCP}]
-`)
+	n.apply(t, policytest.Ingress("server", "8080", ""))
 	body, err = rawGet(client, port, dst, "/allowed")
 	if err != nil {
 		t.Fatalf("direct connection from the same port after the proxy closed: %v", err)

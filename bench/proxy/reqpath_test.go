@@ -19,13 +19,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-	corev1 "k8s.io/api/core/v1"
 
-	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/bench/proxy/echo"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/l7"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
@@ -52,32 +50,13 @@ func store(b *testing.B, httpPort, grpcPort uint16) *proxy.Store {
 	}
 	y = bytes.ReplaceAll(y, []byte(`port: "28080"`), []byte(fmt.Sprintf("port: %q", strconv.Itoa(int(httpPort)))))
 	y = bytes.ReplaceAll(y, []byte(`port: "28051"`), []byte(fmt.Sprintf("port: %q", strconv.Itoa(int(grpcPort)))))
-	l := loader.Loader{Validate: validation.Validate}
-	res, err := l.LoadBytes("policy.yaml", y)
-	if err != nil {
-		b.Fatal(err)
-	}
 	repo := policy.NewRepository(policy.Options{})
 	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, false)
-	for _, d := range res.Documents {
-		if _, ok := d.Object.(*corev1.Namespace); ok {
-			continue
-		}
-		if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {
-			b.Fatalf("compiling %s: %v", d.Source, errs.ToAggregate())
-		}
-	}
-	eps := []*policy.Endpoint{
-		{Namespace: "default", Name: "bench-client", Labels: map[string]string{"app": "bench-client"}, IPs: []netip.Addr{clientIP}},
-		{Namespace: "default", Name: "bench-origin", Labels: map[string]string{"app": "bench-origin"}, IPs: []netip.Addr{originIP}},
-	}
-	for _, ep := range eps {
-		repo.UpsertEndpoint(ep)
-	}
-	snap := &proxy.Snapshot{Revision: repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}, Identities: repo.IdentityOfIP}
-	for _, ep := range eps {
-		snap.Endpoints[ep.IPs[0]] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IPs[0], Policy: repo.EndpointPolicy(ep.Namespace, ep.Name)}
-	}
+	policytest.Apply(b, repo, string(y))
+	client, origin := policytest.Pod("bench-client", clientIP), policytest.Pod("bench-origin", originIP)
+	repo.UpsertEndpoint(client)
+	repo.UpsertEndpoint(origin)
+	snap := policytest.Snapshot(repo, client, origin)
 	st := new(proxy.Store)
 	st.Set(snap)
 	return st

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy/policytest"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
 
@@ -17,31 +18,11 @@ import (
 // last one, so every rule is tried.
 func benchPolicy() string {
 	var b strings.Builder
-	b.WriteString(`
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: bench
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      app: server
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "PORT"
-        protocol: TCP
-      rules:
-        http:
-`)
+	b.WriteString("http:\n")
 	for i := range 10 {
-		fmt.Fprintf(&b, "        - method: GET\n          path: \"/api/v1/resource%d(/.*)?\"\n", i)
+		fmt.Fprintf(&b, "- method: GET\n  path: \"/api/v1/resource%d(/.*)?\"\n", i)
 	}
-	return b.String()
+	return policytest.Ingress("bench", "PORT", b.String())
 }
 
 // benchUpstream answers every request with a fixed response, without

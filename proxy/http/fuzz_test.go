@@ -21,34 +21,13 @@ import (
 
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy/l7"
+	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
 
 // fuzzPolicy allows GET /public(/.*)? only.
-const fuzzPolicy = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: fuzz
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      app: server
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "80"
-        protocol: TCP
-      rules:
-        http:
-        - method: GET
-          path: "/public(/.*)?"
-`
+var fuzzPolicy = policytest.Ingress("fuzz", "80", `http: [{method: GET, path: "/public(/.*)?"}]`)
 
 var allowedPath = regexp.MustCompile(`^/public(/.*)?$`)
 

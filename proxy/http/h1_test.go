@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"portcullis.dev/portcullis/monitor"
+	"portcullis.dev/portcullis/policy/policytest"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
 
@@ -215,30 +216,7 @@ func TestHTTP1PolicyChangeOnKeepAlive(t *testing.T) {
 // every request is refused.
 func TestHTTP1NoVerdictRefused(t *testing.T) {
 	up := startUpstream(t)
-	kafka := strings.ReplaceAll(webPolicy, "http:\n        - method: GET\n          path: \"/public(/.*)?\"", "kafka:\n        - topic: t\n        http:\n        - method: GET")
-	_ = kafka
-	const kafkaPolicy = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: kafka
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      app: server
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "PORT"
-        protocol: TCP
-      rules:
-        kafka:
-        - topic: orders
-`
+	kafkaPolicy := policytest.Ingress("kafka", "PORT", "kafka: [{topic: orders}]")
 	for _, tc := range []struct{ name, yaml string }{{"no snapshot", ""}, {"kafka policy", kafkaPolicy}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, up.addr, tc.yaml, nil)
@@ -724,39 +702,21 @@ func TestHTTP1StaleUpstreamConnection(t *testing.T) {
 
 // framingPolicy asks for header actions on the fields that frame a
 // request.
-const framingPolicy = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: framing
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      app: server
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "PORT"
-        protocol: TCP
-      rules:
-        http:
-        - method: POST
-          path: /upload
-          headerMatches:
-          - name: Content-Length
-            value: "1"
-            mismatch: REPLACE
-          - name: Transfer-Encoding
-            value: chunked
-            mismatch: ADD
-          - name: Host
-            value: rewritten
-            mismatch: REPLACE
-`
+var framingPolicy = policytest.Ingress("framing", "PORT", `
+	http:
+	- method: POST
+	  path: /upload
+	  headerMatches:
+	  - name: Content-Length
+	    value: "1"
+	    mismatch: REPLACE
+	  - name: Transfer-Encoding
+	    value: chunked
+	    mismatch: ADD
+	  - name: Host
+	    value: rewritten
+	    mismatch: REPLACE
+`)
 
 // Header actions cannot change how the upstream frames a request: the
 // proxy writes Content-Length and Transfer-Encoding from what it parsed.

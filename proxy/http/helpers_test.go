@@ -11,12 +11,9 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
-	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
@@ -31,79 +28,39 @@ var (
 
 // webPolicy is the policy most tests run under: the server's ingress from
 // the client on the upstream's port, with a handful of HTTP rules.
-const webPolicy = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: web
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      app: server
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "PORT"
-        protocol: TCP
-      rules:
-        http:
-        - method: GET
-          path: "/public(/.*)?"
-        - method: POST
-          path: /upload
-        - method: GET
-          path: /ws
-        - method: POST
-          path: /doormanager.DoorManager/GetName
-        - method: POST
-          path: /doormanager.DoorManager/Watch
-        - method: POST
-          path: /doormanager.DoorManager/Chat
-        - method: GET
-          path: /actions
-          headerMatches:
-          - name: X-Added
-            value: "yes"
-            mismatch: ADD
-          - name: X-Replaced
-            value: new
-            mismatch: REPLACE
-          - name: X-Deleted
-            value: good
-            mismatch: DELETE
-          - name: X-Logged
-            value: expected
-            mismatch: LOG
-`
+var webPolicy = policytest.Ingress("web", "PORT", `
+	http:
+	- method: GET
+	  path: "/public(/.*)?"
+	- method: POST
+	  path: /upload
+	- method: GET
+	  path: /ws
+	- method: POST
+	  path: /doormanager.DoorManager/GetName
+	- method: POST
+	  path: /doormanager.DoorManager/Watch
+	- method: POST
+	  path: /doormanager.DoorManager/Chat
+	- method: GET
+	  path: /actions
+	  headerMatches:
+	  - name: X-Added
+	    value: "yes"
+	    mismatch: ADD
+	  - name: X-Replaced
+	    value: new
+	    mismatch: REPLACE
+	  - name: X-Deleted
+	    value: good
+	    mismatch: DELETE
+	  - name: X-Logged
+	    value: expected
+	    mismatch: LOG
+`)
 
 // otherPolicy allows only GET /other.
-const otherPolicy = `
-apiVersion: policy.portcullis.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: other
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      app: server
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "PORT"
-        protocol: TCP
-      rules:
-        http:
-        - method: GET
-          path: /other
-`
+var otherPolicy = policytest.Ingress("other", "PORT", "http: [{method: GET, path: /other}]")
 
 // snapshot builds a policy snapshot with a real repository from YAML:
 // the client and server pods in namespace default and the policies, whose
@@ -116,36 +73,13 @@ func snapshot(t testing.TB, yaml string, port uint16) *proxy.Snapshot {
 // snapshotAudit is snapshot with namespace default in audit mode or not.
 func snapshotAudit(t testing.TB, yaml string, port uint16, audit bool) *proxy.Snapshot {
 	t.Helper()
-	yaml = strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port))
-	l := loader.Loader{Validate: validation.Validate}
-	res, err := l.LoadBytes("policy.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatalf("loading the policy: %v", err)
-	}
 	repo := policy.NewRepository(policy.Options{})
 	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, audit)
-	for _, d := range res.Documents {
-		if _, ok := d.Object.(*corev1.Namespace); ok {
-			continue
-		}
-		if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {
-			t.Fatalf("compiling %s: %v", d.Source, errs.ToAggregate())
-		}
-	}
-	eps := []*policy.Endpoint{
-		{Namespace: "default", Name: "client", Labels: map[string]string{"app": "client"}, IPs: []netip.Addr{clientIP}},
-		{Namespace: "default", Name: "server", Labels: map[string]string{"app": "server"}, IPs: []netip.Addr{serverIP}},
-	}
-	snap := &proxy.Snapshot{Revision: repo.Revision(), Endpoints: map[netip.Addr]*proxy.Endpoint{}}
-	for _, ep := range eps {
-		repo.UpsertEndpoint(ep)
-	}
-	for _, ep := range eps {
-		snap.Endpoints[ep.IPs[0]] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IPs[0], Policy: repo.EndpointPolicy(ep.Namespace, ep.Name)}
-	}
-	snap.Revision = repo.Revision()
-	snap.Identities = repo.IdentityOfIP
-	return snap
+	policytest.Apply(t, repo, strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port)))
+	client, server := policytest.Pod("client", clientIP), policytest.Pod("server", serverIP)
+	repo.UpsertEndpoint(client)
+	repo.UpsertEndpoint(server)
+	return policytest.Snapshot(repo, client, server)
 }
 
 // recorder collects access events.
