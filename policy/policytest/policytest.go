@@ -16,15 +16,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 	"portcullis.dev/portcullis/proxy"
 )
-
-// auditAnnotation on a Namespace document puts the namespace in audit mode,
-// as the agent reads it from the cluster.
-const auditAnnotation = "policy.portcullis.dev/audit-mode"
 
 // Apply loads each YAML text (named policy1.yaml, policy2.yaml, ... in
 // errors) and applies its documents to r: a Namespace becomes a namespace
@@ -59,7 +56,7 @@ func apply(t testing.TB, r *policy.Repository, res *loader.Result) {
 	t.Helper()
 	for _, d := range res.Documents {
 		if ns, ok := d.Object.(*corev1.Namespace); ok {
-			r.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[auditAnnotation] == "true")
+			r.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
 			continue
 		}
 		if _, errs := r.UpsertPolicy(d.Object); len(errs) > 0 {

@@ -14,11 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	corev1 "k8s.io/api/core/v1"
 
-	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/policy"
-	"portcullis.dev/portcullis/policy/loader"
+	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	"portcullis.dev/portcullis/proxy/kafka"
 )
@@ -58,36 +56,13 @@ spec:
 
 func snapshot(t testing.TB, yaml string, port uint16) *proxy.Snapshot {
 	t.Helper()
-	yaml = strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port))
-	l := loader.Loader{Validate: validation.Validate}
-	res, err := l.LoadBytes("policy.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatalf("loading the policy: %v", err)
-	}
 	repo := policy.NewRepository(policy.Options{})
 	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, false)
-	for _, d := range res.Documents {
-		if _, ok := d.Object.(*corev1.Namespace); ok {
-			continue
-		}
-		if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {
-			t.Fatalf("compiling %s: %v", d.Source, errs.ToAggregate())
-		}
-	}
-	eps := []*policy.Endpoint{
-		{Namespace: "default", Name: "client", Labels: map[string]string{"app": "client"}, IPs: []netip.Addr{clientIP}},
-		{Namespace: "default", Name: "server", Labels: map[string]string{"app": "server"}, IPs: []netip.Addr{serverIP}},
-	}
-	for _, ep := range eps {
-		repo.UpsertEndpoint(ep)
-	}
-	snap := &proxy.Snapshot{Endpoints: map[netip.Addr]*proxy.Endpoint{}}
-	for _, ep := range eps {
-		snap.Endpoints[ep.IPs[0]] = &proxy.Endpoint{Namespace: ep.Namespace, Name: ep.Name, IP: ep.IPs[0], Policy: repo.EndpointPolicy(ep.Namespace, ep.Name)}
-	}
-	snap.Revision = repo.Revision()
-	snap.Identities = repo.IdentityOfIP
-	return snap
+	policytest.Apply(t, repo, strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port)))
+	client, server := policytest.Pod("client", clientIP), policytest.Pod("server", serverIP)
+	repo.UpsertEndpoint(client)
+	repo.UpsertEndpoint(server)
+	return policytest.Snapshot(repo, client, server)
 }
 
 // env is a kfake broker on serverIP behind the proxy on 127.0.0.1.
