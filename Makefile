@@ -96,7 +96,7 @@ bench-proxy: ## The L7 proxy against direct and haproxy (root; wrk, h2load, hapr
 
 .PHONY: e2e
 e2e: tools ## End-to-end tests only (also part of make test).
-	$(TEST_ENV) $(GO) test -timeout 30m ./e2e/... ./hack/localcluster/...
+	$(TEST_ENV) $(GO) test -timeout 30m ./e2e/... ./internal/localcluster/...
 
 .PHONY: demo
 demo: build tools ## Local cluster, operator, agent, demo pods, examples/ applied, real traffic with portcullis monitor, verdict table (needs root).

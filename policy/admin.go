@@ -13,7 +13,7 @@ const namespaceNameLabel = "kubernetes.io/metadata.name"
 
 // CompileAdminTrafficPolicy compiles an AdminTrafficPolicy.
 func CompileAdminTrafficPolicy(p *v1alpha1.AdminTrafficPolicy, opts Options) (*compiledPolicy, field.ErrorList) {
-	c := &compiler{opts: opts, key: PolicyKey{"AdminTrafficPolicy", "", p.Name}}
+	c := &compiler{opts: opts, key: PolicyKey{v1alpha1.AdminTrafficPolicyKind, "", p.Name}}
 	spec := field.NewPath("spec")
 	cp := &compiledPolicy{key: c.key, priority: p.Spec.Priority}
 	switch p.Spec.Tier {

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 )
@@ -43,12 +41,8 @@ func FuzzPolicyDecode(f *testing.F) {
 			r.UpsertEndpoint(ep)
 		}
 		for _, d := range res.Documents {
-			if ns, ok := d.Object.(*corev1.Namespace); ok {
-				r.UpsertNamespace(ns.Name, ns.Labels, false)
-				continue
-			}
 			rev := r.Revision()
-			if _, errs := r.UpsertPolicy(d.Object); len(errs) > 0 && r.Revision() != rev {
+			if errs := r.ApplyObject(d.Object); len(errs) > 0 && r.Revision() != rev {
 				t.Fatalf("a refused policy changed the repository: %v", errs)
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
@@ -184,19 +186,8 @@ func (r *Repository) Mode() (Mode, bool) {
 
 // UpsertPolicy adds or replaces a TrafficPolicy, ClusterTrafficPolicy or
 // AdminTrafficPolicy. On error nothing changes.
-func (r *Repository) UpsertPolicy(obj any) (PolicyKey, field.ErrorList) {
-	var cp *compiledPolicy
-	var errs field.ErrorList
-	switch p := obj.(type) {
-	case *v1alpha1.TrafficPolicy:
-		cp, errs = CompileTrafficPolicy(p, r.opts)
-	case *v1alpha1.ClusterTrafficPolicy:
-		cp, errs = CompileClusterTrafficPolicy(p, r.opts)
-	case *v1alpha1.AdminTrafficPolicy:
-		cp, errs = CompileAdminTrafficPolicy(p, r.opts)
-	default:
-		return PolicyKey{}, field.ErrorList{field.InternalError(nil, fmt.Errorf("not a policy: %T", obj))}
-	}
+func (r *Repository) UpsertPolicy(p v1alpha1.Policy) (PolicyKey, field.ErrorList) {
+	cp, errs := compilePolicy(p, r.opts)
 	if len(errs) > 0 {
 		return PolicyKey{}, errs
 	}
@@ -215,6 +206,21 @@ func (r *Repository) UpsertPolicy(obj any) (PolicyKey, field.ErrorList) {
 		r.recomputeSubjectLocked(id)
 	}
 	return cp.key, nil
+}
+
+// ApplyObject adds an object as decoded by the policy loader: a Namespace's
+// labels and audit annotation, or a policy compiled. A policy that does not
+// compile leaves the repository as it was.
+func (r *Repository) ApplyObject(obj runtime.Object) field.ErrorList {
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		r.UpsertNamespace(o.Name, o.Labels, o.Annotations[v1alpha1.AuditAnnotation] == "true")
+		return nil
+	case v1alpha1.Policy:
+		_, errs := r.UpsertPolicy(o)
+		return errs
+	}
+	return field.ErrorList{field.InternalError(nil, fmt.Errorf("not a Namespace or a policy: %T", obj))}
 }
 
 // DeletePolicy removes a policy; unknown keys are ignored.

@@ -174,18 +174,38 @@ func (c *compiler) use(s Selector) Selector {
 	return s
 }
 
+// Validate compiles a policy of any kind and returns what is wrong with it,
+// each error naming its field; nil means the policy is accepted.
+func Validate(p v1alpha1.Policy, opts Options) field.ErrorList {
+	_, errs := compilePolicy(p, opts)
+	return errs
+}
+
+// compilePolicy compiles a policy of any kind.
+func compilePolicy(p v1alpha1.Policy, opts Options) (*compiledPolicy, field.ErrorList) {
+	switch p := p.(type) {
+	case *v1alpha1.TrafficPolicy:
+		return CompileTrafficPolicy(p, opts)
+	case *v1alpha1.ClusterTrafficPolicy:
+		return CompileClusterTrafficPolicy(p, opts)
+	case *v1alpha1.AdminTrafficPolicy:
+		return CompileAdminTrafficPolicy(p, opts)
+	}
+	return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("not a policy kind the engine knows: %T", p))}
+}
+
 // CompileTrafficPolicy compiles a TrafficPolicy; errors name the fields.
 func CompileTrafficPolicy(p *v1alpha1.TrafficPolicy, opts Options) (*compiledPolicy, field.ErrorList) {
 	ns := p.Namespace
 	if ns == "" {
 		ns = "default"
 	}
-	return compileRules(PolicyKey{"TrafficPolicy", ns, p.Name}, ns, p.Spec, p.Specs, opts)
+	return compileRules(PolicyKey{v1alpha1.TrafficPolicyKind, ns, p.Name}, ns, p.Spec, p.Specs, opts)
 }
 
 // CompileClusterTrafficPolicy compiles a ClusterTrafficPolicy.
 func CompileClusterTrafficPolicy(p *v1alpha1.ClusterTrafficPolicy, opts Options) (*compiledPolicy, field.ErrorList) {
-	return compileRules(PolicyKey{"ClusterTrafficPolicy", "", p.Name}, "", p.Spec, p.Specs, opts)
+	return compileRules(PolicyKey{v1alpha1.ClusterTrafficPolicyKind, "", p.Name}, "", p.Spec, p.Specs, opts)
 }
 
 func compileRules(key PolicyKey, ns string, one *v1alpha1.Rule, many []v1alpha1.Rule, opts Options) (*compiledPolicy, field.ErrorList) {

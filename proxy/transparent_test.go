@@ -28,7 +28,7 @@ import (
 )
 
 // The transparent side on the real kernel datapath: throwaway network
-// namespaces (a node and two pods on veths, plumbed like hack/localcluster),
+// namespaces (a node and two pods on veths, plumbed like internal/localcluster),
 // the datapath attached to the pods' host veths, bpf_sk_assign redirecting
 // into proxy.ListenTransparent, and the upstream leg reaching a server in
 // the other pod.

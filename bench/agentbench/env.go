@@ -18,7 +18,7 @@ import (
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 // env is one run: the cluster, the bpffs, the agent child.

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 	"portcullis.dev/portcullis/policy"
 )
 

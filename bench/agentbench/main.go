@@ -24,7 +24,7 @@ import (
 	"os"
 	"time"
 
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 func main() {

@@ -14,7 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 type memoryOpts struct {

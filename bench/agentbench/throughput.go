@@ -16,7 +16,7 @@ import (
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 const iperfPort = 5201

@@ -21,7 +21,7 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
 
-// TestBinary runs the real binary with the flags hack/localcluster and
+// TestBinary runs the real binary with the flags internal/localcluster and
 // the Deployment use, against a real apiserver: probes answer, a policy
 // gets its status, the leader takes the Lease and releases it on SIGTERM.
 func TestBinary(t *testing.T) {

@@ -7,9 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
-	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
@@ -40,14 +37,8 @@ func loadProblems(err error) []string {
 func compile(repo *policy.Repository, res *loader.Result) []string {
 	var problems []string
 	for _, d := range res.Documents {
-		if ns, ok := d.Object.(*corev1.Namespace); ok {
-			repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
-			continue
-		}
-		if _, errs := repo.UpsertPolicy(d.Object); len(errs) > 0 {
-			for _, fe := range errs {
-				problems = append(problems, fmt.Sprintf("%s: %s", d.Source, fe.Error()))
-			}
+		for _, fe := range repo.ApplyObject(d.Object) {
+			problems = append(problems, fmt.Sprintf("%s: %s", d.Source, fe.Error()))
 		}
 	}
 	return problems

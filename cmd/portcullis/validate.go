@@ -8,10 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
 )
@@ -89,12 +87,7 @@ func validateEach(l *loader.Loader, files []string, loadErr error) []string {
 			continue // not decodable: the load's problems say why
 		}
 		for _, d := range res.Documents {
-			if ns, ok := d.Object.(*corev1.Namespace); ok {
-				repo.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
-				continue
-			}
-			_, errs := repo.UpsertPolicy(d.Object)
-			for _, fe := range errs {
+			for _, fe := range repo.ApplyObject(d.Object) {
 				if !covered(d.Source.String(), fe.Field) {
 					problems = append(problems, fmt.Sprintf("%s: %s", d.Source, fe.Error()))
 				}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
@@ -56,7 +57,7 @@ type podRecord struct {
 }
 
 type policyRecord struct {
-	obj client.Object
+	obj v1alpha1.Policy
 	// inForce is the generation in the repository; realized the one
 	// written to the datapath; message the compile or sync error.
 	inForce, realized int64

@@ -27,44 +27,6 @@ import (
 	"portcullis.dev/portcullis/policy"
 )
 
-// policyKind describes one of the three policy kinds.
-type policyKind struct {
-	name    string
-	newObj  func() client.Object
-	newList func() client.ObjectList
-	items   func(client.ObjectList) []client.Object
-}
-
-var policyKinds = []policyKind{
-	{"TrafficPolicy", func() client.Object { return &v1alpha1.TrafficPolicy{} },
-		func() client.ObjectList { return &v1alpha1.TrafficPolicyList{} },
-		func(l client.ObjectList) []client.Object {
-			var out []client.Object
-			for i := range l.(*v1alpha1.TrafficPolicyList).Items {
-				out = append(out, &l.(*v1alpha1.TrafficPolicyList).Items[i])
-			}
-			return out
-		}},
-	{"ClusterTrafficPolicy", func() client.Object { return &v1alpha1.ClusterTrafficPolicy{} },
-		func() client.ObjectList { return &v1alpha1.ClusterTrafficPolicyList{} },
-		func(l client.ObjectList) []client.Object {
-			var out []client.Object
-			for i := range l.(*v1alpha1.ClusterTrafficPolicyList).Items {
-				out = append(out, &l.(*v1alpha1.ClusterTrafficPolicyList).Items[i])
-			}
-			return out
-		}},
-	{"AdminTrafficPolicy", func() client.Object { return &v1alpha1.AdminTrafficPolicy{} },
-		func() client.ObjectList { return &v1alpha1.AdminTrafficPolicyList{} },
-		func(l client.ObjectList) []client.Object {
-			var out []client.Object
-			for i := range l.(*v1alpha1.AdminTrafficPolicyList).Items {
-				out = append(out, &l.(*v1alpha1.AdminTrafficPolicyList).Items[i])
-			}
-			return out
-		}},
-}
-
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
@@ -113,9 +75,9 @@ func (a *Agent) setupReconcilers(mgr ctrl.Manager) error {
 		})); err != nil {
 		return err
 	}
-	for _, k := range policyKinds {
-		if err := ctrl.NewControllerManagedBy(mgr).Named("agent-" + k.name).
-			For(k.newObj()).
+	for _, k := range v1alpha1.Kinds {
+		if err := ctrl.NewControllerManagedBy(mgr).Named("agent-" + k.Name).
+			For(k.New()).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 				return reconcile.Result{}, a.applyPolicy(ctx, k, req.NamespacedName)
 			})); err != nil {
@@ -186,11 +148,11 @@ func (a *Agent) applyNode(ctx context.Context, name string) error {
 // applyPolicy compiles a policy into the repository. A policy that does not
 // compile leaves its previous version in force; the error is reported in
 // the node's status entry.
-func (a *Agent) applyPolicy(ctx context.Context, k policyKind, key types.NamespacedName) error {
+func (a *Agent) applyPolicy(ctx context.Context, k v1alpha1.Kind, key types.NamespacedName) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	pk := policy.PolicyKey{Kind: k.name, Namespace: key.Namespace, Name: key.Name}
-	obj := k.newObj()
+	pk := policy.PolicyKey{Kind: k.Name, Namespace: key.Namespace, Name: key.Name}
+	obj := k.New()
 	if err := a.reader.Get(ctx, key, obj); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return err

@@ -10,6 +10,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/policy"
 )
@@ -28,12 +29,12 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, k := range policyKinds {
-		list := k.newList()
+	for _, k := range v1alpha1.Kinds {
+		list := k.NewList()
 		if err := a.reader.List(ctx, list); err != nil {
 			return err
 		}
-		for _, o := range k.items(list) {
+		for _, o := range list.Policies() {
 			if err := a.applyPolicy(ctx, k, client.ObjectKeyFromObject(o)); err != nil {
 				return err
 			}

@@ -24,6 +24,7 @@ import (
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/policy"
 )
 
 // Limits: metav1.Condition's Message, events.k8s.io/v1 Event's note.
@@ -39,7 +40,7 @@ const (
 // that finds the status right writes nothing and emits nothing.
 type PolicyReconciler struct {
 	Client   client.Client
-	Kind     Kind
+	Kind     v1alpha1.Kind
 	Recorder events.EventRecorder
 	Agents   *AgentTracker
 	grants   *grants
@@ -57,19 +58,19 @@ var _ reconcile.Reconciler = (*PolicyReconciler)(nil)
 // Reconcile derives the policy's status from the policy, the secrets and
 // grants it refers to, the live agents and their reports.
 func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	obj := r.Kind.newObject()
+	obj := r.Kind.New()
 	if err := r.Client.Get(ctx, req.NamespacedName, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.GetDeletionTimestamp().IsZero() {
 		return ctrl.Result{}, nil
 	}
-	orig := obj.DeepCopyObject().(client.Object)
-	before := r.Kind.status(orig)
-	st := r.Kind.status(obj)
+	orig := obj.DeepCopyObject().(v1alpha1.Policy)
+	before := orig.PolicyStatus()
+	st := obj.PolicyStatus()
 	gen := obj.GetGeneration()
 
-	errs := r.Kind.compile(obj)
+	errs := policy.Validate(obj, compileOptions)
 	refs, refErrs := PolicyRefs(obj)
 	errs = append(errs, refErrs...)
 	accepted := metav1.Condition{Type: v1alpha1.ConditionAccepted, ObservedGeneration: gen,
@@ -193,7 +194,7 @@ func truncateTo(s string, n int) string {
 func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(strings.ToLower(r.Kind.Name)).
-		For(r.Kind.newObject()).
+		For(r.Kind.New()).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSecret),
 			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
 		WatchesRawSource(source.Channel(r.Agents.Subscribe(), handler.EnqueueRequestsFromMapFunc(r.all)))
@@ -216,12 +217,12 @@ func (r *PolicyReconciler) all(ctx context.Context, _ client.Object) []reconcile
 }
 
 func (r *PolicyReconciler) list(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
-	l := r.Kind.newList()
+	l := r.Kind.NewList()
 	if err := r.Client.List(ctx, l, opts...); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing policies", "kind", r.Kind.Name)
 		return nil
 	}
-	items := r.Kind.items(l)
+	items := l.Policies()
 	reqs := make([]reconcile.Request, len(items))
 	for i, p := range items {
 		reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)}

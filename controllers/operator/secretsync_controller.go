@@ -149,12 +149,12 @@ func (r *SecretSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // wanted reports whether some policy refers to namespace/name and may.
 func (r *SecretSyncReconciler) wanted(ctx context.Context, namespace, name string) (bool, error) {
 	key := namespace + "/" + name
-	for _, k := range Kinds {
-		l := k.newList()
+	for _, k := range v1alpha1.Kinds {
+		l := k.NewList()
 		if err := r.Client.List(ctx, l, client.MatchingFields{indexSecretRef: key}); err != nil {
 			return false, fmt.Errorf("listing %s referring to %s: %w", k.Name, key, err)
 		}
-		for _, p := range k.items(l) {
+		for _, p := range l.Policies() {
 			if !p.GetDeletionTimestamp().IsZero() {
 				continue
 			}
@@ -219,8 +219,8 @@ func (r *SecretSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("secretsync").
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSecret))
-	for _, k := range Kinds {
-		b = b.Watches(k.newObject(), policyRefsHandler{})
+	for _, k := range v1alpha1.Kinds {
+		b = b.Watches(k.New(), policyRefsHandler{})
 	}
 	if r.grants.enabled {
 		b = b.Watches(&gatewayv1beta1.ReferenceGrant{}, handler.EnqueueRequestsFromMapFunc(r.forGrant))
@@ -242,13 +242,13 @@ func (r *SecretSyncReconciler) forSecret(_ context.Context, o client.Object) []r
 func (r *SecretSyncReconciler) forGrant(ctx context.Context, o client.Object) []reconcile.Request {
 	seen := map[types.NamespacedName]bool{}
 	var reqs []reconcile.Request
-	for _, k := range Kinds {
-		l := k.newList()
+	for _, k := range v1alpha1.Kinds {
+		l := k.NewList()
 		if err := r.Client.List(ctx, l, client.MatchingFields{indexSecretNamespace: o.GetNamespace()}); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing policies", "kind", k.Name)
 			continue
 		}
-		for _, p := range k.items(l) {
+		for _, p := range l.Policies() {
 			refs, _ := PolicyRefs(p)
 			for _, ref := range refs {
 				n := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}

@@ -46,8 +46,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if opts.SecretsNamespace == "" {
 		opts.SecretsNamespace = v1alpha1.DefaultSecretsNamespace
 	}
-	for _, k := range Kinds {
-		if err := mgr.GetFieldIndexer().IndexField(ctx, k.newObject(), indexSecretRef, func(o client.Object) []string {
+	for _, k := range v1alpha1.Kinds {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, k.New(), indexSecretRef, func(o client.Object) []string {
 			refs, _ := PolicyRefs(o)
 			keys := make([]string, len(refs))
 			for i, r := range refs {
@@ -57,7 +57,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		}); err != nil {
 			return fmt.Errorf("indexing %s by secret: %w", k.Name, err)
 		}
-		if err := mgr.GetFieldIndexer().IndexField(ctx, k.newObject(), indexSecretNamespace, func(o client.Object) []string {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, k.New(), indexSecretNamespace, func(o client.Object) []string {
 			refs, _ := PolicyRefs(o)
 			var nss []string
 			seen := map[string]bool{}
@@ -88,7 +88,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if err := mgr.Add(tracker); err != nil {
 		return fmt.Errorf("adding the agent tracker: %w", err)
 	}
-	for _, k := range Kinds {
+	for _, k := range v1alpha1.Kinds {
 		r := &PolicyReconciler{Client: mgr.GetClient(), Kind: k, Recorder: mgr.GetEventRecorder(v1alpha1.OperatorFieldManager), Agents: tracker, grants: g}
 		if err := r.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the %s reconciler: %w", k.Name, err)

@@ -25,7 +25,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
@@ -36,7 +35,7 @@ import (
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 const helperEnv = "PORTCULLIS_E2E_LISTEN"
@@ -244,32 +243,6 @@ func (e *env) setPolicy(p *v1alpha1.TrafficPolicy, org string) {
 	}
 }
 
-// waitProgrammed waits until this node reports the policy's generation and
-// the operator says Programmed.
-func (e *env) waitProgrammed(p *v1alpha1.TrafficPolicy) {
-	e.t.Helper()
-	harness.Eventually(e.t, "policy programmed", 20*time.Second, func() error {
-		var got v1alpha1.TrafficPolicy
-		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
-			return err
-		}
-		var entry *v1alpha1.PolicyNodeStatus
-		for i := range got.Status.Nodes {
-			if got.Status.Nodes[i].Name == e.c.NodeName() {
-				entry = &got.Status.Nodes[i]
-			}
-		}
-		if entry == nil || entry.ObservedGeneration != got.Generation || entry.Message != "" {
-			return fmt.Errorf("node entry %+v, generation %d", entry, got.Generation)
-		}
-		c := apimeta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgrammed)
-		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != got.Generation {
-			return fmt.Errorf("Programmed condition %+v", c)
-		}
-		return nil
-	})
-}
-
 // newEnv starts a local cluster, the proxy routing and a bpffs, all
 // removed on cleanup (also on failure).
 func newEnv(t *testing.T) *env {
@@ -370,7 +343,7 @@ func TestStarWarsL3L4(t *testing.T) {
 		if v := gaugeValue(t, agent.MapPressure.WithLabelValues("policy")); v <= 0 || v >= 1 {
 			t.Errorf("portcullis_bpf_map_pressure{map=policy} = %v, want in (0, 1)", v)
 		}
-		e.waitProgrammed(p)
+		harness.WaitProgrammed(t, e.c, e.k8s, p)
 	})
 	t.Run("namespace isolation", func(t *testing.T) {
 		expectBlocked(t, outsider, ds)
@@ -379,11 +352,11 @@ func TestStarWarsL3L4(t *testing.T) {
 		e.setPolicy(p, "alliance")
 		expectReach(t, xwing, ds)
 		expectBlocked(t, tiefighter, ds)
-		e.waitProgrammed(p)
+		harness.WaitProgrammed(t, e.c, e.k8s, p)
 		e.setPolicy(p, "empire")
 		expectBlocked(t, xwing, ds)
 		expectReach(t, tiefighter, ds)
-		e.waitProgrammed(p)
+		harness.WaitProgrammed(t, e.c, e.k8s, p)
 	})
 	t.Run("invalid update keeps the previous version", func(t *testing.T) {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -415,7 +388,7 @@ func TestStarWarsL3L4(t *testing.T) {
 		expectBlocked(t, xwing, ds)
 		expectReach(t, tiefighter, ds)
 		e.setPolicy(p, "empire")
-		e.waitProgrammed(p)
+		harness.WaitProgrammed(t, e.c, e.k8s, p)
 	})
 	t.Run("agent restart keeps enforcing", func(t *testing.T) {
 		// Probe the xwing continuously across the restart.

@@ -21,7 +21,7 @@ import (
 	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/e2e/internal/harness"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 // buildCLI builds cmd/portcullis into the test's temporary directory: the

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -25,8 +23,8 @@ import (
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/harness"
-	"portcullis.dev/portcullis/hack/localcluster"
-	"portcullis.dev/portcullis/hack/workloads"
+	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/workloads"
 	"portcullis.dev/portcullis/monitor"
 )
 
@@ -175,32 +173,6 @@ func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
 		t.Fatalf("%s: %v", file, err)
 	}
 	return &p
-}
-
-// waitProgrammed waits until this node reports the policy's generation and
-// the operator says Programmed.
-func (e *env) waitProgrammed(t *testing.T, p client.Object) {
-	t.Helper()
-	harness.Eventually(t, "policy "+p.GetName()+" programmed", 20*time.Second, func() error {
-		var got v1alpha1.TrafficPolicy
-		if err := e.k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err != nil {
-			return err
-		}
-		var entry *v1alpha1.PolicyNodeStatus
-		for i := range got.Status.Nodes {
-			if got.Status.Nodes[i].Name == e.c.NodeName() {
-				entry = &got.Status.Nodes[i]
-			}
-		}
-		if entry == nil || entry.ObservedGeneration != got.Generation || entry.Message != "" {
-			return fmt.Errorf("node entry %+v, generation %d", entry, got.Generation)
-		}
-		c := apimeta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgrammed)
-		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != got.Generation {
-			return fmt.Errorf("Programmed condition %+v", c)
-		}
-		return nil
-	})
 }
 
 // curlResult is what curl did, as a user sees it.

@@ -3,7 +3,7 @@
 // namespaces), the agent in-process (agent.Run: datapath, policy sync and
 // the proxy on its own port), the policies of examples/ applied through
 // the apiserver, real servers in the server pods (the deathstar over
-// HTTP/1.1 and h2c, the gRPC door manager, both hack/workloads run by this
+// HTTP/1.1 and h2c, the gRPC door manager, both internal/workloads run by this
 // binary) and real clients in the client pods: Debian's curl, and a
 // grpc-go client and a keep-alive HTTP client (this binary again).
 package proxy
@@ -26,8 +26,8 @@ import (
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
-	"portcullis.dev/portcullis/hack/localcluster"
-	"portcullis.dev/portcullis/hack/workloads"
+	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/workloads"
 	"portcullis.dev/portcullis/monitor"
 )
 
@@ -35,7 +35,7 @@ import (
 const accessDenied = "Access denied\r\n"
 
 // TestMain runs a workload when the binary is re-executed in a pod
-// (hack/workloads), else the tests under the node lock.
+// (internal/workloads), else the tests under the node lock.
 func TestMain(m *testing.M) {
 	workloads.RunIfChild()
 	ctrl.SetLogger(logr.Discard())
@@ -98,8 +98,8 @@ func TestProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.waitProgrammed(t, rule1)
-	e.waitProgrammed(t, doorPolicy)
+	harness.WaitProgrammed(t, e.c, e.k8s, rule1)
+	harness.WaitProgrammed(t, e.c, e.k8s, doorPolicy)
 	t.Logf("cluster, pods, agent, policies ready after %v", time.Since(begin).Round(time.Millisecond))
 
 	expect := func(t *testing.T, pod string, want int, wantBody string, args ...string) curlResult {
@@ -267,7 +267,7 @@ func TestProxy(t *testing.T) {
 		}
 		original := examplePolicy(t, "grpc/door-manager.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP
 		setHTTPRules(t, e.k8s, doorPolicy, []v1alpha1.PortRuleHTTP{{Method: "POST", Path: workloads.DoorManagerPath("GetLocation")}})
-		e.waitProgrammed(t, doorPolicy)
+		harness.WaitProgrammed(t, e.c, e.k8s, doorPolicy)
 		harness.Eventually(t, "GetName denied on the open connection", 10*time.Second, func() error {
 			if r := call("GetName"); r.Code != "PermissionDenied" {
 				return fmt.Errorf("%s %q", r.Code, r.Message)
@@ -278,7 +278,7 @@ func TestProxy(t *testing.T) {
 			t.Errorf("GetLocation after the change: %+v, want OK on the first connection", r)
 		}
 		setHTTPRules(t, e.k8s, doorPolicy, original)
-		e.waitProgrammed(t, doorPolicy)
+		harness.WaitProgrammed(t, e.c, e.k8s, doorPolicy)
 		harness.Eventually(t, "GetName allowed again on the open connection", 10*time.Second, func() error {
 			if r := call("GetName"); r.Code != "OK" || r.Conns != 1 {
 				return fmt.Errorf("%+v", r)
@@ -301,7 +301,7 @@ func TestProxy(t *testing.T) {
 			}
 		}()
 		mark := len(ds.Seen())
-		e.waitProgrammed(t, token)
+		harness.WaitProgrammed(t, e.c, e.k8s, token)
 		expect(t, "tiefighter", 200, "", "-H", "X-Token: 12345", dsURL+"/v1/")
 		if s, ok := ds.WaitSeen(func(s workloads.Seen) bool { return s.Method == "GET" && s.Header["X-Token"] == "12345" }, 5*time.Second); !ok {
 			t.Error("the deathstar did not see the GET with X-Token: 12345")
@@ -333,7 +333,7 @@ func TestProxy(t *testing.T) {
 		}
 		// rule1 now allows only GET /v1/; the connection stays open.
 		setHTTPRules(t, e.k8s, rule1, []v1alpha1.PortRuleHTTP{{Method: "GET", Path: "/v1/"}})
-		e.waitProgrammed(t, rule1)
+		harness.WaitProgrammed(t, e.c, e.k8s, rule1)
 		// New connections see the change first; then the old one must too.
 		expect(t, "tiefighter", 403, accessDenied, "-X", "POST", dsURL+"/v1/request-landing")
 		if r := do("POST", "/v1/request-landing"); r.Status != 403 || r.Body != accessDenied || r.Conns != 1 {
@@ -344,7 +344,7 @@ func TestProxy(t *testing.T) {
 		}
 		// And back.
 		setHTTPRules(t, e.k8s, rule1, examplePolicy(t, "starwars/rule1.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP)
-		e.waitProgrammed(t, rule1)
+		harness.WaitProgrammed(t, e.c, e.k8s, rule1)
 		expect(t, "tiefighter", 200, "Ship landed\n", "-X", "POST", dsURL+"/v1/request-landing")
 		if r := do("POST", "/v1/request-landing"); r.Status != 200 || r.Conns != 1 {
 			t.Errorf("request 4: %+v, want 200 on the same connection", r)

@@ -1,11 +1,11 @@
 // Command demo is `make demo`: it brings up the local cluster
-// (hack/localcluster), starts the operator (bin/portcullis-operator) if it
+// (internal/localcluster), starts the operator (bin/portcullis-operator) if it
 // has been built, makes the pods of the examples as network namespaces,
 // applies examples/ with kubectl, shows the policies with the status the
 // operator gave them, runs the node agent in-process (agent.Run on a bpffs
 // it mounts, with its API socket) and shows `portcullis endpoint list`,
 // then runs each traffic scenario (scenario.go): applies its policies,
-// starts its servers (hack/workloads) in their pods, drives real requests
+// starts its servers (internal/workloads) in their pods, drives real requests
 // with curl from the client pods (a list of steps, each with the expected
 // outcome) while `portcullis monitor` follows the verdicts, checks the
 // monitor's lines and `portcullis policy trace --live`; then the L7 part

@@ -21,8 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
-	"portcullis.dev/portcullis/hack/localcluster"
-	"portcullis.dev/portcullis/hack/workloads"
+	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/workloads"
 )
 
 // policyResources are the kinds the demo applies and lists.

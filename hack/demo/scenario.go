@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"portcullis.dev/portcullis/hack/workloads"
+	"portcullis.dev/portcullis/internal/workloads"
 )
 
 // scenario is a part of the demo with real traffic through the kernel
@@ -37,7 +37,7 @@ type liveTrace struct {
 	Src, Dst, Port, Want string
 }
 
-// scenarioServer is a hack/workloads server run in a pod.
+// scenarioServer is a internal/workloads server run in a pod.
 type scenarioServer struct {
 	Pod, Role, Addr string
 }

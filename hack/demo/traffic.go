@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"portcullis.dev/portcullis/hack/localcluster"
-	"portcullis.dev/portcullis/hack/workloads"
+	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/workloads"
 )
 
 // accessDenied is the body of the proxy's HTTP 403.
@@ -29,7 +29,7 @@ type l7Row struct {
 	do func() string
 }
 
-// startWorkload runs a server or client of hack/workloads in pod (this
+// startWorkload runs a server or client of internal/workloads in pod (this
 // binary, re-executed there); teardown stops it.
 func (d *demo) startWorkload(pod *localcluster.Pod, role string, args ...string) (*workloads.Process, error) {
 	exe, err := os.Executable()

@@ -75,9 +75,9 @@ func ConvertCilium(u *unstructured.Unstructured) field.ErrorList {
 // sentinels.
 func convertCilium(u *unstructured.Unstructured) []fieldErr {
 	if u.GroupVersionKind() == CiliumClusterwideNetworkPolicy {
-		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("ClusterTrafficPolicy"))
+		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind(v1alpha1.ClusterTrafficPolicyKind))
 	} else {
-		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("TrafficPolicy"))
+		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind(v1alpha1.TrafficPolicyKind))
 	}
 	delete(u.Object, "status")
 	return append(unsupportedFields(u.Object), extensionFields(u.Object)...)

@@ -344,22 +344,17 @@ func (st *state) loadObject(src Source, m map[string]any, raw []byte, inList boo
 
 	st.seq++
 	doc := Document{Source: src, Raw: raw, seq: st.seq}
-	switch gvk {
-	case v1alpha1.GroupVersion.WithKind("TrafficPolicy"),
-		v1alpha1.GroupVersion.WithKind("ClusterTrafficPolicy"),
-		v1alpha1.GroupVersion.WithKind("AdminTrafficPolicy"),
-		CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,
-		corev1.SchemeGroupVersion.WithKind("Namespace"):
+	if _, known := newObject(gvk); known {
 		st.decode(doc, gvk, m)
-	default:
-		if st.skip[gvk.GroupKind()] {
-			doc.Object = &unstructured.Unstructured{Object: m}
-			st.res.Skipped = append(st.res.Skipped, doc)
-			st.warn(src, "skipped: %s does not affect policy verdicts", kind)
-			return
-		}
-		st.fail(src, "", unknownKind(gvk))
+		return
 	}
+	if st.skip[gvk.GroupKind()] {
+		doc.Object = &unstructured.Unstructured{Object: m}
+		st.res.Skipped = append(st.res.Skipped, doc)
+		st.warn(src, "skipped: %s does not affect policy verdicts", kind)
+		return
+	}
+	st.fail(src, "", unknownKind(gvk))
 }
 
 // isList reports whether gvk is a v1 List or a typed list of a kind the
@@ -380,14 +375,15 @@ func isList(gvk schema.GroupVersionKind) bool {
 // whether the kind is one the loader decodes.
 func newObject(gvk schema.GroupVersionKind) (runtime.Object, bool) {
 	switch gvk {
-	case v1alpha1.GroupVersion.WithKind("TrafficPolicy"), CiliumNetworkPolicy:
+	case CiliumNetworkPolicy:
 		return &v1alpha1.TrafficPolicy{}, true
-	case v1alpha1.GroupVersion.WithKind("ClusterTrafficPolicy"), CiliumClusterwideNetworkPolicy:
+	case CiliumClusterwideNetworkPolicy:
 		return &v1alpha1.ClusterTrafficPolicy{}, true
-	case v1alpha1.GroupVersion.WithKind("AdminTrafficPolicy"):
-		return &v1alpha1.AdminTrafficPolicy{}, true
 	case corev1.SchemeGroupVersion.WithKind("Namespace"):
 		return &corev1.Namespace{}, true
+	}
+	if k, ok := v1alpha1.KindOf(gvk.Kind); ok && gvk.GroupVersion() == v1alpha1.GroupVersion {
+		return k.New(), true
 	}
 	return nil, false
 }
@@ -412,7 +408,7 @@ func (st *state) decode(doc Document, gvk schema.GroupVersionKind, m map[string]
 	switch gvk {
 	case CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy:
 		errs = append(errs, convertCilium(u)...)
-	case v1alpha1.GroupVersion.WithKind("TrafficPolicy"), v1alpha1.GroupVersion.WithKind("ClusterTrafficPolicy"):
+	case v1alpha1.GroupVersion.WithKind(v1alpha1.TrafficPolicyKind), v1alpha1.GroupVersion.WithKind(v1alpha1.ClusterTrafficPolicyKind):
 		// Same rule shape: name Cilium-only fields as such rather than as
 		// unknown fields.
 		errs = append(errs, unsupportedFields(m)...)

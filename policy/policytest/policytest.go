@@ -14,9 +14,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-
-	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/apis/policy/validation"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/loader"
@@ -55,11 +52,7 @@ func ApplyFiles(t testing.TB, r *policy.Repository, paths ...string) {
 func apply(t testing.TB, r *policy.Repository, res *loader.Result) {
 	t.Helper()
 	for _, d := range res.Documents {
-		if ns, ok := d.Object.(*corev1.Namespace); ok {
-			r.UpsertNamespace(ns.Name, ns.Labels, ns.Annotations[v1alpha1.AuditAnnotation] == "true")
-			continue
-		}
-		if _, errs := r.UpsertPolicy(d.Object); len(errs) > 0 {
+		if errs := r.ApplyObject(d.Object); len(errs) > 0 {
 			t.Fatalf("%s: %v", d.Source, errs.ToAggregate())
 		}
 	}

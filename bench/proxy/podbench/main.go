@@ -1,5 +1,5 @@
 // Command podbench sets up the proxy benchmarks' pod targets and runs a
-// measuring command inside them: a local cluster (hack/localcluster: real
+// measuring command inside them: a local cluster (internal/localcluster: real
 // kube-apiserver, pods as network namespaces), the agent in-process through
 // agent.Run (the code path of cmd/portcullis-agent, with its proxy) on a
 // bpffs of its own, an origin pod running bench/proxy/origin and a client
@@ -47,7 +47,7 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
 
 // nodeLockPath is e2e/internal/nodelock's lock file (an internal package,
@@ -277,18 +277,9 @@ func readPolicy(file string) (*v1alpha1.TrafficPolicy, error) {
 func waitProgrammed(ctx context.Context, k8s client.Client, node string, p *v1alpha1.TrafficPolicy) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var got v1alpha1.TrafficPolicy
-		err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &got)
+		err := localcluster.NodeReported(ctx, k8s, node, p, &v1alpha1.TrafficPolicy{})
 		if err == nil {
-			for _, n := range got.Status.Nodes {
-				if n.Name == node && n.ObservedGeneration == got.Generation {
-					if n.Message != "" {
-						return fmt.Errorf("policy %s/%s: %s", p.Namespace, p.Name, n.Message)
-					}
-					return nil
-				}
-			}
-			err = fmt.Errorf("generation %d not reported by node %s: %+v", got.Generation, node, got.Status.Nodes)
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("policy not programmed after 30s: %w", err)

@@ -6,6 +6,7 @@ package harness
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,8 +32,25 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/operator"
-	"portcullis.dev/portcullis/hack/localcluster"
+	"portcullis.dev/portcullis/internal/localcluster"
 )
+
+// WaitProgrammed waits until c's node reports p's current generation in
+// force and the operator's Programmed condition is True for it.
+func WaitProgrammed(t testing.TB, c *localcluster.Cluster, k8s client.Client, p v1alpha1.Policy) {
+	t.Helper()
+	Eventually(t, "policy "+p.GetName()+" programmed", 20*time.Second, func() error {
+		got := p.DeepCopyObject().(v1alpha1.Policy)
+		if err := localcluster.NodeReported(context.Background(), k8s, c.NodeName(), p, got); err != nil {
+			return err
+		}
+		cond := apimeta.FindStatusCondition(got.PolicyStatus().Conditions, v1alpha1.ConditionProgrammed)
+		if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != got.GetGeneration() {
+			return fmt.Errorf("Programmed condition %+v", cond)
+		}
+		return nil
+	})
+}
 
 // Scheme knows the Kubernetes kinds and ours.
 func Scheme() *runtime.Scheme {

@@ -342,7 +342,7 @@ func (c *Cluster) registerNode(ctx context.Context) error {
 			Type:               corev1.NodeReady,
 			Status:             corev1.ConditionTrue,
 			Reason:             "LocalClusterReady",
-			Message:            "node registered by hack/localcluster",
+			Message:            "node registered by internal/localcluster",
 			LastHeartbeatTime:  now,
 			LastTransitionTime: now,
 		}},
