@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -163,7 +164,7 @@ func TestProxyKafkaKcatProduce(t *testing.T) {
 	}
 	hq.waitEvent(t, "FORWARDED produce", kafkaEvent("produce", monitor.VerdictForwarded))
 
-	outpost := startKafkaProxy(t, empireOutpost, broker)
+	outpost := startKafkaProxy(t, empireOutpost, broker, "--metrics-addr", "127.0.0.1:0")
 	_, stderr, err := kcat(t, "rebel lies\n", "-b", outpost.addr, "-P", "-t", "empire-announce", "-X", "message.timeout.ms=5000")
 	if err == nil || !strings.Contains(stderr, "Topic authorization failed") {
 		t.Fatalf("outpost kcat produce: err %v, stderr:\n%s\nwant a failure saying Topic authorization failed", err, stderr)
@@ -174,6 +175,16 @@ func TestProxyKafkaKcatProduce(t *testing.T) {
 	e := outpost.waitEvent(t, "DENIED produce", kafkaEvent("produce", monitor.VerdictDenied))
 	if e.L7.Kafka.ErrorCode != 29 || !strings.Contains(e.Reason, "empire-announce") || e.Policy == "" {
 		t.Errorf("denial event %+v %+v: want error 29, the topic and the deciding policy", e, *e.L7.Kafka)
+	}
+	_, metrics := do(t, &http.Client{Timeout: 3 * time.Second}, "GET", outpost.metrics)
+	for _, want := range []string{
+		`portcullis_proxy_requests_total{protocol="kafka",verdict="DENIED"}`,
+		`portcullis_proxy_requests_total{protocol="kafka",verdict="FORWARDED"}`,
+		`portcullis_proxy_request_duration_seconds_count{protocol="kafka"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s:\n%s", want, metrics)
+		}
 	}
 }
 
