@@ -213,7 +213,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
 	br := getReader(dc)
 	if isH2(br) {
-		defer putReader(br)
+		// br is never given back to the pool: x/net's frame-reader
+		// goroutine reads it and may still be inside a read when
+		// ServeConn returns (http2.Server.ServeConn does not wait for
+		// it). A recycled reader would then be read with no connection
+		// behind it, or hand this client's bytes to another connection.
 		dc.mode = modeNone
 		c.SetDeadline(time.Time{})
 		s.serveH2(ctx, &bufConn{Conn: c, r: br}, src, dst)
@@ -286,6 +290,11 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// The buffer pools. Whoever takes a buffer gives it back only when no
+// other goroutine can still use it: HTTP/1.1 connections are served by one
+// goroutine (splice waits for its second one before giving anything back),
+// the HTTP/2 read buffer is never given back (see ServeConn), and copy
+// buffers go back after their loop.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 func getReader(r io.Reader) *bufio.Reader {
