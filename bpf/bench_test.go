@@ -33,7 +33,7 @@ func tcpPacket(src, dst netip.Addr, sport, dport uint16, flags byte) []byte {
 // an established flow (conntrack hit plus the per-packet policy re-check)
 // and a new flow's first packet (a pure SYN is always decided anew:
 // policy lookups and a conntrack write). Figures are in
-// docs/architecture.md, section Datapath.
+// docs/benchmarks.md.
 func BenchmarkFromPod(b *testing.B) {
 	if testing.Short() {
 		b.Skip("short")
