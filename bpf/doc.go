@@ -1,9 +1,10 @@
 // Package bpf is Portcullis's eBPF datapath: the BPF programs (datapath.c,
 // compiled with bpf2go; the generated files are committed), their maps
-// (ipcache, endpoints, policy, conntrack, events), the writer that turns the
-// engine's map state into policy map keys and applies only the differences,
-// attaching the programs to pods' host-side veths with TCX, the ip rule and
-// route that the proxy redirect needs, and the verdict event reader.
+// (ipcache, endpoints, policy, conntrack, events, and the Service maps
+// services, backends and lb_flows), the writer that turns the engine's map
+// state into policy map keys and applies only the differences, attaching
+// the programs to pods' host-side veths with TCX, the ip rule and route
+// that the proxy redirect needs, and the verdict event reader.
 //
 // # Building
 //
@@ -53,6 +54,11 @@
 //     (DROPPED, REDIRECTED, AUDITED, FORWARDED), reason, src/dst IPv4 and
 //     ports (ICMP: the type as dst port), proto, src and dst identity, rule
 //     id, proxy port}.
+//   - services: hash, 65536; (ClusterIP, port, protocol, slot) → slot 0:
+//     the number of backends and the port's id, slots 1..n: backend ids.
+//   - backends: hash, 65536; id → pod address and target port.
+//   - lb_flows: LRU hash, 262144; the client's tuple towards the ClusterIP
+//     → the backend chosen and the service id.
 //
 // # Policy keys and lookup order
 //
@@ -154,6 +160,23 @@
 // ring (about 20000 events) is full the datapath drops the event, never
 // the packet. Per-packet costs are in docs/benchmarks.md.
 //
+// # Services
+//
+// Services are translated per packet in from_pod, before policy, and
+// replies are translated back in to_pod ([Datapath.SetService],
+// [Datapath.DeleteService], [Datapath.Services]), not with cgroup socket
+// hooks: a pod here is a network namespace whose processes share their
+// starter's cgroup, so a cgroup hook would have to sit on a cgroup that
+// holds unrelated processes, while from_pod sees every packet a pod sends,
+// and meets policy in the same pass, so that the checks, the L7 redirect
+// and the events see the backend. A new connection gets a backend at
+// random; a Service without ready backends answers TCP with a reset and
+// UDP with ICMP port unreachable; connections to a removed backend are
+// reset on their next packet. Only traffic that leaves a local pod is
+// translated, and hairpin (a pod calling a Service whose backend is
+// itself) is not supported yet. The reasons and the details are in
+// docs/design/services.md.
+//
 // # Restart safety
 //
 // Maps and the TCX links are pinned (links under
@@ -172,9 +195,9 @@
 // epID, flags), DetachEndpoint(podIP), SetEndpointFlags, Endpoints,
 // SetIPCache(prefix, identity), DeleteIPCache, SyncEndpointPolicy(epID,
 // *policy.EndpointPolicy), PolicyEntries (used/capacity, for a map pressure
-// gauge), Events, SetupProxyRouting, Close, Unpin, Remove. Interface
-// indexes and routing are resolved in the calling thread's network
-// namespace.
+// gauge), Events, SetService, DeleteService, Services, SetupProxyRouting,
+// Close, Unpin, Remove. Interface indexes and routing are resolved in the
+// calling thread's network namespace.
 //
 // # Not handled yet
 //
@@ -190,6 +213,9 @@
 //   - Preserving the client's source address upstream when the server is
 //     not a local pod (its replies do not pass a program that could assign
 //     them: the proxy uses the node's address then).
+//   - SCTP ports: the program reads ports of TCP and UDP only, so SCTP (like
+//     VRRP, IGMP and every other protocol) is looked up as port 0 and only
+//     a rule for every SCTP port matches it (fail closed).
 //   - IP fragments after the first are looked up as port 0; no TCP state
 //     in conntrack; host endpoints and host policies.
 //   - Sampling or per-endpoint switching of allowed-flow events (every new

@@ -35,7 +35,8 @@
 // anything; a rule with ports and no peers allows every peer on them; port
 // 0 means every port; protocol ANY means TCP, UDP and SCTP; ICMP rules
 // match ICMP (or ICMPv6) with the type in the port field, as Cilium's
-// datapath does.
+// datapath does; VRRP and IGMP (Cilium 1.18) have no ports, their rules
+// cover the whole port space and the datapath looks them up as port 0.
 //
 // # Identities
 //

@@ -55,12 +55,16 @@
 // output (text, or the monitor event as JSON) through a 64 KiB buffer
 // written out every 100 ms and on exit rather than a write per request
 // (every line kept, in order); metrics are on a registry of its own at
-// --metrics-addr/metrics. Only HTTP (HTTP/1.1, h2c, gRPC) is served.
+// --metrics-addr/metrics. HTTP (HTTP/1.1, h2c, gRPC) and Kafka are served;
+// for Kafka the broker addresses in Metadata and FindCoordinator answers
+// become --advertise, so that every connection of a client passes the
+// proxy.
 // TestProxyStandalone sends real HTTP under examples/starwars
 // (request-landing 200 from the upstream, exhaust-port 403 "Access
 // denied", golden access lines, metrics); TestProxyStandaloneJSON,
 // TestProxyStandaloneL4Denied (the xwing is reset with a DENIED line) and
-// the bad-flag and bad-file cases complete it.
+// the bad-flag and bad-file cases complete it; the Kafka tests put it in
+// front of a kfake broker with kcat and a franz-go consumer group.
 //
 // # Exit status
 //

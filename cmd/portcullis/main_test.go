@@ -120,6 +120,11 @@ var traceCases = []traceCase{
 	{"admin-pass-baseline-deny", []string{adminDir}, flowArgs("app=x", "app=web,io.kubernetes.pod.namespace=team-a", "80"), policy.VerdictDenied},
 	{"admin-pass-same-namespace", []string{adminDir}, flowArgs("app=x,io.kubernetes.pod.namespace=team-a", "app=web,io.kubernetes.pod.namespace=team-a", "80"), policy.VerdictAllowed},
 	{"entity-world-icmp", []string{starwars}, []string{"--src-entity", "world", "--dst", deathstar, "--dport", "8/ICMP"}, policy.VerdictDenied},
+	// Port-less protocols of Cilium 1.18: allowed both ways for VRRP;
+	// IGMP is allowed at the ingress but not at the source's egress.
+	{"vrrp", []string{"testdata/vrrp.yaml"}, flowArgs("app=keepalived,role=backup", "app=keepalived,role=master", "VRRP"), policy.VerdictAllowed},
+	{"igmp-egress-denied", []string{"testdata/vrrp.yaml"}, flowArgs("app=keepalived,role=backup", "app=keepalived,role=master", "0/IGMP"), policy.VerdictDenied},
+	{"vrrp-other-peer", []string{"testdata/vrrp.yaml"}, flowArgs("app=web", "app=keepalived", "VRRP"), policy.VerdictDenied},
 }
 
 func TestTraceGolden(t *testing.T) {
@@ -348,6 +353,7 @@ func TestUsageErrors(t *testing.T) {
 		{"port out of range", base("--src", xwing, "--dst", deathstar, "--dport", "70000"), "--dport"},
 		{"port zero", base("--src", xwing, "--dst", deathstar, "--dport", "0"), "--dport"},
 		{"unknown protocol", base("--src", xwing, "--dst", deathstar, "--dport", "80/QUIC"), "unknown protocol"},
+		{"a port for VRRP", base("--src", xwing, "--dst", deathstar, "--dport", "112/VRRP"), "VRRP has no ports"},
 		{"bad icmp type", base("--src", xwing, "--dst", deathstar, "--dport", "300/ICMP"), "ICMP type"},
 		{"bad address", base("--src-ip", "10.0.0.300", "--dst", deathstar, "--dport", "80"), "--src-ip"},
 		{"unknown entity", base("--src-entity", "moon", "--dst", deathstar, "--dport", "80"), "unknown entity"},

@@ -5,7 +5,8 @@
 // into the pinned BPF datapath: the ipcache (pod addresses and CIDR
 // identities), each local endpoint's policy entries (through the
 // datapath's diff writer), its programs and its flags. It also runs the
-// node's L7 proxy, reports to the operator, and serves the local API.
+// node's L7 proxy (HTTP through proxy/http, Kafka through proxy/kafka),
+// reports to the operator, and serves the local API.
 // [Run] is the whole agent; cmd/portcullis-agent only parses flags into
 // [Config] (its --help lists them), and the e2e tests and the demo run the
 // same function in-process.
@@ -196,6 +197,5 @@
 // IPv6: only a pod's IPv4 podIP becomes an endpoint and an ipcache entry.
 // The --dns-reject-response-code and --tofqdns-max-ips-per-hostname flags,
 // which the packaging passes, are validated but take effect only with the
-// DNS proxy, which is not built. The Kafka proxy (package proxy/kafka) is
-// not wired in yet: connections under a Kafka rule are refused.
+// DNS proxy, which is not built.
 package agent

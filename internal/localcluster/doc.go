@@ -47,6 +47,19 @@
 // 10.244.0.0/16 and outside the links and namespaces the cluster made is
 // touched; the host's other interfaces, routes and addresses never are.
 //
+// # Cluster DNS
+//
+// [Cluster.StartDNS] runs kube-dns the way kubeadm clusters do: CoreDNS
+// (bin/coredns, built from source with only the plugins it needs by
+// hack/tools/coredns) as pod kube-system/coredns behind Service
+// kube-system/kube-dns at 10.96.0.10, serving cluster.local from the
+// apiserver and the hosts of AddHost from a local zone, forwarding nothing:
+// an unknown name is NXDOMAIN and no query leaves the machine. Every pod's
+// resolv.conf (written where `ip netns exec` bind-mounts it) names that
+// address; reaching the ClusterIP takes the datapath's Service
+// translation. CoreDNS reaches the apiserver through a relay on its pod's
+// loopback, standing in for the kubernetes Service.
+//
 // # Cleanup
 //
 // Every namespace and link name starts with a per-cluster prefix "pc" + 4

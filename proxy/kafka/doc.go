@@ -7,11 +7,12 @@
 // that proxy.Options.Kafka takes; each client connection gets one upstream
 // connection (Kafka connections are long-lived). The policy is resolved
 // per request, so a policy change applies to the next request on an open
-// connection. The package is built and tested on loopback with real
-// clients (franz-go's kfake broker and kgo client), but not yet served:
-// neither the agent nor `portcullis proxy` passes a Kafka server to the
-// proxy core, so connections under a Kafka rule are refused there with an
-// ERROR event (fail closed).
+// connection. The agent's transparent proxy hands Kafka flows to it (no
+// address rewriting: clients reach the brokers' own addresses through the
+// redirect), and `portcullis proxy` serves it standalone, advertising its
+// own listen address. Tests run on loopback with real clients: franz-go's
+// kfake broker with kgo clients here, kcat and a franz-go consumer group
+// in cmd/portcullis.
 //
 // # Requests
 //
