@@ -67,8 +67,9 @@ build: ## Build the binaries into bin/.
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: lint
-lint: ## gofmt, go vet, and no executable binaries among the tracked files.
+lint: ## gofmt, go vet, no executable binaries among the tracked files, no broken documentation links.
 	@hack/check-binaries.sh
+	@hack/check-doc-links.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 

@@ -1,13 +1,3 @@
-// Package http is the node-local proxy for HTTP/1.1, HTTP/2 with prior
-// knowledge (h2c) and gRPC: it reads each request, asks the connection's
-// policy for a verdict, answers a denial in the protocol's words (403, or
-// gRPC PERMISSION_DENIED) and forwards an allowed request, with the
-// policy's header actions applied, to the connection's original
-// destination over a pooled upstream connection.
-//
-// The transparent listener and the upstream dialer (socket mark,
-// IP_TRANSPARENT) live in package proxy; this package serves one accepted
-// connection at a time through [Server.ServeConn].
 package http
 
 import (
