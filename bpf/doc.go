@@ -5,5 +5,9 @@
 // attaching the programs to pods' host-side veths with TCX, the ip rule and
 // route that the proxy redirect needs, and the verdict event reader.
 //
+// The programs read ports for TCP and UDP and the type for ICMP; every
+// other IP protocol, such as VRRP and IGMP, is looked up in the policy map
+// and tracked in conntrack with ports 0.
+//
 // See docs/architecture.md, section "Datapath".
 package bpf

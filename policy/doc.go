@@ -20,4 +20,9 @@
 //  3. the Baseline tier, first matching rule wins;
 //  4. the enforcement mode: default allows, always denies; never skips
 //     all of the above.
+//
+// Ports name TCP, UDP, SCTP (ANY is the three), or VRRP (IP protocol 112)
+// and IGMP (2), which have no ports, as in Cilium 1.18: a rule naming one
+// covers the whole protocol, and its map state is one run that the
+// datapath looks up as port 0. See docs/design/evaluation.md.
 package policy
