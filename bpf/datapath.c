@@ -4,7 +4,8 @@
 //
 // Portcullis datapath: L3/L4 policy on the host side of each local pod's
 // veth, per-flow connection tracking, and redirect of L7 flows to the
-// transparent proxy with bpf_sk_assign. See docs/architecture.md "Datapath".
+// transparent proxy with bpf_sk_assign, and the translation of Service
+// addresses to backends before any of that (docs/design/services.md).
 //
 // Only UAPI headers and libbpf's helper headers are used (no vmlinux.h):
 // a TC program needs nothing from kernel internals.
@@ -94,6 +95,11 @@ enum event_reason {
 	REASON_UNKNOWN_DESTINATION = 7,
 	REASON_NOT_IPV4 = 8,
 	REASON_NOT_ENFORCED = 9,
+	// A Service address with no ready backend: refused (TCP reset, ICMP
+	// port unreachable for UDP).
+	REASON_NO_BACKEND = 10,
+	// An established TCP connection whose backend left the Service: reset.
+	REASON_BACKEND_GONE = 11,
 };
 
 // Flow paths remembered in conntrack (ct_value.path).
@@ -155,7 +161,46 @@ struct ct_value {
 	__u8 path;
 	__u8 audited;
 	__be16 proxy_port;
-	__u32 pad;
+	// The Service address the client sent to, for a translated flow (0:
+	// not translated); replies get it back as their source.
+	__be32 nat_addr;
+	__be16 nat_port;
+	__u8 pad[6];
+};
+
+// A Service's port: slot 0 is the service itself (count, id), slots
+// 1..count hold its backends' ids. The agent writes new slots before the
+// count and removes old ones after it, so a lookup always meets a complete
+// set of backends that exist.
+struct service_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
+struct service_value {
+	// Slot 0: the number of backends and the service's id. Other slots:
+	// backend_id.
+	__u32 backend_id;
+	__u16 count;
+	__u16 svc_id;
+};
+
+struct backend {
+	__be32 addr;
+	__be16 port;
+	__u8 pad[2];
+};
+
+// The backend a connection to a Service got, keyed by the client's tuple
+// towards the Service address.
+struct lb_flow {
+	__u32 backend_id;
+	__u16 svc_id;
+	__u16 pad;
 };
 
 struct event {
@@ -212,6 +257,27 @@ struct {
 } conntrack SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct service_key);
+	__type(value, struct service_value);
+	__uint(max_entries, 65536);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct backend);
+	__uint(max_entries, 65536);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct lb_flow);
+	__uint(max_entries, 262144);
+} lb_flows SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
@@ -221,6 +287,10 @@ struct {
 // stays one word; never read.
 const struct {
 	struct event event;
+	struct service_key service_key;
+	struct service_value service_value;
+	struct backend backend;
+	struct lb_flow lb_flow;
 	enum direction direction;
 	enum verdict verdict;
 	enum endpoint_flags endpoint_flags;
@@ -243,6 +313,13 @@ struct flow {
 	__u8 proto;
 	__u8 syn;
 	__u8 ack;
+	__u8 rst;
+	// Offset of the L4 header; 0 for a non-first fragment.
+	__u16 l4off;
+	// The Service address and port the packet was sent to, once
+	// translated (nat_addr 0: not a Service).
+	__be32 nat_addr;
+	__be16 nat_port;
 };
 
 // decision is the outcome of the policy checks for one packet.
@@ -283,6 +360,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;
 	void *l4 = (void *)ip + ip->ihl * 4;
+	f->l4off = sizeof(*eth) + ip->ihl * 4;
 	switch (ip->protocol) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = l4;
@@ -293,6 +371,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		f->policy_port = bpf_ntohs(th->dest);
 		f->syn = th->syn;
 		f->ack = th->ack;
+		f->rst = th->rst;
 		break;
 	}
 	case IPPROTO_UDP: {
@@ -485,7 +564,237 @@ static __always_inline void assign_proxy_leg(struct __sk_buff *skb, struct flow 
 	bpf_sk_release(sk);
 }
 
-static __always_inline void ct_create(struct ct_key *k, __u8 path, __u8 audited, __be16 proxy_port)
+// --- Service translation ---------------------------------------------------
+
+#ifndef offsetof
+#define offsetof(type, member) __builtin_offsetof(type, member)
+#endif
+
+#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+#define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+
+static __always_inline __u16 csum_fold(__u32 csum)
+{
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	return (__u16)~csum;
+}
+
+// l4_csum_off is the offset of the TCP or UDP checksum.
+static __always_inline __u32 l4_csum_off(struct flow *f)
+{
+	return f->l4off + (f->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
+}
+
+// rewrite replaces the packet's destination (dst=1) or source address and
+// port, fixing the IP and L4 checksums. A UDP checksum of 0 (none) stays 0.
+static __always_inline int rewrite(struct __sk_buff *skb, struct flow *f, int dst, __be32 old_addr,
+				   __be32 new_addr, __be16 old_port, __be16 new_port)
+{
+	__u32 csum_off = l4_csum_off(f);
+	__u64 l4flags = f->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 addr_off = dst ? IP_DST_OFF : IP_SRC_OFF;
+	// Ports are at the same offsets in TCP and UDP headers.
+	__u32 port_off = f->l4off + (dst ? offsetof(struct udphdr, dest) : offsetof(struct udphdr, source));
+
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, l4flags | BPF_F_PSEUDO_HDR | 4) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, 4) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
+		return -1;
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, l4flags | 2) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+// reply_ip fills a reply's Ethernet and IP headers: the addresses of the
+// packet in eth and ip swapped, the Service address as the source.
+static __always_inline void reply_ip(struct ethhdr *eth, struct iphdr *ip, struct flow *f, __u8 proto,
+				     __u16 len)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->tot_len = bpf_htons(len);
+	ip->saddr = f->daddr;
+	ip->daddr = f->saddr;
+	ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
+// refuse answers a packet for a Service address in the Service's name, as
+// a host without the port would: a TCP reset (ECONNREFUSED for a SYN, a
+// reset for an established connection), or ICMP port unreachable for UDP.
+// The answer goes straight into the pod (bpf_redirect_peer), so the pod's
+// ingress policy never sees it. The packet must not have IP options.
+static __always_inline int refuse(struct __sk_buff *skb, struct flow *f)
+{
+	if (f->l4off != ETH_HLEN + sizeof(struct iphdr))
+		return TC_ACT_SHOT;
+	struct ethhdr eth;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return TC_ACT_SHOT;
+	if (f->proto == IPPROTO_TCP) {
+		struct tcphdr tcp;
+		struct {
+			__be32 saddr, daddr;
+			__u8 zero, proto;
+			__be16 len;
+		} pseudo;
+		if (f->rst || bpf_skb_load_bytes(skb, f->l4off, &tcp, sizeof(tcp)) < 0)
+			return TC_ACT_SHOT;
+		__u32 payload = bpf_ntohs(ip.tot_len) - sizeof(ip) - tcp.doff * 4;
+		__be32 seq = tcp.seq, ack_seq = tcp.ack_seq;
+		__u8 had_ack = tcp.ack, syn = tcp.syn, fin = tcp.fin;
+		reply_ip(&eth, &ip, f, IPPROTO_TCP, sizeof(ip) + sizeof(tcp));
+		__builtin_memset(&tcp, 0, sizeof(tcp));
+		tcp.source = f->dport;
+		tcp.dest = f->sport;
+		tcp.doff = 5;
+		tcp.rst = 1;
+		// RFC 9293 3.10.7.1: the reset takes its sequence number from the
+		// segment's ACK field, else acknowledges the segment.
+		if (had_ack) {
+			tcp.seq = ack_seq;
+		} else {
+			tcp.ack = 1;
+			tcp.ack_seq = bpf_htonl(bpf_ntohl(seq) + payload + syn + fin);
+		}
+		pseudo.saddr = ip.saddr;
+		pseudo.daddr = ip.daddr;
+		pseudo.zero = 0;
+		pseudo.proto = IPPROTO_TCP;
+		pseudo.len = bpf_htons(sizeof(tcp));
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+		sum = bpf_csum_diff(0, 0, (__be32 *)&tcp, sizeof(tcp), sum);
+		tcp.check = csum_fold(sum);
+		if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(ip) + sizeof(tcp), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &tcp, sizeof(tcp), 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect_peer(skb->ifindex, 0);
+	}
+	if (f->proto == IPPROTO_UDP) {
+		// ICMP port unreachable quoting the IP header and 8 bytes of UDP.
+		struct {
+			struct iphdr ip;
+			__u8 l4[8];
+		} quote;
+		struct icmp_echo icmp = {.type = 3}; // destination unreachable
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &quote, sizeof(quote)) < 0)
+			return TC_ACT_SHOT;
+		if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(quote), 0) < 0)
+			return TC_ACT_SHOT;
+		if (bpf_skb_adjust_room(skb, sizeof(ip) + sizeof(icmp), BPF_ADJ_ROOM_MAC, 0) < 0)
+			return TC_ACT_SHOT;
+		reply_ip(&eth, &ip, f, IPPROTO_ICMP, sizeof(ip) + sizeof(icmp) + sizeof(quote));
+		icmp.code = 3; // port unreachable
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&icmp, sizeof(icmp), 0);
+		sum = bpf_csum_diff(0, 0, (__be32 *)&quote, sizeof(quote), sum);
+		icmp.checksum = csum_fold(sum);
+		if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &icmp, sizeof(icmp), 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect_peer(skb->ifindex, 0);
+	}
+	return TC_ACT_SHOT;
+}
+
+// lb_translate rewrites a packet for a Service address to a backend,
+// before policy, so that everything after it sees the backend. It returns
+// 0 for a packet that is not for a Service or was translated (f then holds
+// the backend, and the Service in nat_addr, nat_port), 1 when the packet
+// was answered or dropped instead (*act is the TC verdict, *reason why).
+// A connection keeps its backend; a new TCP connection (a pure SYN) or a
+// UDP flow whose backend is gone gets a new one, chosen at random; an
+// established TCP connection whose backend is gone is reset.
+static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, int *act, __u8 *reason)
+{
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return 0;
+	if (!f->l4off)
+		return 0;
+	struct service_key sk = {.addr = f->daddr, .port = f->dport, .proto = f->proto};
+	struct service_value *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc)
+		return 0;
+	__u16 count = svc->count, svc_id = svc->svc_id;
+	struct ct_key fk = {.saddr = f->saddr, .daddr = f->daddr, .sport = f->sport, .dport = f->dport, .proto = f->proto};
+	struct lb_flow *lb = bpf_map_lookup_elem(&lb_flows, &fk);
+	struct backend *be = 0;
+	__u32 backend_id = 0;
+	int new_conn = !lb || (f->proto == IPPROTO_TCP && f->syn && !f->ack);
+	if (!new_conn && lb->svc_id == svc_id) {
+		backend_id = lb->backend_id;
+		be = bpf_map_lookup_elem(&backends, &backend_id);
+	}
+	if (!be && !new_conn && f->proto == IPPROTO_TCP) {
+		*reason = REASON_BACKEND_GONE;
+		*act = refuse(skb, f);
+		return 1;
+	}
+	if (!be) {
+		if (count == 0) {
+			*reason = REASON_NO_BACKEND;
+			*act = refuse(skb, f);
+			return 1;
+		}
+		sk.slot = bpf_get_prandom_u32() % count + 1;
+		struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
+		if (slot) {
+			backend_id = slot->backend_id;
+			be = bpf_map_lookup_elem(&backends, &backend_id);
+		}
+		if (!be) {
+			// The agent is between two writes of this service.
+			*reason = REASON_NO_BACKEND;
+			*act = refuse(skb, f);
+			return 1;
+		}
+		struct lb_flow nl = {.backend_id = backend_id, .svc_id = svc_id};
+		bpf_map_update_elem(&lb_flows, &fk, &nl, BPF_ANY);
+	}
+	__be32 baddr = be->addr;
+	__be16 bport = be->port;
+	if (rewrite(skb, f, 1, f->daddr, baddr, f->dport, bport) < 0) {
+		*reason = REASON_NO_BACKEND;
+		*act = TC_ACT_SHOT;
+		return 1;
+	}
+	f->nat_addr = f->daddr;
+	f->nat_port = f->dport;
+	f->daddr = baddr;
+	f->dport = bport;
+	f->policy_port = bpf_ntohs(bport);
+	return 0;
+}
+
+// lb_reverse gives a reply of a translated flow the Service's address and
+// port as its source, so the client sees the peer it connected to.
+static __always_inline void lb_reverse(struct __sk_buff *skb, struct flow *f, struct ct_value *ct)
+{
+	if (!f->l4off || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
+		return;
+	rewrite(skb, f, 0, f->saddr, ct->nat_addr, f->sport, ct->nat_port);
+}
+
+static __always_inline void ct_create(struct ct_key *k, struct flow *f, __u8 path, __u8 audited, __be16 proxy_port)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct ct_value v = {
@@ -494,6 +803,8 @@ static __always_inline void ct_create(struct ct_key *k, __u8 path, __u8 audited,
 		.path = path,
 		.audited = audited,
 		.proxy_port = proxy_port,
+		.nat_addr = f->nat_addr,
+		.nat_port = f->nat_port,
 	};
 	bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
 }
@@ -529,7 +840,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 			if (lv)
 				lv->last_seen = bpf_ktime_get_ns();
 			else
-				ct_create(&lk, PATH_PROXY_LEG, 0, 0);
+				ct_create(&lk, &f, PATH_PROXY_LEG, 0, 0);
 			return TC_ACT_OK;
 		}
 		ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
@@ -542,12 +853,23 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 		return drop(&f, &d, 0, 0);
 	}
 	d.ep_id = ep->ep_id;
-	src_id = identity_of(f.saddr);
-	dst_id = identity_of(f.daddr);
 	if (ep->flags & EP_LOCKDOWN) {
 		d.reason = REASON_LOCKDOWN;
-		return drop(&f, &d, src_id, dst_id);
+		return drop(&f, &d, identity_of(f.saddr), identity_of(f.daddr));
 	}
+	// Services are translated before policy: the checks, the redirect,
+	// conntrack and the events see the backend.
+	if (from_pod) {
+		int act = TC_ACT_SHOT;
+		__u8 reason = 0;
+		if (lb_translate(skb, &f, &act, &reason)) {
+			d.reason = reason;
+			emit(&f, &d, EV_DROP, identity_of(f.saddr), IDENTITY_WORLD);
+			return act;
+		}
+	}
+	src_id = identity_of(f.saddr);
+	dst_id = identity_of(f.daddr);
 
 	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
@@ -556,6 +878,12 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 	// No entry at all: the first packet of a flow (a reused tuple or a SYN
 	// retransmission finds the entry and reports nothing new).
 	int new_flow = !ct;
+	// to_pod never translates: a SYN that rewrites the entry keeps the
+	// Service address that from_pod recorded in it.
+	if (ct && !from_pod) {
+		f.nat_addr = ct->nat_addr;
+		f.nat_port = ct->nat_port;
+	}
 	if (!ct) {
 		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
 		struct ct_value *rv = bpf_map_lookup_elem(&conntrack, &rk);
@@ -564,6 +892,8 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 			rv->last_seen = bpf_ktime_get_ns();
 			if (from_pod && rv->path == PATH_PROXY_LEG)
 				assign_proxy_leg(skb, &f);
+			if (!from_pod && rv->nat_addr)
+				lb_reverse(skb, &f, rv);
 			return TC_ACT_OK;
 		}
 	}
@@ -617,12 +947,12 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 			d.reason = REASON_NO_PROXY;
 			return drop(&f, &d, src_id, dst_id);
 		}
-		ct_create(&k, PATH_PROXIED, d.audited, d.proxy_port);
+		ct_create(&k, &f, PATH_PROXIED, d.audited, d.proxy_port);
 		d.reason = REASON_POLICY;
 		emit(&f, &d, EV_REDIRECT, src_id, dst_id);
 		return TC_ACT_OK;
 	}
-	ct_create(&k, PATH_DIRECT, d.audited, 0);
+	ct_create(&k, &f, PATH_DIRECT, d.audited, 0);
 	if (d.audited) {
 		d.reason = REASON_POLICY;
 		emit(&f, &d, EV_AUDIT, src_id, dst_id);

@@ -84,17 +84,23 @@ func startCluster(t *testing.T) *Cluster {
 
 // snapshot is what the package may leave on the machine.
 type snapshot struct {
-	netns, links, state, temp, procs map[string]bool
+	netns, etc, links, state, temp, procs map[string]bool
 }
 
 // takeSnapshot lists prefixed namespaces and links, state directories,
 // temporary directories and processes that name one.
 func takeSnapshot(t *testing.T) snapshot {
 	t.Helper()
-	s := snapshot{netns: map[string]bool{}, links: map[string]bool{}, state: map[string]bool{}, temp: map[string]bool{}, procs: map[string]bool{}}
+	s := snapshot{netns: map[string]bool{}, etc: map[string]bool{}, links: map[string]bool{}, state: map[string]bool{}, temp: map[string]bool{}, procs: map[string]bool{}}
 	for _, n := range netnsNames() {
 		if prefixPattern.MatchString(n) {
 			s.netns[n] = true
+		}
+	}
+	etc, _ := os.ReadDir(netnsEtcDir)
+	for _, e := range etc {
+		if prefixPattern.MatchString(e.Name()) {
+			s.etc[e.Name()] = true
 		}
 	}
 	links, err := rootLinkNames()
@@ -149,7 +155,7 @@ func (s snapshot) newSince(before snapshot) []string {
 	for _, pair := range []struct {
 		what      string
 		now, then map[string]bool
-	}{{"netns", s.netns, before.netns}, {"link", s.links, before.links}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
+	}{{"netns", s.netns, before.netns}, {"netns etc dir", s.etc, before.etc}, {"link", s.links, before.links}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
 		for k := range pair.now {
 			if !pair.then[k] && !ownedElsewhere(k) {
 				out = append(out, pair.what+" "+k)

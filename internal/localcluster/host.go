@@ -13,6 +13,9 @@ import (
 // the cluster (world, or the CIDR identity of a prefix a rule names). Tests
 // use it as an "external" peer that still lies in a namespace they made.
 //
+// With cluster DNS (StartDNS), name resolves to the host's address, as a
+// name outside the cluster would.
+//
 // The returned Pod has an empty Namespace and a nil Object; Command and
 // Exec work as for a pod, DeletePod(ctx, "", name) removes it, and Stop
 // removes it with the pods. name must be a DNS-1123 subdomain, unique among
@@ -36,6 +39,12 @@ func (c *Cluster) AddHost(name string) (_ *Pod, err error) {
 	c.pods[key] = nil // reserved
 	c.mu.Unlock()
 
+	// Runs after the host is registered below: cluster DNS knows its name.
+	defer func() {
+		if err == nil {
+			err = c.writeHostsFile()
+		}
+	}()
 	var p *Pod
 	defer func() {
 		c.mu.Lock()
@@ -48,6 +57,10 @@ func (c *Cluster) AddHost(name string) (_ *Pod, err error) {
 	}()
 	pl, err := plumbPod(c.netnsName("", name), c.vethName("", name), c.ipam.alloc)
 	if err != nil {
+		return nil, fmt.Errorf("adding host %s: %w", name, err)
+	}
+	if err := writeResolvConf(pl.netns, resolvConf("")); err != nil {
+		_ = unplumbPod(pl)
 		return nil, fmt.Errorf("adding host %s: %w", name, err)
 	}
 	p = &Pod{Name: name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, plumbing: pl}

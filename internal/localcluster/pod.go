@@ -136,6 +136,9 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		}
 	}()
 
+	if err := writeResolvConf(pl.netns, resolvConf(spec.Namespace)); err != nil {
+		return nil, fmt.Errorf("adding pod %s: %w", key, err)
+	}
 	obj, err := c.createPodObject(ctx, spec, pl)
 	if err != nil {
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
@@ -235,6 +238,8 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting Pod object: %w", err))
 		}
+	} else if err := c.writeHostsFile(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := unplumbPod(p.plumbing); err != nil {
 		errs = append(errs, err)
