@@ -95,6 +95,9 @@ type Cluster struct {
 
 	ipam allocator
 
+	// sliceMu serializes SyncEndpointSlices.
+	sliceMu sync.Mutex
+
 	mu      sync.Mutex
 	pods    map[string]*Pod // by namespace/name; nil value: being added
 	stopped bool
@@ -167,6 +170,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	logf("cluster %s: temporary directory %s", strings.TrimSuffix(prefix, "-"), tempDir)
 
 	if err := enableIPForward(); err != nil {
+		return nil, err
+	}
+	if err := addServiceBlackhole(prefix); err != nil {
 		return nil, err
 	}
 	if err := c.startControlPlane(assets, crdDir, timeout, opts.Output); err != nil {
@@ -249,6 +255,7 @@ func (c *Cluster) startControlPlane(assets, crdDir string, timeout time.Duration
 	// envtest defaults to RBAC too; say so, so that the RBAC tests cannot
 	// silently pass against AlwaysAllow if that default ever changes.
 	api.Configure().Set("authorization-mode", "RBAC")
+	api.Configure().Set("service-cluster-ip-range", ServiceCIDR.String())
 	c.env = env
 
 	c.logf("starting etcd and kube-apiserver from %s", assets)

@@ -21,6 +21,15 @@
 // namespace. Nothing outside 10.244.0.0/16 and outside the links and
 // namespaces the cluster made is touched.
 //
+// Services: the apiserver hands out ClusterIPs from 10.96.0.0/12
+// ([ServiceCIDR]), and the root namespace routes that range to a
+// blackhole (one route per cluster, told apart by its metric), so a
+// ClusterIP packet that the datapath did not translate is dropped here
+// and never leaves the machine. [Cluster.AddService] creates a Service;
+// the cluster plays the EndpointSlice controller for Services with a
+// selector ([Cluster.SyncEndpointSlices]), resolving named target ports per
+// pod, and keeps the slices current as AddPod and DeletePod come and go.
+//
 // Every name the cluster makes (network namespaces, links) starts with a
 // per-cluster prefix "pc" + 4 hex digits + "-". The owner's PID and the
 // cluster's temporary directory are recorded under
