@@ -81,7 +81,8 @@ func podKey(namespace, name string) string { return namespace + "/" + name }
 // AddPod makes a pod: its namespace and service account if missing, a
 // network namespace with a veth pair and an address, the Pod object bound to
 // the cluster's node, and the Pod's status (Running, Ready, with the pod's
-// and the host's IP). On error nothing of the pod is left.
+// and the host's IP), and the EndpointSlices of the Services that select
+// it. On error nothing of the pod is left.
 func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) {
 	if spec.Namespace == "" {
 		spec.Namespace = "default"
@@ -124,6 +125,10 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	}
 	obj, err := c.createPodObject(ctx, spec, pl)
 	if err != nil {
+		return nil, fmt.Errorf("adding pod %s: %w", key, err)
+	}
+	if err := c.SyncEndpointSlices(ctx, spec.Namespace); err != nil {
+		_ = c.clientset.CoreV1().Pods(spec.Namespace).Delete(context.WithoutCancel(ctx), spec.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
 	p = &Pod{Namespace: spec.Namespace, Name: spec.Name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, Object: obj, plumbing: pl}
@@ -220,6 +225,10 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 		err := c.clientset.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting Pod object: %w", err))
+		}
+		// The pod leaves its Services' backends before its address goes.
+		if err := c.SyncEndpointSlices(ctx, namespace); err != nil {
+			errs = append(errs, err)
 		}
 	} else if err := c.writeHostsFile(); err != nil {
 		errs = append(errs, err)
