@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -36,7 +35,7 @@ func TestMemoryMidRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
+	t.Cleanup(func() { up.Close() })
 	var held []net.Conn
 	var mu sync.Mutex
 	go func() {
@@ -53,42 +52,16 @@ func TestMemoryMidRequest(t *testing.T) {
 	upstream := netip.MustParseAddrPort(up.Addr().String())
 	store := &proxy.Store{}
 	store.Set(snapshot(t, kafkaPolicy, upstream.Port()))
-	srv, err := kafka.New(kafka.Options{Resolver: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() {
-		ln.Close()
-		cancel()
-		srv.Close()
-		wg.Wait()
+	// The held connections close after the proxy's (cleanups run last
+	// registered first).
+	t.Cleanup(func() {
 		mu.Lock()
+		defer mu.Unlock()
 		for _, c := range held {
 			c.Close()
 		}
-		mu.Unlock()
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(ctx, c, c.RemoteAddr().(*net.TCPAddr).AddrPort(), upstream)
-			}()
-		}
-	}()
+	})
+	addr := serve(t, kafka.Options{Resolver: store}, false, upstream)
 
 	before := proxyMemory()
 	partial := binary.BigEndian.AppendUint32(nil, 1<<20)
@@ -101,7 +74,7 @@ func TestMemoryMidRequest(t *testing.T) {
 	}()
 	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(clientIP, 0))}
 	for range midRequestConns {
-		c, err := d.Dial("tcp", ln.Addr().String())
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("client %d: %v", len(clients), err)
 		}

@@ -43,8 +43,8 @@ type Options struct {
 	// request on an open connection. A nil ConnPolicy denies the request.
 	Resolver proxy.Resolver
 	// Dial opens the upstream connection of a client connection (one
-	// each: Kafka connections are long-lived). nil: a plain net.Dialer
-	// to dst.
+	// each: Kafka connections are long-lived). nil:
+	// proxy.DialDestination.
 	Dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
 	// Record receives one event per request. It must not block. nil: none.
 	Record func(monitor.Event)
@@ -82,10 +82,7 @@ func (o *Options) setDefaults() {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
 	if o.Dial == nil {
-		var d net.Dialer
-		o.Dial = func(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", dst.String())
-		}
+		o.Dial = proxy.DialDestination
 	}
 }
 
@@ -285,18 +282,7 @@ func (c *conn) readRequests() {
 // writers are the write buffers of connections with something to send:
 // an idle connection, or one waiting for the rest of a request, holds
 // none (16 KiB each way saved per connection).
-var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
-
-func getWriter(w io.Writer) *bufio.Writer {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-func putWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	writers.Put(bw)
-}
+var writers = proxy.NewWriterPool(16 << 10)
 
 // readFrame reads a request of size bytes after its size prefix. The
 // buffer grows with the bytes that arrive (at most double them plus
@@ -375,7 +361,7 @@ func (c *conn) handle(frame []byte, start time.Time) error {
 		}
 	}
 	if c.uw == nil {
-		c.uw = getWriter(c.upstream)
+		c.uw = writers.Get(c.upstream)
 	}
 	if _, err := c.uw.Write(frame); err != nil {
 		return fmt.Errorf("writing to the broker: %w", err)
@@ -385,7 +371,7 @@ func (c *conn) handle(frame []byte, start time.Time) error {
 		if err := c.uw.Flush(); err != nil {
 			return fmt.Errorf("writing to the broker: %w", err)
 		}
-		putWriter(c.uw)
+		writers.Put(c.uw)
 		c.uw = nil
 	}
 	if r.noResponse {
@@ -466,7 +452,7 @@ func (c *conn) respond() {
 	var cw *bufio.Writer
 	for f := range c.pending {
 		if cw == nil {
-			cw = getWriter(c.client)
+			cw = writers.Get(c.client)
 		}
 		if err := c.respondOne(cw, f); err != nil {
 			if !errors.Is(err, errClosed) && !isClosed(err) {
@@ -484,7 +470,7 @@ func (c *conn) respond() {
 				}
 				return
 			}
-			putWriter(cw)
+			writers.Put(cw)
 			cw = nil
 		}
 		if f.ev.L7 != nil {
