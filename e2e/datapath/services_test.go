@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,10 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/policy"
 )
 
 // TestServices: the agent programs Services from their EndpointSlices, and
@@ -63,6 +66,7 @@ func TestServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	harness.StartOperator(t, c)
+	e.apiSocket = filepath.Join(t.TempDir(), "run", "agent.sock")
 	e.startAgent()
 	harness.WaitProgrammed(t, c, e.k8s, p)
 
@@ -87,6 +91,42 @@ func TestServices(t *testing.T) {
 			}
 			return nil
 		})
+	})
+	t.Run("service list and live trace follow the translation", func(t *testing.T) {
+		api := agentclient.NewClient(e.apiSocket)
+		svcs, err := api.Services(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{}
+		for _, s := range svcs {
+			if s.Namespace != "svc" {
+				continue // default/kubernetes, the apiserver's own
+			}
+			var bes []string
+			for _, be := range s.Backends {
+				bes = append(bes, be.Address+"="+be.Pod)
+			}
+			want[s.Namespace+"/"+s.Name+" "+s.Frontend+"/"+s.Protocol] = strings.Join(bes, ",")
+		}
+		webKey := "svc/web " + vip + "/TCP"
+		wantBes := netip.AddrPortFrom(backends[0].IP, 8080).String() + "=svc/web-1," + netip.AddrPortFrom(backends[1].IP, 8080).String() + "=svc/web-2"
+		if want[webKey] != wantBes || want["svc/empty "+empty.Spec.ClusterIP+":80/TCP"] != "" || len(want) != 2 {
+			t.Errorf("service list %v, want %s -> %s and svc/empty without backends", want, webKey, wantBes)
+		}
+		tr, err := api.Trace(ctx, agentclient.TraceRequest{Src: agentclient.TracePeer{Pod: "svc/client"}, Dst: agentclient.TracePeer{Service: "svc/web"},
+			Proto: policy.ProtoTCP, Port: 80})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Port != 8080 || tr.Dst.Kind != "service" || tr.Result.Verdict != policy.VerdictAllowed || tr.Result.Egress.Decision.Verdict != "allow" {
+			t.Errorf("trace to svc/web: port %d dst %+v verdict %s egress %+v", tr.Port, tr.Dst, tr.Result.Verdict, tr.Result.Egress.Decision)
+		}
+		_, err = api.Trace(ctx, agentclient.TraceRequest{Src: agentclient.TracePeer{Pod: "svc/client"}, Dst: agentclient.TracePeer{Service: "svc/empty"},
+			Proto: policy.ProtoTCP, Port: 80})
+		if err == nil || !strings.Contains(err.Error(), "refuses connections") {
+			t.Errorf("trace to svc/empty: %v, want refused", err)
+		}
 	})
 	t.Run("no backends refuses at once", func(t *testing.T) {
 		start := time.Now()
