@@ -35,7 +35,7 @@ func tcpPacket(src, dst netip.Addr, sport, dport uint16, flags byte) []byte {
 // and a new flow's first packet (a pure SYN is always decided anew:
 // policy lookups and a conntrack write), each straight to the pod and
 // through a Service address (translation to a backend before policy).
-// Figures are in docs/architecture.md, section Datapath, and
+// Figures are in docs/benchmarks.md; the translation's design is
 // docs/design/services.md.
 func BenchmarkFromPod(b *testing.B) {
 	if testing.Short() {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
+	proxykafka "portcullis.dev/portcullis/proxy/kafka"
 )
 
 // The standalone proxy places its two endpoints at documentation
@@ -41,6 +43,7 @@ type proxyFlags struct {
 	src, dst    string
 	metricsAddr string
 	output      string
+	advertise   string
 	dport       uint16
 	maxConns    int
 }
@@ -55,6 +58,8 @@ type standalone struct {
 	metricsAddr string
 	json        bool
 	maxConns    int
+	// advertise is --advertise, "" for the default (see advertisedAddr).
+	advertise string
 	// dport is the flow's destination port: --dport, else the upstream's.
 	dport uint16
 }
@@ -64,14 +69,17 @@ func newProxyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proxy --policy FILE_OR_DIR --listen ADDR --upstream ADDR --src LABELS --dst LABELS",
 		Short: "Run the L7 proxy standalone, in front of one upstream",
-		Long: `Proxy runs the node proxy's HTTP code path (HTTP/1.1, h2c, gRPC) without
-a cluster or a kernel datapath. It loads the policy files, places a source
+		Long: `Proxy runs the node proxy's HTTP (HTTP/1.1, h2c, gRPC) and Kafka code paths
+without a cluster or a kernel datapath. It loads the policy files, places a source
 pod and a destination pod given by their labels (as in 'policy trace':
 io.kubernetes.pod.namespace=NS sets the namespace, default "default"), and
 treats every connection accepted on --listen as a flow from the source pod
 to the destination pod on the port of --upstream (or --dport). Allowed requests go to
 --upstream; denied ones are answered by the proxy (HTTP 403, gRPC status
-7). One access record per request goes to standard output, as text or as
+7, Kafka's authorization error codes). When the rules on that port are
+Kafka rules, the broker addresses in Metadata and FindCoordinator answers
+are rewritten to --advertise (default: the --listen address), so that a
+client's every connection passes the proxy. One access record per request goes to standard output, as text or as
 JSON flow events (-o json). It runs until interrupted.`,
 		Example: `  portcullis proxy --policy examples/starwars --listen 127.0.0.1:8080 \
       --upstream 127.0.0.1:80 --src org=empire,class=tiefighter \
@@ -97,6 +105,7 @@ JSON flow events (-o json). It runs until interrupted.`,
 	fl.StringVar(&f.dst, "dst", "", "destination pod labels, k=v[,k=v...]")
 	fl.Uint16Var(&f.dport, "dport", 0, "destination port of the flow as the policy sees it (default: the port of --upstream)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on HOST:PORT at /metrics (default: off)")
+	fl.StringVar(&f.advertise, "advertise", "", "Kafka: broker address given to clients, HOST:PORT (default: the --listen address; 127.0.0.1 for a wildcard host)")
 	fl.StringVarP(&f.output, "output", "o", "text", "access log format: text or json")
 	fl.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConns, "connections served at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection)")
 	for _, name := range []string{"policy", "listen", "upstream", "src", "dst"} {
@@ -133,6 +142,12 @@ func parseProxyFlags(f *proxyFlags) (*standalone, error) {
 		if _, _, err := net.SplitHostPort(f.metricsAddr); err != nil {
 			return nil, fmt.Errorf("--metrics-addr: %w", err)
 		}
+	}
+	if f.advertise != "" {
+		if err := checkHostPort(f.advertise); err != nil {
+			return nil, fmt.Errorf("--advertise: %w", err)
+		}
+		in.advertise = f.advertise
 	}
 	if f.maxConns < 1 {
 		return nil, fmt.Errorf("--max-connections: %d, want at least 1", f.maxConns)
@@ -218,6 +233,26 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 	}
 	hs := proxyhttp.New(proxyhttp.Options{Resolver: &store, Dial: dial, Record: record})
 	defer hs.Close()
+	l, err := net.Listen("tcp", in.listen)
+	if err != nil {
+		return inputErrorf("--listen %s: %v", in.listen, err)
+	}
+	// Kafka clients connect to the brokers that Metadata and
+	// FindCoordinator answers name: the proxy names itself, so that every
+	// connection of the client passes it.
+	advertise := in.advertise
+	if advertise == "" {
+		if advertise, err = advertisedAddr(in.listen, l.Addr()); err != nil {
+			_ = l.Close()
+			return err
+		}
+	}
+	ks, err := proxykafka.New(proxykafka.Options{Resolver: &store, Dial: dial, Record: record, Advertise: advertise})
+	if err != nil {
+		_ = l.Close()
+		return inputErrorf("--listen %s: %v", in.listen, err)
+	}
+	defer ks.Close()
 	srcPort := func(c net.Conn) uint16 {
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			return uint16(ta.Port)
@@ -225,17 +260,14 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 		return 0
 	}
 	p, err := proxy.New(proxy.Options{
-		Resolver: &store, HTTP: hs, Dial: dial, Record: record, MaxConns: in.maxConns,
+		Resolver: &store, HTTP: hs, Kafka: ks, Dial: dial, Record: record, MaxConns: in.maxConns,
 		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(standaloneSrcIP, srcPort(c)), netip.AddrPortFrom(standaloneDstIP, in.dport)
 		},
 	})
 	if err != nil {
+		_ = l.Close()
 		return inputErrorf("%v", err)
-	}
-	l, err := net.Listen("tcp", in.listen)
-	if err != nil {
-		return inputErrorf("--listen %s: %v", in.listen, err)
 	}
 	var ms *nethttp.Server
 	if in.metricsAddr != "" {
@@ -267,6 +299,46 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 	}
 	if err != nil {
 		return inputErrorf("serving %s: %v", in.listen, err)
+	}
+	return nil
+}
+
+// advertisedAddr is the address the standalone proxy gives Kafka clients
+// for the broker: the host of --listen with the port actually bound (a
+// --listen port 0 picks one). A wildcard host (":9092", "0.0.0.0:9092")
+// names no address a client could dial, so the bound address's host is
+// used only when it is specific; otherwise the loopback address of its
+// family, which is right for clients on this host only.
+func advertisedAddr(listen string, bound net.Addr) (string, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen: %w", err)
+	}
+	ta, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return "", inputErrorf("--listen %s: bound to %s, not a TCP address", listen, bound)
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		lo := "127.0.0.1"
+		if err == nil && ip.Is6() {
+			lo = "::1"
+		}
+		host = lo
+	}
+	return net.JoinHostPort(host, fmt.Sprint(ta.Port)), nil
+}
+
+// checkHostPort checks a HOST:PORT with a non-empty host and a port 1-65535.
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("%q: port %q is not 1-65535", s, port)
 	}
 	return nil
 }

@@ -257,6 +257,7 @@ func TestProxyBadInput(t *testing.T) {
 		{"bad labels", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", "=x", "--dst", deathstar}, exitUsage, "--src:"},
 		{"bad output", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "-o", "yaml"}, exitUsage, `unknown format "yaml"`},
 		{"bad max connections", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--max-connections", "0"}, exitUsage, "--max-connections: 0, want at least 1"},
+		{"bad advertise", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--advertise", ":0"}, exitUsage, `--advertise: ":0" has no host`},
 		{"missing file", []string{"--policy", "testdata/nope.yaml", "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "testdata/nope.yaml"},
 		{"bad listen", []string{"--policy", starwars, "--listen", "127.0.0.1:99999", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "--listen 127.0.0.1:99999"},
 	}

@@ -132,7 +132,7 @@ files, 2 for a bad command line.`,
 	fl.StringVar(&f.dst, "dst", "", "destination pod labels, k=v[,k=v...], or with --live a Service, svc:NAMESPACE/NAME")
 	fl.StringVar(&f.dstIP, "dst-ip", "", "destination address")
 	fl.StringVar(&f.dstEntity, "dst-entity", "", "destination entity (as --src-entity)")
-	fl.StringVar(&f.dport, "dport", "", "destination port and protocol, PORT[/TCP|UDP|SCTP|ICMP|ICMPv6] (default TCP; for ICMP the port is the ICMP type)")
+	fl.StringVar(&f.dport, "dport", "", "destination port and protocol, PORT[/TCP|UDP|SCTP|ICMP|ICMPv6] (default TCP; for ICMP the port is the ICMP type), or VRRP or IGMP, which have no ports")
 	fl.StringVar(&f.http, "http", "", "HTTP request to trace, 'METHOD PATH' (a gRPC call is 'POST /package.Service/Method')")
 	fl.StringVar(&f.httpHost, "http-host", "", "Host header of the HTTP request")
 	fl.StringArrayVar(&f.httpHeaders, "http-header", nil, "header of the HTTP request, 'Name: value'; repeatable")
@@ -289,21 +289,33 @@ func parsePeer(cmd *cobra.Command, name, labels, ip, entity string) (peerSpec, e
 const servicePrefix = "svc:"
 
 // parsePort parses PORT[/PROTO]; for ICMP and ICMPv6 the port is the
-// message type.
+// message type. VRRP and IGMP have no ports: they are given alone (or as
+// 0/VRRP, 0/IGMP) and traced as port 0, as the datapath looks them up.
 func parsePort(s string) (uint16, uint8, error) {
-	ps, protoName, hasProto := strings.Cut(strings.TrimSpace(s), "/")
+	s = strings.TrimSpace(s)
+	switch strings.ToUpper(s) {
+	case "VRRP", "IGMP":
+		s = "0/" + s
+	}
+	ps, protoName, hasProto := strings.Cut(s, "/")
 	proto := policy.ProtoTCP
 	if hasProto {
 		var err error
 		switch strings.ToUpper(protoName) {
-		case "TCP", "UDP", "SCTP", "ICMP", "ICMPV6":
+		case "TCP", "UDP", "SCTP", "ICMP", "ICMPV6", "VRRP", "IGMP":
 			proto, err = policy.ParseProto(protoName)
 		default:
-			err = fmt.Errorf("unknown protocol %q (want TCP, UDP, SCTP, ICMP or ICMPv6)", protoName)
+			err = fmt.Errorf("unknown protocol %q (want TCP, UDP, SCTP, ICMP, ICMPv6, VRRP or IGMP)", protoName)
 		}
 		if err != nil {
 			return 0, 0, err
 		}
+	}
+	if !policy.HasPorts(proto) {
+		if ps != "0" {
+			return 0, 0, fmt.Errorf("%s has no ports: give --dport %s (or 0/%s)", policy.ProtoName(proto), policy.ProtoName(proto), policy.ProtoName(proto))
+		}
+		return 0, proto, nil
 	}
 	if proto == policy.ProtoICMP || proto == policy.ProtoICMPv6 {
 		n, err := strconv.ParseUint(ps, 10, 8)

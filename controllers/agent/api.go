@@ -199,7 +199,12 @@ func (a *Agent) serveTrace(w http.ResponseWriter, r *http.Request) {
 
 // Trace runs a live trace; status is the HTTP status for an error.
 func (a *Agent) Trace(req agentclient.TraceRequest) (resp *agentclient.TraceResponse, status int, err error) {
-	if req.Port == 0 && req.Proto != policy.ProtoICMP && req.Proto != policy.ProtoICMPv6 {
+	switch {
+	case !policy.HasPorts(req.Proto):
+		if req.Port != 0 {
+			return nil, http.StatusBadRequest, fmt.Errorf("port: %s has no ports; give port 0", policy.ProtoName(req.Proto))
+		}
+	case req.Port == 0 && req.Proto != policy.ProtoICMP && req.Proto != policy.ProtoICMPv6:
 		return nil, http.StatusBadRequest, errors.New("port: 0 is not a port")
 	}
 	if req.Src.Service != "" {

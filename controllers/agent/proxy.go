@@ -16,14 +16,16 @@ import (
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
+	proxykafka "portcullis.dev/portcullis/proxy/kafka"
 )
 
 // nodeProxy is the agent's L7 proxy: the transparent listener the
 // datapath's redirects reach, and the snapshot store it judges by.
 type nodeProxy struct {
-	store  proxy.Store
-	proxy  *proxy.Proxy
-	closeH func() error
+	store proxy.Store
+	proxy *proxy.Proxy
+	// closers close the protocol servers after the proxy.
+	closers []func() error
 }
 
 // startProxy opens the proxy's transparent listener on 0.0.0.0:ProxyPort
@@ -58,9 +60,17 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 		},
 	}
 	hs := proxyhttp.New(proxyhttp.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record, Node: a.cfg.NodeName})
-	np.closeH = hs.Close
-	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
+	// No Advertise rewrite: clients connect to the broker pods' own
+	// addresses, and the datapath redirects those connections here too.
+	ks, err := proxykafka.New(proxykafka.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record, Node: a.cfg.NodeName})
+	if err != nil {
 		_ = hs.Close()
+		return nil, fmt.Errorf("kafka proxy: %w", err)
+	}
+	np.closers = []func() error{hs.Close, ks.Close}
+	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Kafka: ks, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
+		_ = hs.Close()
+		_ = ks.Close()
 		return nil, err
 	}
 	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(a.cfg.ProxyPort)))
@@ -83,8 +93,8 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 // stop closes the listener and the open connections.
 func (np *nodeProxy) stop() {
 	_ = np.proxy.Close()
-	if np.closeH != nil {
-		_ = np.closeH()
+	for _, c := range np.closers {
+		_ = c()
 	}
 }
 

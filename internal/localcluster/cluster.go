@@ -98,10 +98,13 @@ type Cluster struct {
 	// sliceMu serializes SyncEndpointSlices.
 	sliceMu sync.Mutex
 
-	mu      sync.Mutex
-	pods    map[string]*Pod // by namespace/name; nil value: being added
-	stopped bool
-	stopErr error
+	mu   sync.Mutex
+	pods map[string]*Pod // by namespace/name; nil value: being added
+	dns  *kubeDNS        // nil until StartDNS
+	// zoneSerial is the serial of the external names' zone file.
+	zoneSerial uint32
+	stopped    bool
+	stopErr    error
 }
 
 // Start brings up a cluster: it removes the leftovers of dead clusters,
@@ -421,6 +424,7 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopped = true
 	var errs []error
+	c.dns.stop()
 	for key, p := range c.pods {
 		if p != nil {
 			if err := unplumbPod(p.plumbing); err != nil {

@@ -85,20 +85,26 @@ func startCluster(t *testing.T) *Cluster {
 
 // snapshot is what the package may leave on the machine.
 type snapshot struct {
-	netns, links, routes, state, temp, procs map[string]bool
+	netns, etc, links, routes, state, temp, procs map[string]bool
 }
 
 // takeSnapshot lists prefixed namespaces and links, state directories,
 // temporary directories and processes that name one.
 func takeSnapshot(t *testing.T) snapshot {
 	t.Helper()
-	s := snapshot{netns: map[string]bool{}, links: map[string]bool{}, routes: map[string]bool{}, state: map[string]bool{}, temp: map[string]bool{}, procs: map[string]bool{}}
+	s := snapshot{netns: map[string]bool{}, etc: map[string]bool{}, links: map[string]bool{}, routes: map[string]bool{}, state: map[string]bool{}, temp: map[string]bool{}, procs: map[string]bool{}}
 	for _, p := range blackholePrefixes() {
 		s.routes[p+"blackhole "+ServiceCIDR.String()] = true
 	}
 	for _, n := range netnsNames() {
 		if prefixPattern.MatchString(n) {
 			s.netns[n] = true
+		}
+	}
+	etc, _ := os.ReadDir(netnsEtcDir)
+	for _, e := range etc {
+		if prefixPattern.MatchString(e.Name()) {
+			s.etc[e.Name()] = true
 		}
 	}
 	links, err := rootLinkNames()
@@ -153,7 +159,7 @@ func (s snapshot) newSince(before snapshot) []string {
 	for _, pair := range []struct {
 		what      string
 		now, then map[string]bool
-	}{{"netns", s.netns, before.netns}, {"link", s.links, before.links}, {"route", s.routes, before.routes}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
+	}{{"netns", s.netns, before.netns}, {"netns etc dir", s.etc, before.etc}, {"link", s.links, before.links}, {"route", s.routes, before.routes}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
 		for k := range pair.now {
 			if !pair.then[k] && !ownedElsewhere(k) {
 				out = append(out, pair.what+" "+k)

@@ -97,28 +97,11 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		return nil, fmt.Errorf("pod namespace %q: %s", spec.Namespace, strings.Join(msgs, "; "))
 	}
 	key := podKey(spec.Namespace, spec.Name)
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		return nil, ErrStopped
+	if err := c.reserve(key); err != nil {
+		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
-	if _, ok := c.pods[key]; ok {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("adding pod %s: %w", key, ErrPodExists)
-	}
-	c.pods[key] = nil // reserved
-	c.mu.Unlock()
-
 	var p *Pod
-	defer func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err != nil {
-			delete(c.pods, key)
-			return
-		}
-		c.pods[key] = p
-	}()
+	defer func() { c.settle(key, p, err) }()
 
 	if err := c.ensureNamespace(ctx, spec.Namespace); err != nil {
 		return nil, err
@@ -137,6 +120,9 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		}
 	}()
 
+	if err := writeResolvConf(pl.netns, resolvConf(spec.Namespace)); err != nil {
+		return nil, fmt.Errorf("adding pod %s: %w", key, err)
+	}
 	obj, err := c.createPodObject(ctx, spec, pl)
 	if err != nil {
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
@@ -244,6 +230,8 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 		if err := c.SyncEndpointSlices(ctx, namespace); err != nil {
 			errs = append(errs, err)
 		}
+	} else if err := c.writeHostsFile(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := unplumbPod(p.plumbing); err != nil {
 		errs = append(errs, err)
@@ -252,6 +240,33 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 		return fmt.Errorf("deleting pod %s: %w", key, err)
 	}
 	return nil
+}
+
+// reserve claims key for a pod or host being added: ErrStopped after
+// Stop, ErrPodExists if the key is taken (or being added).
+func (c *Cluster) reserve(key string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return ErrStopped
+	}
+	if _, ok := c.pods[key]; ok {
+		return ErrPodExists
+	}
+	c.pods[key] = nil
+	return nil
+}
+
+// settle ends what reserve began: it records p, or frees key if adding
+// failed.
+func (c *Cluster) settle(key string, p *Pod, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		delete(c.pods, key)
+		return
+	}
+	c.pods[key] = p
 }
 
 // Pod returns the pod namespace/name made by AddPod, or nil.

@@ -220,7 +220,7 @@ func removeAll(prefix, tempDir string) error {
 	}
 	for _, n := range netnsNames() {
 		if strings.HasPrefix(n, prefix) {
-			if err := deleteNamedNetns(n); err != nil {
+			if err := errors.Join(deleteNamedNetns(n), removeNetnsEtc(n)); err != nil {
 				errs = append(errs, err)
 			}
 		}
