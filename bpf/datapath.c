@@ -725,9 +725,10 @@ static __always_inline int refuse(struct __sk_buff *skb, struct flow *f)
 // 0 for a packet that is not for a Service or was translated (f then holds
 // the backend, and the Service in nat_addr, nat_port), 1 when the packet
 // was answered or dropped instead (*act is the TC verdict, *reason why).
-// A connection keeps its backend; a new TCP connection (a pure SYN) or a
-// UDP flow whose backend is gone gets a new one, chosen at random; an
-// established TCP connection whose backend is gone is reset.
+// A flow (its tuple) keeps its backend while that backend is in the
+// Service; a flow without one, or a TCP SYN or UDP datagram whose backend
+// is gone, gets a new one, chosen at random; an established TCP
+// connection whose backend is gone is reset.
 static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, int *act, __u8 *reason)
 {
 	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
@@ -743,12 +744,14 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 	struct lb_flow *lb = bpf_map_lookup_elem(&lb_flows, &fk);
 	struct backend *be = 0;
 	__u32 backend_id = 0;
-	int new_conn = !lb || (f->proto == IPPROTO_TCP && f->syn && !f->ack);
-	if (!new_conn && lb->svc_id == svc_id) {
+	// A tuple keeps its backend while the backend is in the Service, SYNs
+	// included: a retransmitted SYN must meet the backend that may have
+	// answered the first one.
+	if (lb && lb->svc_id == svc_id) {
 		backend_id = lb->backend_id;
 		be = bpf_map_lookup_elem(&backends, &backend_id);
 	}
-	if (!be && !new_conn && f->proto == IPPROTO_TCP) {
+	if (!be && lb && f->proto == IPPROTO_TCP && !(f->syn && !f->ack)) {
 		*reason = REASON_BACKEND_GONE;
 		*act = refuse(skb, f);
 		return 1;
