@@ -285,6 +285,58 @@ func TestServiceTranslation(t *testing.T) {
 		}
 	})
 
+	t.Run("a pod reaches itself through its Service", func(t *testing.T) {
+		self := lf.servers[0]
+		lf.eng.apply(t, `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: server}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}, {port: "5353", protocol: UDP}]
+`)
+		lf.eng.sync(t, lf.d, lf.tn.pods, lf.epIDs)
+		lf.setBackends(t, self)
+		defer lf.setBackends(t, lf.servers...)
+		for range 3 {
+			c, err := dial(self.ns, "tcp4", addr(vip, 80), time.Second)
+			if err != nil {
+				t.Fatalf("%s -> its own Service %s: %v", self.name, addr(vip, 80), err)
+			}
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			name, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || strings.TrimSpace(name) != self.name {
+				t.Fatalf("greeting %q, %v; want %s", name, err, self.name)
+			}
+			if err := roundTrip(c, "hairpin", time.Second); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Close()
+		}
+		var answer string
+		err := netnstest.Run(self.ns, func() error {
+			c, err := net.DialTimeout("udp4", addr(vip, 53), time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte("q")); err != nil {
+				return err
+			}
+			buf := make([]byte, 64)
+			n, err := c.Read(buf)
+			answer = string(buf[:n])
+			return err
+		})
+		if err != nil || answer != self.name {
+			t.Fatalf("udp to its own Service: %q, %v", answer, err)
+		}
+	})
+
 	t.Run("an L7 redirect sees the backend", func(t *testing.T) {
 		var teardown func() error
 		if err := netnstest.Run(lf.tn.node, func() (err error) { teardown, err = SetupProxyRouting(); return }); err != nil {
