@@ -104,6 +104,19 @@ type FlowL7 struct {
 	// Latency is from the request's first byte to the response's headers,
 	// in nanoseconds.
 	Latency time.Duration `json:"latency,omitempty"`
+	// Kafka is set for a Kafka request.
+	Kafka *FlowKafka `json:"kafka,omitempty"`
+}
+
+// FlowKafka is what an event shows of one Kafka request.
+type FlowKafka struct {
+	// APIKey is the request's API key name ("produce", "fetch", ...).
+	APIKey     string   `json:"apiKey"`
+	APIVersion int16    `json:"apiVersion"`
+	ClientID   string   `json:"clientID,omitempty"`
+	Topics     []string `json:"topics,omitempty"`
+	// ErrorCode is the Kafka error code the proxy answered a denial with.
+	ErrorCode int16 `json:"errorCode,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or
