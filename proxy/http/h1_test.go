@@ -419,6 +419,9 @@ func TestHTTP1ReadHeaderTimeout(t *testing.T) {
 	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.ReadHeaderTimeout = 100 * time.Millisecond })
 	rc := e.raw(t)
 	rc.send(t, "GET /public HTTP/1.1\r\nHost: h\r\n") // never finished
+	if res, _ := rc.response(t, "GET"); res.StatusCode != 408 {
+		t.Fatalf("got %d, want 408", res.StatusCode)
+	}
 	if !rc.closed() {
 		t.Fatal("the proxy kept a connection whose head never ended")
 	}

@@ -240,8 +240,13 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 		// upstream sees the client's fields, nothing added.
 		r.Header["User-Agent"] = []string{""}
 	}
+	var body *h2Body
 	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
 		out.Body = nil
+	} else if !a.isGRPC {
+		body = newH2Body(w, r.Body, h.s.o.BodyTimeout, h.s.o.MinBodyRate)
+		defer body.stop()
+		out.Body = body
 	}
 	cc, err := h.s.h2pool.get(r.Context(), h.key, func(ctx context.Context) (net.Conn, error) {
 		return h.s.o.Dial(ctx, h.src, h.dst)
@@ -249,6 +254,12 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 	var res *nethttp.Response
 	if err == nil {
 		res, err = cc.RoundTrip(out)
+	}
+	if err != nil && body != nil && body.timedOut.Load() {
+		a.status, a.verdict, a.reason, a.refused = 408, monitor.VerdictError, "request body timeout", reasonBodyTimeout
+		writeText(w, 408, statusText(408)+"\r\n")
+		h.s.record(a)
+		return
 	}
 	if err != nil {
 		a.verdict, a.reason = monitor.VerdictError, "upstream: "+err.Error()
