@@ -154,6 +154,9 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 		err = parseRequest(string(head), &h.req, o.MaxHeaderCount)
 	}
 	h.dc.mode = modeIdle
+	if err == nil {
+		err = h.s.checkRequest(&h.req)
+	}
 	if err != nil && isTimeout(err) && len(head) > 0 {
 		// A request begun and not finished in time: 408, as haproxy's
 		// timeout http-request answers, however fast the bytes came.

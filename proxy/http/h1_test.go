@@ -33,6 +33,7 @@ func startUpstream(t testing.TB) *upstream {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Seen-Host", r.Host)
 		w.Header().Set("X-Seen-User-Agent", fmt.Sprint(r.Header["User-Agent"]))
+		w.Header().Set("X-Seen-Accept-Encoding", fmt.Sprint(r.Header["Accept-Encoding"]))
 		fmt.Fprintf(w, "hello %s %s via %s", r.Method, r.RequestURI, r.Proto)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {

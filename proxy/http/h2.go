@@ -130,10 +130,27 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	case r.Method == "CONNECT":
 		h.refuse(w, a, 501, "CONNECT is not supported")
 		return
+	case !validHost(r.Host):
+		h.refuse(w, a, 400, "invalid :authority")
+		return
 	}
+	if !h.s.o.AllowHeaderUnderscores {
+		for k := range r.Header {
+			if hasUnderscore(k) {
+				h.refuse(w, a, 400, "underscore in a header field name")
+				return
+			}
+		}
+	}
+	p, msg := normalizePath(r.RequestURI, &h.s.o)
+	if msg != "" {
+		h.refuse(w, a, 400, msg)
+		return
+	}
+	a.path = p
 	cp := h.s.resolve(h.src, h.dst)
 	a.cp = cp
-	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: r.RequestURI, Host: r.Host, Header: r.Header})
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: p, Host: r.Host, Header: r.Header})
 	a.verdictOf(&d)
 	if !d.Allowed {
 		h.deny(w, a, &d)
@@ -150,7 +167,7 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 			}
 		}
 	}
-	h.forward(w, r, host, a)
+	h.forward(w, r, p, host, a)
 }
 
 // refuse answers a request the proxy cannot judge.
@@ -217,10 +234,13 @@ func grpcPercentEncode(s string) string {
 
 // forward sends an allowed request to the original destination over a
 // pooled h2c connection and streams the response back, trailers included.
-func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host string, a *access) {
+func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, host string, a *access) {
 	u := &url.URL{Scheme: "http", Host: h.dst.String()}
-	if p := r.RequestURI; strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") {
-		u.Opaque = p // sent as :path exactly as received
+	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
+		u.Opaque = path // sent as :path exactly as judged
+	} else if pu, err := url.ParseRequestURI(path); err == nil && path != "*" {
+		// "//..." (slashes not merged) would read as a host in Opaque.
+		u.Path, u.RawPath, u.RawQuery = pu.Path, pu.EscapedPath(), pu.RawQuery
 	} else {
 		u.Path, u.RawPath, u.RawQuery = r.URL.Path, r.URL.RawPath, r.URL.RawQuery
 	}

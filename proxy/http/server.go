@@ -96,6 +96,22 @@ type Options struct {
 	// proxy reads and drops to keep the connection; a larger body closes
 	// the connection after the 403.
 	MaxDiscardBytes int64
+
+	// The request path is normalized before it is judged, and the
+	// normalized path is what the upstream receives (judging one path and
+	// forwarding another is never done): escapes of unreserved characters
+	// decoded, slashes merged, dot segments removed. NoNormalizePath and
+	// NoMergeSlashes turn parts off (Envoy's normalize_path and
+	// merge_slashes); EscapedSlashes says what %2F and %5C do (Envoy's
+	// path_with_escaped_slashes_action). A backslash or a malformed
+	// escape is always 400.
+	NoNormalizePath bool
+	NoMergeSlashes  bool
+	EscapedSlashes  EscapedSlashes
+	// AllowHeaderUnderscores forwards header fields whose names hold an
+	// underscore; by default they are refused with 400 (Envoy's edge
+	// guidance: headers_with_underscores_action REJECT_REQUEST).
+	AllowHeaderUnderscores bool
 }
 
 func (o *Options) setDefaults() {
@@ -174,8 +190,11 @@ func New(o Options) *Server {
 			return nil, errors.New("portcullis: h2 upstream connections come from the pool")
 		},
 		MaxHeaderListSize: uint32(o.MaxHeaderBytes),
-		ReadIdleTimeout:   o.IdleTimeout,
-		IdleConnTimeout:   o.IdleTimeout,
+		// The proxy adds nothing: no Accept-Encoding: gzip (and no
+		// decompression of what the upstream sends).
+		DisableCompression: true,
+		ReadIdleTimeout:    o.IdleTimeout,
+		IdleConnTimeout:    o.IdleTimeout,
 	}
 	s.h2pool = newH2Pool(s.h2t, o.MaxIdleUpstreamPerKey, o.MaxUpstreamKeys)
 	return s
