@@ -95,7 +95,27 @@
 // sees the client's address through Dial; on HTTP/2 not even the
 // transport's default User-Agent). Expect: 100-continue is answered by the
 // proxy itself once the request is allowed, so the body always follows
-// the head upstream. HTTP/2 requests go out with their :path as received.
+// the head upstream. The HTTP/2 leg adds no Accept-Encoding (the
+// transport's gzip is off, so responses pass undecoded).
+//
+// # What is judged is what is forwarded
+//
+// The path is normalized before the policy sees it, and the upstream
+// receives the normalized path, never the raw one (HTTP/1.1 and HTTP/2
+// alike; the query is left as sent): percent-escapes of unreserved
+// characters decoded (%7E → ~, %2e → .), other escapes' hex upper-cased,
+// runs of slashes merged, dot segments removed (RFC 3986 §5.2.4), so
+// /public/%2e%2e/secret is judged and sent as /secret. Refused with 400
+// before any verdict: a backslash, an escaped slash or backslash (%2F,
+// %5C: upstreams disagree on whether it separates segments), a malformed
+// escape. Options NoNormalizePath, NoMergeSlashes and EscapedSlashes
+// (Keep) relax this as Envoy's normalize_path, merge_slashes and
+// path_with_escaped_slashes_action do. Also 400: a Host or :authority
+// that is not an RFC 3986 reg-name, IPv4 address or bracketed IPv6
+// literal with an optional numeric port, and header field names with an
+// underscore (an upstream may read X_User as X-User, past a header rule;
+// Envoy's edge guidance rejects them; Options.AllowHeaderUnderscores
+// forwards them).
 //
 // Upgrade: an allowed request with Connection: upgrade (WebSocket) is
 // forwarded with Connection: Upgrade and its Upgrade; on 101 the bytes are
@@ -201,6 +221,10 @@
 //	                         without a request
 //	header size / count      64 KiB / 100 (431)          60 KiB / 100 (431)                  tune.bufsize 16 KiB / 101 (400)
 //	TLS on a plain port      400 at once, event          codec error, 400                    400
+//	path normalization       on, slashes merged,         normalize_path off, merge_slashes   none (http-request
+//	                         %2F/%5C refused (400)       off, escaped slashes kept (edge     normalize-uri opt-in)
+//	                                                     guide: on, on, unescape+redirect)
+//	underscores in names     refused (400)               allowed (edge guide: reject)        allowed
 //
 // # Events
 //
