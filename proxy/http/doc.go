@@ -135,6 +135,20 @@
 // knowledge). Responses are streamed (flushed per read) and trailers are
 // passed on, so gRPC streaming and status trailers go through unchanged.
 //
+// Abuse accounting: the proxy follows the client's frames as x/net reads
+// them and cuts a connection with GOAWAY ENHANCE_YOUR_CALM and an ERROR
+// event (L7.Refused "h2-abuse") for premature resets (once at least 500
+// streams were opened, more than half reset by the client within a
+// second of opening: Envoy's rule), more than one consecutive empty DATA
+// (without END_STREAM), HEADERS or CONTINUATION frame (Envoy's default;
+// x/net bounds a header block's decoded size, not its frame count), and
+// more than 100 SETTINGS or 100 PING frames in a second (x/net bounds
+// only the acknowledgements a client leaves unread). An allowed stream
+// the client has already reset is not forwarded. Denied or refused
+// streams record at most 100 events a second per connection; the rest are
+// counted into one summary event (the latest shown, Refused "h2-abuse")
+// at the next second's first event or the connection's end.
+//
 // # Upstream pooling
 //
 // Per (source address, destination), because a transparent proxy's
@@ -225,6 +239,9 @@
 //	                         %2F/%5C refused (400)       off, escaped slashes kept (edge     normalize-uri opt-in)
 //	                                                     guide: on, on, unescape+redirect)
 //	underscores in names     refused (400)               allowed (edge guide: reject)        allowed
+//	h2 premature resets      >50% of >=500 in 1 s: GOAWAY same (premature_reset_*)              none built in
+//	h2 empty frames          1 consecutive: GOAWAY       1 (max_consecutive_..._empty_payload) none built in
+//	h2 SETTINGS / PING       100 a second each: GOAWAY   outbound control frames 1000 queued   none built in
 //
 // # Events
 //

@@ -56,6 +56,55 @@ type h2handler struct {
 	active int
 	done   bool
 	idle   chan struct{}
+
+	// The events of denied and refused streams are rate-limited per
+	// connection (a client can open and reset streams far faster than
+	// anyone can read their events): beyond maxStreamEvents a second,
+	// they are counted and reported as one summary event.
+	evMu                 sync.Mutex
+	evWindow             time.Time
+	evCount              int
+	suppressed, canceled int
+	last                 *access
+}
+
+// maxStreamEvents bounds the denied or refused stream events one HTTP/2
+// connection records per second; the rest are summarized.
+const maxStreamEvents = 100
+
+// recordStream records the event of a denied or refused stream, within
+// the connection's budget.
+func (h *h2handler) recordStream(a *access) {
+	h.evMu.Lock()
+	now := time.Now()
+	if now.Sub(h.evWindow) >= time.Second {
+		h.flushLocked()
+		h.evWindow, h.evCount = now, 0
+	}
+	h.evCount++
+	if h.evCount > maxStreamEvents {
+		h.suppressed++
+		h.last = a
+		h.evMu.Unlock()
+		return
+	}
+	h.evMu.Unlock()
+	h.s.record(a)
+}
+
+// flushLocked records the summary of the events left out, if any.
+func (h *h2handler) flushLocked() {
+	if h.suppressed == 0 {
+		h.canceled = 0
+		return
+	}
+	a := &access{proto: "h2", verdict: monitor.VerdictDenied, start: h.evWindow, peers: h.peers, refused: reasonH2Abuse}
+	if l := h.last; l != nil {
+		a.cp, a.proto, a.verdict, a.policy, a.dir, a.method, a.path, a.host = l.cp, l.proto, l.verdict, l.policy, l.dir, l.method, l.path, l.host
+	}
+	a.reason = fmt.Sprintf("%d more denied or refused streams (latest shown) and %d allowed streams reset by the client before forwarding, on one connection within a second: not reported one by one", h.suppressed, h.canceled)
+	h.suppressed, h.canceled, h.last = 0, 0, nil
+	h.s.record(a)
 }
 
 // enter registers a handler; false once the connection has ended (the
@@ -84,14 +133,17 @@ func (h *h2handler) leave() {
 func (h *h2handler) drain() {
 	h.mu.Lock()
 	h.done = true
-	if h.active == 0 {
+	if h.active > 0 {
+		ch := make(chan struct{})
+		h.idle = ch
 		h.mu.Unlock()
-		return
+		<-ch
+	} else {
+		h.mu.Unlock()
 	}
-	ch := make(chan struct{})
-	h.idle = ch
-	h.mu.Unlock()
-	<-ch
+	h.evMu.Lock()
+	h.flushLocked()
+	h.evMu.Unlock()
 }
 
 func isGRPC(contentType string) bool {
@@ -156,6 +208,13 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		h.deny(w, a, &d)
 		return
 	}
+	if r.Context().Err() != nil {
+		// The client reset the stream already: nothing goes upstream.
+		h.evMu.Lock()
+		h.canceled++
+		h.evMu.Unlock()
+		return
+	}
 	host := r.Host
 	for _, act := range d.Actions {
 		act.Apply(r.Header)
@@ -180,7 +239,7 @@ func (h *h2handler) refuse(w nethttp.ResponseWriter, a *access, status int, msg 
 		a.status = status
 		writeText(w, status, statusText(status)+": "+msg+"\r\n")
 	}
-	h.s.record(a)
+	h.recordStream(a)
 }
 
 // deny answers a denied request: 403, or a gRPC trailers-only response
@@ -193,7 +252,7 @@ func (h *h2handler) deny(w nethttp.ResponseWriter, a *access, d *proxy.HTTPDecis
 		a.status = 403
 		writeText(w, 403, deniedBody)
 	}
-	h.s.record(a)
+	h.recordStream(a)
 }
 
 func writeText(w nethttp.ResponseWriter, status int, body string) {

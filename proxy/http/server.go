@@ -253,13 +253,13 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		// The read deadline stays until the client's first frame is in.
 		dc.mode = modeNone
 		hc := newH2Conn(c, br)
-		hc.headTimeout = func() {
-			s.refuseConn(dc, br, src, dst, 0, "request header timeout (HTTP/2 preface and SETTINGS)", reasonHeaderTimeout)
+		hc.refuse = func(msg, refused string) {
+			s.refuseConn(dc, br, src, dst, "h2", 0, msg, refused)
 		}
 		s.serveH2(ctx, hc, src, dst)
 		return
 	case sniffTLS:
-		s.refuseConn(dc, br, src, dst, 400, "TLS on a plain HTTP port", reasonTLS)
+		s.refuseConn(dc, br, src, dst, "http/1.1", 400, "TLS on a plain HTTP port", reasonTLS)
 		putReader(br)
 		return
 	case sniffNone:
@@ -268,7 +268,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		// differs from it within its first bytes). Closed without an
 		// answer: it asked nothing in HTTP/1.1.
 		if isTimeout(err) {
-			s.refuseConn(dc, br, src, dst, 0, "request header timeout", reasonHeaderTimeout)
+			s.refuseConn(dc, br, src, dst, "http/1.1", 0, "request header timeout", reasonHeaderTimeout)
 		}
 		putReader(br)
 		return
@@ -314,9 +314,9 @@ func sniff(br *bufio.Reader) (int, error) {
 
 // refuseConn answers a connection refused before any request could be
 // read (status 0: no answer), records it and closes it gracefully.
-func (s *Server) refuseConn(dc *dconn, br *bufio.Reader, src, dst netip.AddrPort, status int, msg, refused string) {
+func (s *Server) refuseConn(dc *dconn, br *bufio.Reader, src, dst netip.AddrPort, proto string, status int, msg, refused string) {
 	var peers [2]peerCache
-	a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: msg, start: time.Now(), status: status, peers: &peers, refused: refused}
+	a := &access{proto: proto, verdict: monitor.VerdictError, reason: msg, start: time.Now(), status: status, peers: &peers, refused: refused}
 	if s.o.Record != nil {
 		a.cp = s.resolve(src, dst)
 	}
