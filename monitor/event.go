@@ -63,6 +63,12 @@ type L7 struct {
 	Latency time.Duration `json:"latency,omitempty"`
 	// Kafka describes a Kafka request.
 	Kafka *Kafka `json:"kafka,omitempty"`
+	// Refused classifies a request or connection the proxy refused to
+	// protect itself, not by policy: "header-timeout", "body-timeout",
+	// "header-too-large", "tls-on-plain-port", "connection-limit",
+	// "slot-reclaimed", "h2-abuse", "bad-request"; counted in
+	// portcullis_proxy_refused_total{reason}.
+	Refused string `json:"refused,omitempty"`
 }
 
 // Kafka is what an event shows of one Kafka request.

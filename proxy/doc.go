@@ -27,8 +27,12 @@
 //
 // At most Options.MaxConns ([DefaultMaxConns]; the agent's
 // --proxy-max-connections, the standalone's --max-connections)
-// connections are served at once; beyond, new ones are reset with an
-// event. A panic while serving one connection is recovered: that
+// connections are served at once. A connection handed to the HTTP server
+// is pending until that server reports its first request ([Started]); at
+// the bound the oldest pending connection is reset to make room (event,
+// L7.Refused [RefusedSlotReclaimed]), so sockets that never send a
+// request cannot starve new clients; with none pending, new ones are
+// reset with an event ([RefusedConnLimit]). A panic while serving one connection is recovered: that
 // connection is reset and reported, the proxy goes on.
 //
 // # Closing without TIME_WAIT
