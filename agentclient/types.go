@@ -103,6 +103,20 @@ type FlowL7 struct {
 	// Latency is from the request's first byte to the response's headers,
 	// in nanoseconds.
 	Latency time.Duration `json:"latency,omitempty"`
+	// DNS describes a DNS query and its answer.
+	DNS *FlowDNS `json:"dns,omitempty"`
+}
+
+// FlowDNS is what an event shows of one DNS query.
+type FlowDNS struct {
+	Query string `json:"query"`
+	Type  string `json:"type"`
+	// RCode is the response code sent to the client; empty when none was.
+	RCode string `json:"rcode,omitempty"`
+	// Answers are the answer's A and AAAA addresses.
+	Answers []string `json:"answers,omitempty"`
+	// Observed are the names whose addresses went to toFQDNs selectors.
+	Observed []string `json:"observed,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or

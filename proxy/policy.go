@@ -317,3 +317,48 @@ func (cp *ConnPolicy) DecideKafka(req l7.KafkaRequest) KafkaDecision {
 	}
 	return d
 }
+
+// DNSDecision is the verdict on one DNS query across both sides.
+type DNSDecision struct {
+	// Allowed: forward the query (possibly only because of audit mode).
+	Allowed bool
+	// Audited: some side denied it and audit mode let it through.
+	Audited bool
+	// DeniedBy is the side that denied (nil when allowed without audit).
+	DeniedBy *Side
+	// Rule names the rule that allowed the query on the last side checked
+	// ("" when denied or when no side redirects); RuleSide is that side.
+	Rule     string
+	RuleSide *Side
+}
+
+// DecideDNS judges a lookup of qname with Cilium's semantics on every
+// redirected side (see l7.DNSRules.Decide). A connection with Denied set
+// denies every query.
+func (cp *ConnPolicy) DecideDNS(qname string) DNSDecision {
+	if cp.Denied != nil {
+		return DNSDecision{DeniedBy: cp.Denied}
+	}
+	d := DNSDecision{Allowed: true}
+	for i := range cp.Sides {
+		s := &cp.Sides[i]
+		var ok bool
+		var rule *l7.DNSRule
+		if s.Decision.L7 != nil {
+			ok, rule = s.Decision.L7.DNS.Decide(qname)
+		}
+		if !ok {
+			if s.Audit {
+				if d.DeniedBy == nil {
+					d.DeniedBy = s
+				}
+				d.Audited = true
+				continue
+			}
+			return DNSDecision{DeniedBy: s}
+		}
+		d.Rule = rule.Origin
+		d.RuleSide = s
+	}
+	return d
+}

@@ -100,6 +100,15 @@ func formatEvent(e agentclient.Event) string {
 		if e.L7.GRPCStatus != nil {
 			fmt.Fprintf(&b, " grpc-status=%d", *e.L7.GRPCStatus)
 		}
+		if d := e.L7.DNS; d != nil {
+			fmt.Fprintf(&b, " %s %s", d.Query, d.Type)
+			if d.RCode != "" {
+				fmt.Fprintf(&b, " rcode=%s", d.RCode)
+			}
+			if len(d.Answers) > 0 {
+				fmt.Fprintf(&b, " answers=%s", strings.Join(d.Answers, ","))
+			}
+		}
 	}
 	if e.Reason != "" {
 		fmt.Fprintf(&b, " reason=%s", e.Reason)
