@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +73,14 @@ type Options struct {
 	// Upstream gives the server a query for dst goes to. nil: dst itself,
 	// the server the client asked.
 	Upstream func(dst netip.AddrPort) netip.AddrPort
+	// Observer learns the addresses of allowed answers (from local
+	// clients) before they are released. nil: answers teach nothing.
+	Observer Observer
+	// HoldTimeout bounds an answer's hold for the Observer. 0 means
+	// DefaultHoldTimeout.
+	HoldTimeout time.Duration
+	// Metrics, if set, observe the holds.
+	Metrics *Metrics
 }
 
 func (o *Options) setDefaults() {
@@ -86,6 +95,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.HoldTimeout <= 0 {
+		o.HoldTimeout = DefaultHoldTimeout
 	}
 }
 
@@ -266,8 +278,45 @@ func (s *Server) handle(ctx context.Context, raw []byte, src, dst netip.AddrPort
 	for _, ip := range a.addrs {
 		e.L7.DNS.Answers = append(e.L7.DNS.Answers, ip.String())
 	}
+	if names, err := s.observe(ctx, cp, a); err != nil {
+		e.Reason += fmt.Sprintf("; released after the %s hold ran out, before the datapath had its addresses: %v", s.o.HoldTimeout, err)
+	} else {
+		e.L7.DNS.Observed = names
+	}
 	setID(resp, q.msg.Id)
 	return send(e, resp, a.rcode)
+}
+
+// observe hands an allowed answer's addresses to the Observer and waits
+// (at most HoldTimeout) until they are in force.
+func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) ([]string, error) {
+	if s.o.Observer == nil || cp.Source.Endpoint == nil || a.rcode != mdns.RcodeSuccess || len(a.addrs) == 0 {
+		return nil, nil
+	}
+	o := Observation{Endpoint: cp.Source.Endpoint, Addrs: a.addrs, TTL: time.Duration(a.ttl) * time.Second}
+	switch {
+	case cp.Source.Endpoint.Policy != nil:
+		o.Identity = cp.Source.Endpoint.Policy.Identity.ID
+	case cp.Source.Identity != nil:
+		o.Identity = cp.Source.Identity.ID
+	}
+	for _, n := range a.names {
+		o.Names = append(o.Names, strings.TrimSuffix(n, "."))
+	}
+	start := time.Now()
+	hctx, cancel := context.WithTimeout(ctx, s.o.HoldTimeout)
+	defer cancel()
+	names, err := s.o.Observer.Observe(hctx, o)
+	if len(names) == 0 && err == nil {
+		return nil, nil
+	}
+	if m := s.o.Metrics; m != nil {
+		m.Holds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			m.HoldTimeouts.Inc()
+		}
+	}
+	return names, err
 }
 
 func firstSide(cp *proxy.ConnPolicy) *proxy.Side {
