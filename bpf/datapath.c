@@ -394,6 +394,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			f->dport = ih->id;
 		break;
 	}
+	// Protocols without ports (VRRP, IGMP, ...) keep ports 0: the policy
+	// entry of the protocol's port 0 decides, and conntrack tracks the
+	// address pair, so a reply rides its flow's entry.
 	}
 	return 0;
 }

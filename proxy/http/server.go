@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	nethttp "net/http"
 	"net/netip"
@@ -45,7 +44,7 @@ type Options struct {
 	// destination). Upstream connections are pooled per (source address,
 	// destination), so a connection dialled for one client port may carry
 	// the requests of another connection from the same source address:
-	// Dial must not depend on src's port. nil: a plain net.Dialer to dst.
+	// Dial must not depend on src's port. nil: proxy.DialDestination.
 	Dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
 	// Record receives one access event per request. It must not block.
 	// nil: none.
@@ -112,10 +111,7 @@ func (o *Options) setDefaults() {
 		o.MaxDiscardBytes = DefaultMaxDiscardBytes
 	}
 	if o.Dial == nil {
-		var d net.Dialer
-		o.Dial = func(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", dst.String())
-		}
+		o.Dial = proxy.DialDestination
 	}
 }
 
@@ -201,7 +197,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 	defer stop()
 
 	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
-	br := getReader(dc)
+	br := readers.Get(dc)
 	if isH2(br) {
 		// br is never given back to the pool: x/net's frame-reader
 		// goroutine reads it and may still be inside a read when
@@ -280,36 +276,17 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// The buffer pools. Whoever takes a buffer gives it back only when no
-// other goroutine can still use it: HTTP/1.1 connections are served by one
-// goroutine (splice waits for its second one before giving anything back),
-// the HTTP/2 read buffer is never given back (see ServeConn), and copy
-// buffers go back after their loop.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-
-func getReader(r io.Reader) *bufio.Reader {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return br
-}
-
-func putReader(br *bufio.Reader) {
-	br.Reset(nil)
-	readerPool.Put(br)
-}
-
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
-
-func getWriter(w io.Writer) *bufio.Writer {
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-func putWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	writerPool.Put(bw)
-}
+// readers and writers are the buffers of client and upstream
+// connections, held only while a request or response is under way. Whoever
+// takes a buffer gives it back only when no other goroutine can still use
+// it: HTTP/1.1 connections are served by one goroutine (splice waits for
+// its second one before giving anything back), the HTTP/2 read buffer is
+// never given back (see ServeConn), and copy buffers go back after their
+// loop.
+var (
+	readers = proxy.NewReaderPool(4096)
+	writers = proxy.NewWriterPool(4096)
+)
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
