@@ -356,32 +356,19 @@ type DNSDecision struct {
 }
 
 // DecideDNS judges a lookup of qname with Cilium's semantics on every
-// redirected side (see l7.DNSRules.Decide). A connection with Denied set
-// denies every query.
+// redirected side (see l7.DNSRules.Decide and walkSides).
 func (cp *ConnPolicy) DecideDNS(qname string) DNSDecision {
-	if cp.Denied != nil {
-		return DNSDecision{DeniedBy: cp.Denied}
-	}
-	d := DNSDecision{Allowed: true}
-	for i := range cp.Sides {
-		s := &cp.Sides[i]
-		var ok bool
-		var rule *l7.DNSRule
-		if s.Decision.L7 != nil {
-			ok, rule = s.Decision.L7.DNS.Decide(qname)
+	w := walkSides(cp, func(s *Side) sideVerdict[struct{}] {
+		var sv sideVerdict[struct{}]
+		if s.Decision.L7 == nil {
+			return sv
 		}
-		if !ok {
-			if s.Audit {
-				if d.DeniedBy == nil {
-					d.DeniedBy = s
-				}
-				d.Audited = true
-				continue
-			}
-			return DNSDecision{DeniedBy: s}
+		ok, rule := s.Decision.L7.DNS.Decide(qname)
+		sv.allowed = ok
+		if rule != nil {
+			sv.rule, sv.hasRule = rule.Origin, true
 		}
-		d.Rule = rule.Origin
-		d.RuleSide = s
-	}
-	return d
+		return sv
+	})
+	return DNSDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, Rule: w.rule, RuleSide: w.ruleSide}
 }
