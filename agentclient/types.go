@@ -106,6 +106,8 @@ type FlowL7 struct {
 	Latency time.Duration `json:"latency,omitempty"`
 	// Kafka is set for a Kafka request.
 	Kafka *FlowKafka `json:"kafka,omitempty"`
+	// DNS describes a DNS query and its answer.
+	DNS *FlowDNS `json:"dns,omitempty"`
 }
 
 // FlowKafka is what an event shows of one Kafka request.
@@ -117,6 +119,18 @@ type FlowKafka struct {
 	Topics     []string `json:"topics,omitempty"`
 	// ErrorCode is the Kafka error code the proxy answered a denial with.
 	ErrorCode int16 `json:"errorCode,omitempty"`
+}
+
+// FlowDNS is what an event shows of one DNS query.
+type FlowDNS struct {
+	Query string `json:"query"`
+	Type  string `json:"type"`
+	// RCode is the response code sent to the client; empty when none was.
+	RCode string `json:"rcode,omitempty"`
+	// Answers are the answer's A and AAAA addresses.
+	Answers []string `json:"answers,omitempty"`
+	// Observed are the names whose addresses went to toFQDNs selectors.
+	Observed []string `json:"observed,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or
