@@ -16,6 +16,8 @@ ETCD_VERSION ?= v3.6.16
 HELM_VERSION ?= v4.3.1
 # kustomize v5.8.3 needs go 1.27.
 KUSTOMIZE_VERSION ?= v5.8.2
+# The local cluster's kube-dns.
+COREDNS_VERSION ?= v1.15.0
 BUILD_TOOL := $(CURDIR)/hack/build-tool.sh
 # What controller-runtime envtest takes as KUBEBUILDER_ASSETS.
 KUBEBUILDER_ASSETS := $(BIN)/k8s/$(KUBERNETES_VERSION)
@@ -25,8 +27,9 @@ KUBECTL := $(KUBEBUILDER_ASSETS)/kubectl
 ETCD := $(KUBEBUILDER_ASSETS)/etcd
 HELM := $(BIN)/helm-$(HELM_VERSION)
 KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
+COREDNS := $(BIN)/coredns-$(COREDNS_VERSION)
 # What the tests find the tools by.
-TEST_ENV := CONTROLLER_GEN=$(CONTROLLER_GEN) KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) KUBECTL=$(KUBECTL) HELM=$(HELM) KUSTOMIZE=$(KUSTOMIZE)
+TEST_ENV := CONTROLLER_GEN=$(CONTROLLER_GEN) KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) KUBECTL=$(KUBECTL) HELM=$(HELM) KUSTOMIZE=$(KUSTOMIZE) COREDNS=$(COREDNS)
 
 .DEFAULT_GOAL := help
 
@@ -43,7 +46,7 @@ generate: $(CONTROLLER_GEN) deps ## Generate deepcopy code and the BPF objects (
 
 # clang, llvm (llvm-strip) and libbpf headers for bpf2go, and curl, the real
 # client of the proxy's e2e tests and the demo; from Debian, only when missing.
-DEBS := clang llvm libbpf-dev curl iproute2 kcat
+DEBS := clang llvm libbpf-dev curl iproute2 kcat bind9-dnsutils
 .PHONY: deps
 deps: ## Install the BPF toolchain (clang llvm libbpf-dev), curl, iproute2 and kcat (a Kafka client for the e2e) with apt-get if missing.
 	@dpkg -s $(DEBS) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS); }
@@ -64,8 +67,9 @@ build: ## Build the binaries into bin/.
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: lint
-lint: ## gofmt, go vet, and no executable binaries among the tracked files.
+lint: ## gofmt, go vet, no executable binaries among the tracked files, no broken documentation links.
 	@hack/check-binaries.sh
+	@hack/check-doc-links.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
@@ -109,7 +113,7 @@ $(CONTROLLER_GEN):
 	mv $(BIN)/controller-gen $@
 
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(HELM) $(KUSTOMIZE) $(BIN)/kubectl $(BIN)/helm $(BIN)/kustomize ## Build the tool binaries into bin/ (once per pinned version).
+tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(HELM) $(KUSTOMIZE) $(COREDNS) $(BIN)/kubectl $(BIN)/helm $(BIN)/kustomize $(BIN)/coredns ## Build the tool binaries into bin/ (once per pinned version).
 
 $(KUBE_APISERVER):
 	$(BUILD_TOOL) kube-apiserver $(KUBERNETES_VERSION) $@
@@ -126,9 +130,12 @@ $(HELM):
 $(KUSTOMIZE):
 	$(BUILD_TOOL) kustomize $(KUSTOMIZE_VERSION) $@
 
+$(COREDNS): hack/tools/coredns/main.go hack/tools/coredns/go.mod
+	$(BUILD_TOOL) coredns $(COREDNS_VERSION) $@
+
 # Symlinks to the pinned versions; phony so that they follow a pin that moves
 # back to a version that is already built (ln -sfn is idempotent).
-.PHONY: $(ETCD) $(BIN)/kubectl $(BIN)/helm $(BIN)/kustomize
+.PHONY: $(ETCD) $(BIN)/kubectl $(BIN)/helm $(BIN)/kustomize $(BIN)/coredns
 $(ETCD): $(BIN)/etcd-$(ETCD_VERSION)
 	@mkdir -p $(@D) && ln -sfn ../../etcd-$(ETCD_VERSION) $@
 $(BIN)/kubectl: $(KUBECTL)
@@ -137,6 +144,8 @@ $(BIN)/helm: $(HELM)
 	@ln -sfn $(notdir $(HELM)) $@
 $(BIN)/kustomize: $(KUSTOMIZE)
 	@ln -sfn $(notdir $(KUSTOMIZE)) $@
+$(BIN)/coredns: $(COREDNS)
+	@ln -sfn $(notdir $(COREDNS)) $@
 
 .PHONY: tools-smoke
 tools-smoke: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Run etcd + kube-apiserver from bin/k8s and kubectl against them.

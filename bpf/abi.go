@@ -76,6 +76,12 @@ const (
 	// ReasonNotEnforced: an allowed flow that no enforced direction looked
 	// up (neither the source's egress nor the destination's ingress).
 	ReasonNotEnforced = EventReason(datapathEventReasonREASON_NOT_ENFORCED)
+	// ReasonNoBackend: a connection to a Service port with no ready
+	// backend, refused (TCP reset, ICMP port unreachable for UDP).
+	ReasonNoBackend = EventReason(datapathEventReasonREASON_NO_BACKEND)
+	// ReasonBackendGone: an established TCP connection whose backend left
+	// its Service, reset.
+	ReasonBackendGone = EventReason(datapathEventReasonREASON_BACKEND_GONE)
 )
 
 // Policy map key layout (struct policy_key in datapath.c): after the LPM

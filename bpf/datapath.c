@@ -4,7 +4,8 @@
 //
 // Portcullis datapath: L3/L4 policy on the host side of each local pod's
 // veth, per-flow connection tracking, and redirect of L7 flows to the
-// transparent proxy with bpf_sk_assign. See docs/architecture.md "Datapath".
+// transparent proxy with bpf_sk_assign, and the translation of Service
+// addresses to backends before any of that (docs/design/services.md).
 //
 // Only UAPI headers and libbpf's helper headers are used (no vmlinux.h):
 // a TC program needs nothing from kernel internals.
@@ -94,6 +95,11 @@ enum event_reason {
 	REASON_UNKNOWN_DESTINATION = 7,
 	REASON_NOT_IPV4 = 8,
 	REASON_NOT_ENFORCED = 9,
+	// A Service address with no ready backend: refused (TCP reset, ICMP
+	// port unreachable for UDP).
+	REASON_NO_BACKEND = 10,
+	// An established TCP connection whose backend left the Service: reset.
+	REASON_BACKEND_GONE = 11,
 };
 
 // Flow paths remembered in conntrack (ct_value.path).
@@ -155,7 +161,46 @@ struct ct_value {
 	__u8 path;
 	__u8 audited;
 	__be16 proxy_port;
-	__u32 pad;
+	// The Service address the client sent to, for a translated flow (0:
+	// not translated); replies get it back as their source.
+	__be32 nat_addr;
+	__be16 nat_port;
+	__u8 pad[6];
+};
+
+// A Service's port: slot 0 is the service itself (count, id), slots
+// 1..count hold its backends' ids. The agent writes new slots before the
+// count and removes old ones after it, so a lookup always meets a complete
+// set of backends that exist.
+struct service_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
+struct service_value {
+	// Slot 0: the number of backends and the service's id. Other slots:
+	// backend_id.
+	__u32 backend_id;
+	__u16 count;
+	__u16 svc_id;
+};
+
+struct backend {
+	__be32 addr;
+	__be16 port;
+	__u8 pad[2];
+};
+
+// The backend a connection to a Service got, keyed by the client's tuple
+// towards the Service address.
+struct lb_flow {
+	__u32 backend_id;
+	__u16 svc_id;
+	__u16 pad;
 };
 
 struct event {
@@ -212,6 +257,27 @@ struct {
 } conntrack SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct service_key);
+	__type(value, struct service_value);
+	__uint(max_entries, 65536);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct backend);
+	__uint(max_entries, 65536);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct lb_flow);
+	__uint(max_entries, 262144);
+} lb_flows SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
@@ -221,6 +287,10 @@ struct {
 // stays one word; never read.
 const struct {
 	struct event event;
+	struct service_key service_key;
+	struct service_value service_value;
+	struct backend backend;
+	struct lb_flow lb_flow;
 	enum direction direction;
 	enum verdict verdict;
 	enum endpoint_flags endpoint_flags;
@@ -243,6 +313,17 @@ struct flow {
 	__u8 proto;
 	__u8 syn;
 	__u8 ack;
+	__u8 rst;
+	// Offset of the L4 header; 0 for a non-first fragment.
+	__u16 l4off;
+	// The Service address and port the packet was sent to, once
+	// translated (nat_addr 0: not a Service).
+	__be32 nat_addr;
+	__be16 nat_port;
+	// The Service's backend is the client itself; proxied: the packet was
+	// handed to the proxy.
+	__u8 hairpin;
+	__u8 proxied;
 };
 
 // decision is the outcome of the policy checks for one packet.
@@ -283,6 +364,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;
 	void *l4 = (void *)ip + ip->ihl * 4;
+	f->l4off = sizeof(*eth) + ip->ihl * 4;
 	switch (ip->protocol) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = l4;
@@ -293,6 +375,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		f->policy_port = bpf_ntohs(th->dest);
 		f->syn = th->syn;
 		f->ack = th->ack;
+		f->rst = th->rst;
 		break;
 	}
 	case IPPROTO_UDP: {
@@ -315,6 +398,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			f->dport = ih->id;
 		break;
 	}
+	// Protocols without ports (VRRP, IGMP, ...) keep ports 0: the policy
+	// entry of the protocol's port 0 decides, and conntrack tracks the
+	// address pair, so a reply rides its flow's entry.
 	}
 	return 0;
 }
@@ -482,7 +568,241 @@ static __always_inline void assign_proxy_leg(struct __sk_buff *skb, struct flow 
 	bpf_sk_release(sk);
 }
 
-static __always_inline void ct_create(struct ct_key *k, __u8 path, __u8 audited, __be16 proxy_port)
+// --- Service translation ---------------------------------------------------
+
+#ifndef offsetof
+#define offsetof(type, member) __builtin_offsetof(type, member)
+#endif
+
+#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+#define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+
+static __always_inline __u16 csum_fold(__u32 csum)
+{
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	return (__u16)~csum;
+}
+
+// l4_csum_off is the offset of the TCP or UDP checksum.
+static __always_inline __u32 l4_csum_off(struct flow *f)
+{
+	return f->l4off + (f->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check));
+}
+
+// rewrite replaces the packet's destination (dst=1) or source address and
+// port, fixing the IP and L4 checksums. A UDP checksum of 0 (none) stays 0.
+static __always_inline int rewrite(struct __sk_buff *skb, struct flow *f, int dst, __be32 old_addr,
+				   __be32 new_addr, __be16 old_port, __be16 new_port)
+{
+	__u32 csum_off = l4_csum_off(f);
+	__u64 l4flags = f->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 addr_off = dst ? IP_DST_OFF : IP_SRC_OFF;
+	// Ports are at the same offsets in TCP and UDP headers.
+	__u32 port_off = f->l4off + (dst ? offsetof(struct udphdr, dest) : offsetof(struct udphdr, source));
+
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, l4flags | BPF_F_PSEUDO_HDR | 4) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, 4) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0)
+		return -1;
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, l4flags | 2) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+// reply_ip fills a reply's Ethernet and IP headers: the addresses of the
+// packet in eth and ip swapped, the Service address as the source.
+static __always_inline void reply_ip(struct ethhdr *eth, struct iphdr *ip, struct flow *f, __u8 proto,
+				     __u16 len)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->tot_len = bpf_htons(len);
+	ip->saddr = f->daddr;
+	ip->daddr = f->saddr;
+	ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
+// refuse answers a packet for a Service address in the Service's name, as
+// a host without the port would: a TCP reset (ECONNREFUSED for a SYN, a
+// reset for an established connection), or ICMP port unreachable for UDP.
+// The answer goes straight into the pod (bpf_redirect_peer), so the pod's
+// ingress policy never sees it. The packet must not have IP options.
+static __always_inline int refuse(struct __sk_buff *skb, struct flow *f)
+{
+	if (f->l4off != ETH_HLEN + sizeof(struct iphdr))
+		return TC_ACT_SHOT;
+	struct ethhdr eth;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return TC_ACT_SHOT;
+	if (f->proto == IPPROTO_TCP) {
+		struct tcphdr tcp;
+		struct {
+			__be32 saddr, daddr;
+			__u8 zero, proto;
+			__be16 len;
+		} pseudo;
+		if (f->rst || bpf_skb_load_bytes(skb, f->l4off, &tcp, sizeof(tcp)) < 0)
+			return TC_ACT_SHOT;
+		__u32 payload = bpf_ntohs(ip.tot_len) - sizeof(ip) - tcp.doff * 4;
+		__be32 seq = tcp.seq, ack_seq = tcp.ack_seq;
+		__u8 had_ack = tcp.ack, syn = tcp.syn, fin = tcp.fin;
+		reply_ip(&eth, &ip, f, IPPROTO_TCP, sizeof(ip) + sizeof(tcp));
+		__builtin_memset(&tcp, 0, sizeof(tcp));
+		tcp.source = f->dport;
+		tcp.dest = f->sport;
+		tcp.doff = 5;
+		tcp.rst = 1;
+		// RFC 9293 3.10.7.1: the reset takes its sequence number from the
+		// segment's ACK field, else acknowledges the segment.
+		if (had_ack) {
+			tcp.seq = ack_seq;
+		} else {
+			tcp.ack = 1;
+			tcp.ack_seq = bpf_htonl(bpf_ntohl(seq) + payload + syn + fin);
+		}
+		pseudo.saddr = ip.saddr;
+		pseudo.daddr = ip.daddr;
+		pseudo.zero = 0;
+		pseudo.proto = IPPROTO_TCP;
+		pseudo.len = bpf_htons(sizeof(tcp));
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+		sum = bpf_csum_diff(0, 0, (__be32 *)&tcp, sizeof(tcp), sum);
+		tcp.check = csum_fold(sum);
+		if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(ip) + sizeof(tcp), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &tcp, sizeof(tcp), 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect_peer(skb->ifindex, 0);
+	}
+	if (f->proto == IPPROTO_UDP) {
+		// ICMP port unreachable quoting the IP header and 8 bytes of UDP.
+		struct {
+			struct iphdr ip;
+			__u8 l4[8];
+		} quote;
+		struct icmp_echo icmp = {.type = 3}; // destination unreachable
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &quote, sizeof(quote)) < 0)
+			return TC_ACT_SHOT;
+		if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(quote), 0) < 0)
+			return TC_ACT_SHOT;
+		if (bpf_skb_adjust_room(skb, sizeof(ip) + sizeof(icmp), BPF_ADJ_ROOM_MAC, 0) < 0)
+			return TC_ACT_SHOT;
+		reply_ip(&eth, &ip, f, IPPROTO_ICMP, sizeof(ip) + sizeof(icmp) + sizeof(quote));
+		icmp.code = 3; // port unreachable
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&icmp, sizeof(icmp), 0);
+		sum = bpf_csum_diff(0, 0, (__be32 *)&quote, sizeof(quote), sum);
+		icmp.checksum = csum_fold(sum);
+		if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &icmp, sizeof(icmp), 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect_peer(skb->ifindex, 0);
+	}
+	return TC_ACT_SHOT;
+}
+
+// lb_translate rewrites a packet for a Service address to a backend,
+// before policy, so that everything after it sees the backend. It returns
+// 0 for a packet that is not for a Service or was translated (f then holds
+// the backend, and the Service in nat_addr, nat_port), 1 when the packet
+// was answered or dropped instead (*act is the TC verdict, *reason why).
+// A flow (its tuple) keeps its backend while that backend is in the
+// Service; a flow without one, or a TCP SYN or UDP datagram whose backend
+// is gone, gets a new one, chosen at random; an established TCP
+// connection whose backend is gone is reset.
+static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, int *act, __u8 *reason)
+{
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return 0;
+	if (!f->l4off)
+		return 0;
+	struct service_key sk = {.addr = f->daddr, .port = f->dport, .proto = f->proto};
+	struct service_value *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc)
+		return 0;
+	__u16 count = svc->count, svc_id = svc->svc_id;
+	struct ct_key fk = {.saddr = f->saddr, .daddr = f->daddr, .sport = f->sport, .dport = f->dport, .proto = f->proto};
+	struct lb_flow *lb = bpf_map_lookup_elem(&lb_flows, &fk);
+	struct backend *be = 0;
+	__u32 backend_id = 0;
+	// A tuple keeps its backend while the backend is in the Service, SYNs
+	// included: a retransmitted SYN must meet the backend that may have
+	// answered the first one.
+	if (lb && lb->svc_id == svc_id) {
+		backend_id = lb->backend_id;
+		be = bpf_map_lookup_elem(&backends, &backend_id);
+	}
+	if (!be && lb && f->proto == IPPROTO_TCP && !(f->syn && !f->ack)) {
+		*reason = REASON_BACKEND_GONE;
+		*act = refuse(skb, f);
+		return 1;
+	}
+	if (!be) {
+		if (count == 0) {
+			*reason = REASON_NO_BACKEND;
+			*act = refuse(skb, f);
+			return 1;
+		}
+		sk.slot = bpf_get_prandom_u32() % count + 1;
+		struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
+		if (slot) {
+			backend_id = slot->backend_id;
+			be = bpf_map_lookup_elem(&backends, &backend_id);
+		}
+		if (!be) {
+			// The agent is between two writes of this service.
+			*reason = REASON_NO_BACKEND;
+			*act = refuse(skb, f);
+			return 1;
+		}
+		struct lb_flow nl = {.backend_id = backend_id, .svc_id = svc_id};
+		bpf_map_update_elem(&lb_flows, &fk, &nl, BPF_ANY);
+	}
+	__be32 baddr = be->addr;
+	__be16 bport = be->port;
+	if (rewrite(skb, f, 1, f->daddr, baddr, f->dport, bport) < 0) {
+		*reason = REASON_NO_BACKEND;
+		*act = TC_ACT_SHOT;
+		return 1;
+	}
+	f->nat_addr = f->daddr;
+	f->nat_port = f->dport;
+	f->hairpin = baddr == f->saddr;
+	f->daddr = baddr;
+	f->dport = bport;
+	f->policy_port = bpf_ntohs(bport);
+	return 0;
+}
+
+// lb_reverse gives a reply of a translated flow the Service's address and
+// port as its source, so the client sees the peer it connected to.
+static __always_inline void lb_reverse(struct __sk_buff *skb, struct flow *f, struct ct_value *ct)
+{
+	if (!f->l4off || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
+		return;
+	rewrite(skb, f, 0, f->saddr, ct->nat_addr, f->sport, ct->nat_port);
+}
+
+static __always_inline void ct_create(struct ct_key *k, struct flow *f, __u8 path, __u8 audited, __be16 proxy_port)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct ct_value v = {
@@ -491,6 +811,8 @@ static __always_inline void ct_create(struct ct_key *k, __u8 path, __u8 audited,
 		.path = path,
 		.audited = audited,
 		.proxy_port = proxy_port,
+		.nat_addr = f->nat_addr,
+		.nat_port = f->nat_port,
 	};
 	bpf_map_update_elem(&conntrack, k, &v, BPF_ANY);
 }
@@ -498,9 +820,8 @@ static __always_inline void ct_create(struct ct_key *k, __u8 path, __u8 audited,
 // handle is the whole program. from_pod: the packet leaves the pod (TC
 // ingress on the host veth, the pod's egress); else it enters the pod (TC
 // egress on the host veth, the pod's ingress).
-static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
+static __always_inline int handle(struct __sk_buff *skb, const int from_pod, struct flow *fp)
 {
-	struct flow f = {};
 	struct decision d = {};
 	struct endpoint_info *ep, *peer_ep = 0;
 	__u32 src_id, dst_id;
@@ -512,56 +833,90 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 		// without events (neighbour discovery would flood the ring).
 		return TC_ACT_SHOT;
 	}
-	if (parse(skb, &f) < 0)
+	if (parse(skb, fp) < 0)
 		return TC_ACT_SHOT;
 
 	if (from_pod) {
-		ep = bpf_map_lookup_elem(&endpoints, &f.saddr);
+		ep = bpf_map_lookup_elem(&endpoints, &fp->saddr);
 	} else {
 		// The proxy's upstream legs: the proxy enforced both sides' policy.
 		// Remember the flow so that the pod's replies pass.
 		if ((skb->mark & MARK_MASK) == MARK_FROM_PROXY) {
-			struct ct_key lk = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+			struct ct_key lk = {.saddr = fp->saddr, .daddr = fp->daddr, .sport = fp->sport, .dport = fp->dport, .proto = fp->proto};
 			struct ct_value *lv = bpf_map_lookup_elem(&conntrack, &lk);
 			if (lv)
 				lv->last_seen = bpf_ktime_get_ns();
 			else
-				ct_create(&lk, PATH_PROXY_LEG, 0, 0);
+				ct_create(&lk, fp, PATH_PROXY_LEG, 0, 0);
 			return TC_ACT_OK;
 		}
-		ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
+		ep = bpf_map_lookup_elem(&endpoints, &fp->daddr);
 	}
 	d.dir = from_pod ? DIR_EGRESS : DIR_INGRESS;
 	if (!ep) {
 		// A source address that is not the pod's (spoofing), or a packet for
 		// an address that is no longer an endpoint: fail closed.
 		d.reason = from_pod ? REASON_UNKNOWN_SOURCE : REASON_UNKNOWN_DESTINATION;
-		return drop(&f, &d, 0, 0);
+		return drop(fp, &d, 0, 0);
 	}
 	d.ep_id = ep->ep_id;
-	src_id = identity_of(f.saddr);
-	dst_id = identity_of(f.daddr);
 	if (ep->flags & EP_LOCKDOWN) {
 		d.reason = REASON_LOCKDOWN;
-		return drop(&f, &d, src_id, dst_id);
+		return drop(fp, &d, identity_of(fp->saddr), identity_of(fp->daddr));
 	}
+	// Services are translated before policy: the checks, the redirect,
+	// conntrack and the events see the backend.
+	if (from_pod) {
+		int act = TC_ACT_SHOT;
+		__u8 reason = 0;
+		if (lb_translate(skb, fp, &act, &reason)) {
+			d.reason = reason;
+			emit(fp, &d, EV_DROP, identity_of(fp->saddr), IDENTITY_WORLD);
+			return act;
+		}
+	}
+	src_id = identity_of(fp->saddr);
+	dst_id = identity_of(fp->daddr);
 
-	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+	struct ct_key k = {.saddr = fp->saddr, .daddr = fp->daddr, .sport = fp->sport, .dport = fp->dport, .proto = fp->proto};
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
 	// A pure SYN starts a new connection even if the tuple is reused.
-	int established = ct && !(f.proto == IPPROTO_TCP && f.syn && !f.ack);
+	int established = ct && !(fp->proto == IPPROTO_TCP && fp->syn && !fp->ack);
 	// No entry at all: the first packet of a flow (a reused tuple or a SYN
 	// retransmission finds the entry and reports nothing new).
 	int new_flow = !ct;
+	// to_pod never translates: a SYN that rewrites the entry keeps the
+	// Service address that from_pod recorded in it.
+	if (ct && !from_pod) {
+		fp->nat_addr = ct->nat_addr;
+		fp->nat_port = ct->nat_port;
+	}
 	if (!ct) {
-		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		struct ct_key rk = {.saddr = fp->daddr, .daddr = fp->saddr, .sport = fp->dport, .dport = fp->sport, .proto = fp->proto};
 		struct ct_value *rv = bpf_map_lookup_elem(&conntrack, &rk);
 		if (rv) {
 			// A reply rides its flow's entry.
 			rv->last_seen = bpf_ktime_get_ns();
 			if (from_pod && rv->path == PATH_PROXY_LEG)
-				assign_proxy_leg(skb, &f);
+				assign_proxy_leg(skb, fp);
+			if (!from_pod && rv->nat_addr)
+				lb_reverse(skb, fp, rv);
 			return TC_ACT_OK;
+		}
+		if (from_pod && (fp->proto == IPPROTO_TCP || fp->proto == IPPROTO_UDP) && fp->l4off) {
+			// A reply inside a hairpin flow: it left the pod for the
+			// Service address; it goes back in from the Service.
+			struct ct_key hk = {.saddr = fp->saddr, .daddr = fp->saddr, .sport = fp->dport, .dport = fp->sport, .proto = fp->proto};
+			struct ct_value *hv = bpf_map_lookup_elem(&conntrack, &hk);
+			if (hv && hv->nat_addr == fp->daddr) {
+				__be32 vip = hv->nat_addr;
+				__be16 vport = hv->nat_port;
+				hv->last_seen = bpf_ktime_get_ns();
+				if (rewrite(skb, fp, 0, fp->saddr, vip, fp->sport, vport) < 0 ||
+				    rewrite(skb, fp, 1, vip, fp->saddr, fp->dport, fp->dport) < 0)
+					return TC_ACT_SHOT;
+				return bpf_redirect_peer(skb->ifindex, 0);
+			}
 		}
 	}
 
@@ -569,10 +924,10 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 	// stops established flows.
 	if (from_pod) {
 		if (ep->flags & EP_ENFORCE_EGRESS)
-			policy_check(&d, ep, DIR_EGRESS, dst_id, &f);
+			policy_check(&d, ep, DIR_EGRESS, dst_id, fp);
 		// A local destination's ingress policy is checked here too, so that
 		// its redirects can be done at TC ingress, where sk_assign works.
-		peer_ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
+		peer_ep = bpf_map_lookup_elem(&endpoints, &fp->daddr);
 		if (peer_ep && d.verdict != VERDICT_DENY) {
 			if (peer_ep->flags & EP_LOCKDOWN) {
 				d.verdict = VERDICT_DENY;
@@ -581,23 +936,24 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 				d.ep_id = peer_ep->ep_id;
 				d.rule_id = 0;
 			} else if (peer_ep->flags & EP_ENFORCE_INGRESS) {
-				policy_check(&d, peer_ep, DIR_INGRESS, src_id, &f);
+				policy_check(&d, peer_ep, DIR_INGRESS, src_id, fp);
 			}
 		}
 	} else if (ep->flags & EP_ENFORCE_INGRESS) {
-		policy_check(&d, ep, DIR_INGRESS, src_id, &f);
+		policy_check(&d, ep, DIR_INGRESS, src_id, fp);
 	}
 	if (d.verdict == VERDICT_DENY)
-		return drop(&f, &d, src_id, dst_id);
+		return drop(fp, &d, src_id, dst_id);
 
 	if (established) {
 		ct->last_seen = bpf_ktime_get_ns();
 		// The flow keeps its path for its whole life (switching resets it).
 		if (ct->path == PATH_PROXIED && from_pod) {
-			if (redirect(skb, &f, ct->proxy_port) < 0) {
+			fp->proxied = 1;
+			if (redirect(skb, fp, ct->proxy_port) < 0) {
 				d.reason = REASON_NO_PROXY;
 				d.proxy_port = ct->proxy_port;
-				return drop(&f, &d, src_id, dst_id);
+				return drop(fp, &d, src_id, dst_id);
 			}
 		}
 		return TC_ACT_OK;
@@ -608,21 +964,22 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 			// sk_assign works at TC ingress only; a flow from a source that is
 			// not a local pod cannot be redirected here yet: fail closed.
 			d.reason = REASON_REDIRECT_UNSUPPORTED;
-			return drop(&f, &d, src_id, dst_id);
+			return drop(fp, &d, src_id, dst_id);
 		}
-		if (redirect(skb, &f, d.proxy_port) < 0) {
+		fp->proxied = 1;
+		if (redirect(skb, fp, d.proxy_port) < 0) {
 			d.reason = REASON_NO_PROXY;
-			return drop(&f, &d, src_id, dst_id);
+			return drop(fp, &d, src_id, dst_id);
 		}
-		ct_create(&k, PATH_PROXIED, d.audited, d.proxy_port);
+		ct_create(&k, fp, PATH_PROXIED, d.audited, d.proxy_port);
 		d.reason = REASON_POLICY;
-		emit(&f, &d, EV_REDIRECT, src_id, dst_id);
+		emit(fp, &d, EV_REDIRECT, src_id, dst_id);
 		return TC_ACT_OK;
 	}
-	ct_create(&k, PATH_DIRECT, d.audited, 0);
+	ct_create(&k, fp, PATH_DIRECT, d.audited, 0);
 	if (d.audited) {
 		d.reason = REASON_POLICY;
-		emit(&f, &d, EV_AUDIT, src_id, dst_id);
+		emit(fp, &d, EV_AUDIT, src_id, dst_id);
 	} else if (new_flow) {
 		// One event per allowed flow, when its entry is created (as
 		// Cilium's policy-verdict events): the entry that allowed it, or
@@ -635,7 +992,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 		} else {
 			d.reason = REASON_NOT_ENFORCED;
 		}
-		emit(&f, &d, EV_ALLOW, src_id, dst_id);
+		emit(fp, &d, EV_ALLOW, src_id, dst_id);
 	}
 	return TC_ACT_OK;
 }
@@ -643,11 +1000,23 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
 {
-	return handle(skb, 1);
+	struct flow f = {};
+	int ret = handle(skb, 1, &f);
+
+	// A pod that reached itself through a Service (hairpin): the packet
+	// goes straight back in, from the Service address, so that the pod's
+	// replies leave it again and are translated back above.
+	if (ret == TC_ACT_OK && f.hairpin && !f.proxied) {
+		if (rewrite(skb, &f, 0, f.saddr, f.nat_addr, f.sport, f.sport) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect_peer(skb->ifindex, 0);
+	}
+	return ret;
 }
 
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
-	return handle(skb, 0);
+	struct flow f = {};
+	return handle(skb, 0, &f);
 }

@@ -36,8 +36,11 @@ type Options struct {
 	// not wiped. Empty: nothing is pinned, and Close detaches everything.
 	PinPath string
 	// Map sizes; zero keeps the defaults of datapath.c (policy 65536,
-	// ipcache 65536, endpoints 4096, conntrack 262144, events 1 MiB).
+	// ipcache 65536, endpoints 4096, conntrack 262144, events 1 MiB;
+	// services (one entry per port and backend) 65536, backends 65536,
+	// per-connection Service state 262144).
 	PolicyMapSize, IPCacheSize, EndpointsSize, ConntrackSize, EventsBytes uint32
+	ServicesSize, BackendsSize, LBFlowsSize                               uint32
 	// RuleID numbers the rule that decided an entry, for events; nil gives 0.
 	RuleID func(policy.RuleRef) uint32
 	// ProxyPort is the proxy port of a redirect entry; nil gives DefaultProxyPort.
@@ -56,7 +59,11 @@ type Datapath struct {
 	policy      map[uint32]map[policyKey]policyValue
 	policyCount int
 	policyMax   int
-	closed      bool
+	// services mirrors the service and backend maps.
+	services      map[ServiceKey]*svcState
+	nextServiceID uint16
+	nextBackendID uint32
+	closed        bool
 }
 
 type attachment struct {
@@ -71,7 +78,8 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("loading spec: %w", err)
 	}
 	sizes := map[string]uint32{"policy": opts.PolicyMapSize, "ipcache": opts.IPCacheSize,
-		"endpoints": opts.EndpointsSize, "conntrack": opts.ConntrackSize, "events": opts.EventsBytes}
+		"endpoints": opts.EndpointsSize, "conntrack": opts.ConntrackSize, "events": opts.EventsBytes,
+		"services": opts.ServicesSize, "backends": opts.BackendsSize, "lb_flows": opts.LBFlowsSize}
 	for name, n := range sizes {
 		ms := spec.Maps[name]
 		if n != 0 {
@@ -94,7 +102,7 @@ func Load(opts Options) (*Datapath, error) {
 		}
 	}
 	d := &Datapath{opts: opts, links: map[int]*attachment{}, policy: map[uint32]map[policyKey]policyValue{},
-		policyMax: int(spec.Maps["policy"].MaxEntries)}
+		services: map[ServiceKey]*svcState{}, policyMax: int(spec.Maps["policy"].MaxEntries)}
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
 		// ebpf.ErrMapIncompatible: a pinned map from another layout; the
 		// caller decides whether to Remove it (enforcement would lapse).
@@ -116,6 +124,10 @@ func Load(opts Options) (*Datapath, error) {
 	if err := it.Err(); err != nil {
 		d.objs.Close()
 		return nil, fmt.Errorf("reading pinned policy map: %w", err)
+	}
+	if err := d.loadServices(); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("reading pinned service maps: %w", err)
 	}
 	return d, nil
 }
@@ -176,7 +188,8 @@ func (d *Datapath) Unpin() error {
 		return nil
 	}
 	var errs []error
-	for _, m := range []*ebpf.Map{d.objs.Policy, d.objs.Ipcache, d.objs.Endpoints, d.objs.Conntrack, d.objs.Events} {
+	for _, m := range []*ebpf.Map{d.objs.Policy, d.objs.Ipcache, d.objs.Endpoints, d.objs.Conntrack, d.objs.Events,
+		d.objs.Services, d.objs.Backends, d.objs.LbFlows} {
 		if m.IsPinned() {
 			errs = append(errs, m.Unpin())
 		}

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type datapathBackend struct {
+	_    structs.HostLayout
+	Addr uint32
+	Port uint16
+	Pad  [2]uint8
+}
+
 type datapathCtKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -38,7 +45,9 @@ type datapathCtValue struct {
 	Path      uint8
 	Audited   uint8
 	ProxyPort uint16
-	Pad       uint32
+	NatAddr   uint32
+	NatPort   uint16
+	Pad       [6]uint8
 }
 
 type datapathDirection uint32
@@ -95,6 +104,8 @@ const (
 	datapathEventReasonREASON_UNKNOWN_DESTINATION  datapathEventReason = 7
 	datapathEventReasonREASON_NOT_IPV4             datapathEventReason = 8
 	datapathEventReasonREASON_NOT_ENFORCED         datapathEventReason = 9
+	datapathEventReasonREASON_NO_BACKEND           datapathEventReason = 10
+	datapathEventReasonREASON_BACKEND_GONE         datapathEventReason = 11
 )
 
 type datapathEventVerdict uint32
@@ -110,6 +121,13 @@ type datapathIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type datapathLbFlow struct {
+	_         structs.HostLayout
+	BackendId uint32
+	SvcId     uint16
+	Pad       uint16
 }
 
 type datapathMark uint32
@@ -152,6 +170,23 @@ const (
 	datapathReservedIdentityIDENTITY_WORLD datapathReservedIdentity = 2
 )
 
+type datapathServiceKey struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+	Slot  uint16
+	Pad2  uint16
+}
+
+type datapathServiceValue struct {
+	_         structs.HostLayout
+	BackendId uint32
+	Count     uint16
+	SvcId     uint16
+}
+
 type datapathVerdict uint32
 
 const (
@@ -164,11 +199,14 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	datapathMapBackends  = "backends"
 	datapathMapConntrack = "conntrack"
 	datapathMapEndpoints = "endpoints"
 	datapathMapEvents    = "events"
 	datapathMapIpcache   = "ipcache"
+	datapathMapLbFlows   = "lb_flows"
 	datapathMapPolicy    = "policy"
+	datapathMapServices  = "services"
 	datapathProgFromPod  = "from_pod"
 	datapathProgToPod    = "to_pod"
 	datapathVarUnusedAbi = "unused_abi"
@@ -224,11 +262,14 @@ type datapathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathMapSpecs struct {
+	Backends  *ebpf.MapSpec `ebpf:"backends"`
 	Conntrack *ebpf.MapSpec `ebpf:"conntrack"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Ipcache   *ebpf.MapSpec `ebpf:"ipcache"`
+	LbFlows   *ebpf.MapSpec `ebpf:"lb_flows"`
 	Policy    *ebpf.MapSpec `ebpf:"policy"`
+	Services  *ebpf.MapSpec `ebpf:"services"`
 }
 
 // datapathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -258,20 +299,26 @@ func (o *datapathObjects) Close() error {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathMaps struct {
+	Backends  *ebpf.Map `ebpf:"backends"`
 	Conntrack *ebpf.Map `ebpf:"conntrack"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
 	Events    *ebpf.Map `ebpf:"events"`
 	Ipcache   *ebpf.Map `ebpf:"ipcache"`
+	LbFlows   *ebpf.Map `ebpf:"lb_flows"`
 	Policy    *ebpf.Map `ebpf:"policy"`
+	Services  *ebpf.Map `ebpf:"services"`
 }
 
 func (m *datapathMaps) Close() error {
 	return _DatapathClose(
+		m.Backends,
 		m.Conntrack,
 		m.Endpoints,
 		m.Events,
 		m.Ipcache,
+		m.LbFlows,
 		m.Policy,
+		m.Services,
 	)
 }
 

@@ -46,6 +46,10 @@ func (r EventReason) String() string {
 		return "not-ipv4"
 	case ReasonNotEnforced:
 		return "not-enforced"
+	case ReasonNoBackend:
+		return "no-service-backend"
+	case ReasonBackendGone:
+		return "service-backend-gone"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }

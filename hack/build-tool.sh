@@ -7,9 +7,9 @@
 # temporary name next to OUTPUT and moved into place only when the build
 # succeeded, so an interrupted build never leaves a half binary behind.
 #
-#   TOOL     kube-apiserver | kubectl | etcd | helm | kustomize
+#   TOOL     kube-apiserver | kubectl | etcd | helm | kustomize | coredns
 #   VERSION  the version the Makefile pins (1.37.2 for the Kubernetes binaries,
-#            v3.6.16 for etcd, vX.Y.Z for helm and kustomize). It must be the
+#            v3.6.16 for etcd, vX.Y.Z for helm, kustomize and coredns). It must be the
 #            version the tool's go.mod selects; to move a pin, change both.
 #
 # Environment: GO (default go), TOOLS_GIT_COMMIT overrides the commit stamped
@@ -92,6 +92,12 @@ kustomize)
 	ldflags+=" -X sigs.k8s.io/kustomize/api/provenance.gitCommit=$commit"
 	ldflags+=" -X sigs.k8s.io/kustomize/api/provenance.buildDate=$date"
 	pkg=sigs.k8s.io/kustomize/kustomize/v5
+	;;
+coredns)
+	dir=$root/hack/tools/coredns
+	require "$dir" github.com/coredns/coredns "$version"
+	ldflags+=" -X github.com/coredns/coredns/coremain.GitCommit=$commit"
+	pkg=.
 	;;
 *)
 	echo "build-tool.sh: unknown tool $tool" >&2

@@ -91,7 +91,8 @@ type Event struct {
 	// Direction is "ingress" or "egress": the policy direction (of the
 	// endpoint whose policy decided) that produced the verdict.
 	Direction string `json:"direction,omitempty"`
-	// Protocol is "TCP", "UDP", "ICMP" or a protocol number.
+	// Protocol is a name ("TCP", "UDP", "SCTP", "ICMP", "ICMPv6", "VRRP",
+	// "IGMP") or, for other IP protocols, the number.
 	Protocol    string   `json:"protocol"`
 	Source      Endpoint `json:"source"`
 	Destination Endpoint `json:"destination"`

@@ -133,6 +133,7 @@ func (c *compiler) adminRule(tier Tier, action v1alpha1.AdminAction, peers []v1a
 		} else {
 			pol, errs := compileL7(&v1alpha1.PortRule{Ports: ports, Rules: rules}, ref, "", c.opts, fld)
 			c.errs = append(c.errs, errs...)
+			c.errs = append(c.errs, portlessL7(ports, fld.Child("ports"))...)
 			r.l7 = pol
 		}
 	}

@@ -46,7 +46,7 @@ func (g gen) ports() []v1alpha1.PortProtocol {
 	var out []v1alpha1.PortProtocol
 	for range n {
 		p := v1alpha1.PortProtocol{Port: fmt.Sprint(genPort[g.r.IntN(len(genPort))])}
-		switch g.r.IntN(4) {
+		switch g.r.IntN(6) {
 		case 0:
 			p.Protocol = v1alpha1.ProtoTCP
 		case 1:
@@ -54,6 +54,9 @@ func (g gen) ports() []v1alpha1.PortProtocol {
 		case 2:
 			p.EndPort = int32(mustAtoi(p.Port) + g.r.IntN(100))
 			p.Protocol = v1alpha1.ProtoTCP
+		case 3:
+			// The port-less protocols of Cilium 1.18.
+			p = v1alpha1.PortProtocol{Protocol: []v1alpha1.L4Proto{v1alpha1.ProtoVRRP, v1alpha1.ProtoIGMP}[g.r.IntN(2)]}
 		}
 		out = append(out, p)
 	}
@@ -98,6 +101,9 @@ func (g gen) trafficPolicy(i int) *v1alpha1.TrafficPolicy {
 				pr.Rules = &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "GET", Path: "/" + g.pick(genApps)}}}
 				for j := range pr.Ports {
 					pr.Ports[j].Protocol = v1alpha1.ProtoTCP
+					if pr.Ports[j].Port == "" {
+						pr.Ports[j].Port = "80"
+					}
 				}
 			}
 			ir.ToPorts = []v1alpha1.PortRule{pr}
@@ -182,7 +188,7 @@ func TestMapStateMatchesDecisions(t *testing.T) {
 			for d := range 2 {
 				ms := pol.State[d]
 				for _, peer := range ids {
-					for _, proto := range []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, 47} {
+					for _, proto := range []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, policy.ProtoVRRP, policy.ProtoIGMP, 47} {
 						for _, port := range probePorts() {
 							dec, ok := r.Decide(ep.Namespace, ep.Name, policy.Direction(d), peer.ID, proto, port)
 							if !ok {

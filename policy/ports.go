@@ -16,15 +16,19 @@ import (
 const (
 	ProtoAny    uint8 = 0
 	ProtoICMP   uint8 = 1
+	ProtoIGMP   uint8 = 2
 	ProtoTCP    uint8 = 6
 	ProtoUDP    uint8 = 17
 	ProtoICMPv6 uint8 = 58
+	ProtoVRRP   uint8 = 112
 	ProtoSCTP   uint8 = 132
 )
 
 // knownProtos are the protocols that rules can name; every other protocol
-// is only ever matched by rules without ports.
-var knownProtos = [...]uint8{ProtoTCP, ProtoUDP, ProtoSCTP, ProtoICMP, ProtoICMPv6}
+// is only ever matched by rules without ports. VRRP and IGMP have no
+// ports: their rules cover the whole (unused) port space, and the
+// datapath looks them up with port 0.
+var knownProtos = [...]uint8{ProtoTCP, ProtoUDP, ProtoSCTP, ProtoICMP, ProtoICMPv6, ProtoVRRP, ProtoIGMP}
 
 // ProtoName names a protocol number.
 func ProtoName(p uint8) string {
@@ -41,8 +45,18 @@ func ProtoName(p uint8) string {
 		return "ICMPv6"
 	case ProtoSCTP:
 		return "SCTP"
+	case ProtoVRRP:
+		return "VRRP"
+	case ProtoIGMP:
+		return "IGMP"
 	}
 	return strconv.Itoa(int(p))
+}
+
+// HasPorts reports whether a protocol's rules and lookups have ports (or,
+// for ICMP, types); VRRP and IGMP have none and are looked up as port 0.
+func HasPorts(p uint8) bool {
+	return p != ProtoVRRP && p != ProtoIGMP
 }
 
 // ParseProto parses a protocol name or number.
@@ -58,6 +72,10 @@ func ParseProto(s string) (uint8, error) {
 		return ProtoICMP, nil
 	case "ICMPV6":
 		return ProtoICMPv6, nil
+	case "VRRP":
+		return ProtoVRRP, nil
+	case "IGMP":
+		return ProtoIGMP, nil
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil {
@@ -92,6 +110,10 @@ func protosOf(p v1alpha1.L4Proto) []uint8 {
 		return []uint8{ProtoUDP}
 	case v1alpha1.ProtoSCTP:
 		return []uint8{ProtoSCTP}
+	case v1alpha1.ProtoVRRP:
+		return []uint8{ProtoVRRP}
+	case v1alpha1.ProtoIGMP:
+		return []uint8{ProtoIGMP}
 	}
 	// ANY, or empty, is TCP, UDP and SCTP, as in Cilium.
 	return []uint8{ProtoTCP, ProtoUDP, ProtoSCTP}
@@ -105,8 +127,23 @@ func compilePorts(ports []v1alpha1.PortProtocol, fld *field.Path) ([]portSpec, f
 		p := fld.Index(i)
 		switch pp.Protocol {
 		case "", v1alpha1.ProtoTCP, v1alpha1.ProtoUDP, v1alpha1.ProtoSCTP, v1alpha1.ProtoAny:
+		case v1alpha1.ProtoVRRP, v1alpha1.ProtoIGMP:
+			// Cilium 1.18 (pkg/policy/api/rule_validation.go,
+			// PortProtocol.Validate): the port of VRRP and IGMP "must be
+			// empty or 0"; the filter is the protocol's port 0
+			// (pkg/policy/rule_test.go TestIPProtocolsWithNoTransportPorts).
+			if (pp.Port != "" && pp.Port != "0") || pp.EndPort != 0 {
+				errs = append(errs, field.Invalid(p, pp.Port, fmt.Sprintf("%s has no ports: leave port and endPort out (or set port to 0)", pp.Protocol)))
+				continue
+			}
+			out = append(out, portSpec{proto: protosOf(pp.Protocol)[0], hi: 65535})
+			continue
 		default:
-			errs = append(errs, field.NotSupported(p.Child("protocol"), pp.Protocol, []string{"TCP", "UDP", "SCTP", "ANY"}))
+			errs = append(errs, field.NotSupported(p.Child("protocol"), pp.Protocol, []string{"TCP", "UDP", "SCTP", "VRRP", "IGMP", "ANY"}))
+			continue
+		}
+		if pp.Port == "" {
+			errs = append(errs, field.Required(p.Child("port"), "port is required, except for VRRP and IGMP"))
 			continue
 		}
 		n, err := strconv.ParseUint(pp.Port, 10, 32)
@@ -148,6 +185,19 @@ func compilePorts(ports []v1alpha1.PortProtocol, fld *field.Path) ([]portSpec, f
 		}
 	}
 	return out, errs
+}
+
+// portlessL7 reports L7 rules, server names or TLS on a VRRP or IGMP
+// port: they need a transport (Cilium: "L7 rules can only apply to TCP").
+func portlessL7(ports []v1alpha1.PortProtocol, fld *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, pp := range ports {
+		if !pp.Protocol.HasPorts() {
+			errs = append(errs, field.Invalid(fld.Index(i).Child("protocol"), pp.Protocol,
+				"L7 rules, serverNames and TLS need a TCP or UDP port; "+string(pp.Protocol)+" has none"))
+		}
+	}
+	return errs
 }
 
 func isPortName(s string) bool {

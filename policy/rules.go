@@ -439,6 +439,9 @@ func (c *compiler) portRules(act Action, peers peerSet, toPorts []v1alpha1.PortR
 		c.errs = append(c.errs, errs...)
 		pol, errs := compileL7(pr, RuleRef{Policy: c.key, Path: p.String()}, c.ns, c.opts, p)
 		c.errs = append(c.errs, errs...)
+		if pol != nil {
+			c.errs = append(c.errs, portlessL7(pr.Ports, p.Child("ports"))...)
+		}
 		if len(pr.Ports) == 0 {
 			if pol != nil {
 				c.errs = append(c.errs, field.Required(p.Child("ports"), "L7 rules, serverNames and TLS need ports"))

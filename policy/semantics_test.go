@@ -1,8 +1,12 @@
 package policy_test
 
 import (
+	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/policy"
 )
 
@@ -180,4 +184,143 @@ spec:
 			{"other path", flow{src: "app=client", dst: world, port: 80, http: "POST /other"}, allowed},
 		}},
 	})
+}
+
+// VRRP (IP protocol 112) and IGMP (2) are port-less protocols that Cilium
+// 1.18 accepts in toPorts (pkg/policy/api/l4.go ProtoVRRP, ProtoIGMP;
+// pkg/u8proto). Their port "must be empty or 0"
+// (pkg/policy/api/rule_validation.go PortProtocol.Validate), and a rule
+// naming them allows the whole protocol: pkg/policy/rule_test.go
+// TestIPProtocolsWithNoTransportPorts expects the filters "0/vrrp" and
+// "0/igmp" for an ingress rule with both and "0/vrrp" for an egress rule
+// with VRRP. ANY stays TCP, UDP and SCTP (pkg/policy/rule.go expands
+// ProtoAny to those three), so it does not allow them.
+func TestPortlessProtocols(t *testing.T) {
+	const head = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: vrrp
+spec:
+  endpointSelector:
+    matchLabels:
+      app: router
+`
+	// The rule of TestIPProtocolsWithNoTransportPorts.
+	const cilium = head + `  ingress:
+  - toPorts:
+    - ports:
+      - protocol: VRRP
+      - protocol: IGMP
+  egress:
+  - toPorts:
+    - ports:
+      - protocol: VRRP
+`
+	in := func(proto uint8, port uint16) flow {
+		return flow{src: "app=peer", dst: "app=router", proto: proto, port: port}
+	}
+	out := func(proto uint8) flow { return flow{src: "app=router", dst: "app=peer", proto: proto} }
+	denied, allowed := policy.VerdictDenied, policy.VerdictAllowed
+	runSemantics(t, []semanticsCase{
+		{"Cilium's rule", cilium, []semanticsCheck{
+			{"ingress VRRP", in(policy.ProtoVRRP, 0), allowed},
+			{"ingress IGMP", in(policy.ProtoIGMP, 0), allowed},
+			{"ingress TCP is in default deny", in(policy.ProtoTCP, 80), denied},
+			{"ingress ICMP is in default deny", in(policy.ProtoICMP, 8), denied},
+			{"egress VRRP", out(policy.ProtoVRRP), allowed},
+			{"egress IGMP is not in the egress rule", out(policy.ProtoIGMP), denied},
+			{"egress UDP", flow{src: "app=router", dst: "app=peer", proto: policy.ProtoUDP, port: 53}, denied},
+		}},
+		{"port 0 is the same as no port", head + `  ingress:
+  - fromEndpoints: [{matchLabels: {app: peer}}]
+    toPorts:
+    - ports: [{port: "0", protocol: VRRP}]
+`, []semanticsCheck{
+			{"VRRP from the peer", in(policy.ProtoVRRP, 0), allowed},
+			{"VRRP from another pod", flow{src: "app=other", dst: "app=router", proto: policy.ProtoVRRP}, denied},
+			{"IGMP", in(policy.ProtoIGMP, 0), denied},
+		}},
+		{"ANY does not cover VRRP or IGMP", head + `  ingress:
+  - toPorts:
+    - ports: [{port: "0", protocol: ANY}]
+`, []semanticsCheck{
+			{"TCP", in(policy.ProtoTCP, 80), allowed},
+			{"VRRP", in(policy.ProtoVRRP, 0), denied},
+			{"IGMP", in(policy.ProtoIGMP, 0), denied},
+		}},
+		{"a VRRP deny beats an allow of everything", head + `  ingress:
+  - fromEntities: [all]
+  ingressDeny:
+  - toPorts:
+    - ports: [{protocol: VRRP}]
+`, []semanticsCheck{
+			{"VRRP", in(policy.ProtoVRRP, 0), denied},
+			{"IGMP", in(policy.ProtoIGMP, 0), allowed},
+			{"TCP", in(policy.ProtoTCP, 80), allowed},
+		}},
+	})
+}
+
+// What Cilium 1.18 refuses for the port-less protocols, the engine refuses
+// too, even for objects that did not pass the CRD schema: a port other
+// than 0 (rule_validation.go "port must be empty or 0"), and L7 rules
+// ("L7 rules can only apply to TCP (not VRRP) except for DNS rules").
+func TestPortlessProtocolErrors(t *testing.T) {
+	cases := []struct {
+		name      string
+		port      v1alpha1.PortProtocol
+		rules     *v1alpha1.L7Rules
+		wantField string
+		wantMsg   string
+	}{
+		{"VRRP with a port", v1alpha1.PortProtocol{Port: "112", Protocol: v1alpha1.ProtoVRRP}, nil,
+			"spec.ingress[0].toPorts[0].ports[0]", "VRRP has no ports"},
+		{"IGMP with a range", v1alpha1.PortProtocol{Port: "0", EndPort: 10, Protocol: v1alpha1.ProtoIGMP}, nil,
+			"spec.ingress[0].toPorts[0].ports[0]", "IGMP has no ports"},
+		{"TCP without a port", v1alpha1.PortProtocol{Protocol: v1alpha1.ProtoTCP}, nil,
+			"spec.ingress[0].toPorts[0].ports[0].port", "port is required, except for VRRP and IGMP"},
+		{"HTTP rules on VRRP", v1alpha1.PortProtocol{Protocol: v1alpha1.ProtoVRRP},
+			&v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "GET"}}},
+			"spec.ingress[0].toPorts[0].ports[0].protocol", "VRRP has none"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"}}
+			p.Spec = &v1alpha1.Rule{
+				EndpointSelector: &v1alpha1.EndpointSelector{},
+				Ingress: []v1alpha1.IngressRule{{ToPorts: []v1alpha1.PortRule{{
+					Ports: []v1alpha1.PortProtocol{c.port}, Rules: c.rules,
+				}}}},
+			}
+			_, errs := policy.NewRepository(policy.Options{}).UpsertPolicy(p)
+			for _, e := range errs {
+				if e.Field == c.wantField && strings.Contains(e.Error(), c.wantMsg) {
+					return
+				}
+			}
+			t.Errorf("errors %v, want one at %s containing %q", errs, c.wantField, c.wantMsg)
+		})
+	}
+}
+
+// Cilium has no kube-dns entity (pkg/policy/api/entity.go
+// EntitySelectorMapping; its CRD enum is all;world;cluster;host;init;
+// ingress;unmanaged;remote-node;health;none;kube-apiserver), so a rule
+// naming one is an invalid policy, never an allow of some guessed set of
+// pods. The loader names it with what to write instead; the engine, which
+// also gets objects that skipped the loader, refuses it as any unknown
+// entity.
+func TestKubeDNSIsNotAnEntity(t *testing.T) {
+	p := &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"}}
+	p.Spec = &v1alpha1.Rule{
+		EndpointSelector: &v1alpha1.EndpointSelector{},
+		Egress: []v1alpha1.EgressRule{{EgressCommonRule: v1alpha1.EgressCommonRule{
+			ToEntities: []v1alpha1.Entity{"cluster", "kube-dns"},
+		}}},
+	}
+	r := policy.NewRepository(policy.Options{})
+	_, errs := r.UpsertPolicy(p)
+	if len(errs) != 1 || errs[0].Field != "spec.egress[0].toEntities[1]" || !strings.Contains(errs[0].Error(), `"kube-dns"`) {
+		t.Fatalf("errors %v, want one for spec.egress[0].toEntities[1]", errs)
+	}
 }

@@ -1,8 +1,3 @@
-// Package proxy is the node-local L7 proxy's protocol-independent core:
-// the policy snapshot the agent publishes, the resolution of a redirected
-// connection to the L7 rules that govern it, and (in later files) the
-// transparent listener and the upstream dialer. One package per protocol
-// (proxy/http, ...) parses requests and asks a ConnPolicy for verdicts.
 package proxy
 
 import (

@@ -53,11 +53,11 @@ func run() error {
 	flag.BoolVar(&cfg.AuditMode, "audit-mode", false, "Report every denial as AUDITED and let the flow pass.")
 	flag.StringVar(&cfg.SecretsNamespace, "secrets-namespace", v1alpha1.DefaultSecretsNamespace, "Namespace of the TLS material copies.")
 	flag.StringVar(&cfg.SystemNamespace, "system-namespace", envOr("POD_NAMESPACE", v1alpha1.DefaultSystemNamespace), "Namespace of the agent's Lease (default $POD_NAMESPACE, else portcullis-system).")
-	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint; 0 disables it.")
-	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz; 0 disables them.")
+	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint (plain HTTP); 0 disables it.")
+	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz (ready once a sync pass after start has written everything); 0 disables them.")
 	flag.StringVar(&cfg.APISocket, "api-socket", agentclient.DefaultSocket, "Unix socket of the local API (portcullis endpoint list, monitor, policy trace --live); empty disables it.")
 	flag.StringVar(&cfg.BPFFS, "bpffs", agent.DefaultBPFFS, "bpf filesystem; pins go to <bpffs>/portcullis (mounted there if it is not a bpffs).")
-	flag.Func("bpf-policy-map-max", "Capacity of the BPF policy map (default 65536); changing it needs the pins removed.", func(v string) error {
+	flag.Func("bpf-policy-map-max", "Capacity of the BPF policy map (default 65536); a pinned map of another size makes the start fail rather than be wiped, so changing it needs the pins removed.", func(v string) error {
 		var n uint32
 		if _, err := fmt.Sscan(v, &n); err != nil || n == 0 {
 			return fmt.Errorf("want a positive number, got %q", v)
@@ -65,12 +65,12 @@ func run() error {
 		cfg.PolicyMapSize = n
 		return nil
 	})
-	flag.UintVar(&proxyPort, "proxy-port", v1alpha1.DefaultProxyPort, "Port of the proxy's transparent listener.")
+	flag.UintVar(&proxyPort, "proxy-port", v1alpha1.DefaultProxyPort, "Port of the proxy's transparent listener and of the datapath's redirect entries.")
 	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection).")
 	// The DNS proxy's settings: the packaging passes them already; they are
 	// validated here and take effect once the proxy runs in the agent.
-	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused or nameError.")
-	flag.IntVar(&maxIPs, "tofqdns-max-ips-per-hostname", 1000, "Addresses kept per toFQDNs name and endpoint.")
+	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused or nameError (validated; takes effect once the DNS proxy is built).")
+	flag.IntVar(&maxIPs, "tofqdns-max-ips-per-hostname", 1000, "Addresses kept per toFQDNs name and endpoint (validated; takes effect once the DNS proxy is built).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -120,6 +120,11 @@ var traceCases = []traceCase{
 	{"admin-pass-baseline-deny", []string{adminDir}, flowArgs("app=x", "app=web,io.kubernetes.pod.namespace=team-a", "80"), policy.VerdictDenied},
 	{"admin-pass-same-namespace", []string{adminDir}, flowArgs("app=x,io.kubernetes.pod.namespace=team-a", "app=web,io.kubernetes.pod.namespace=team-a", "80"), policy.VerdictAllowed},
 	{"entity-world-icmp", []string{starwars}, []string{"--src-entity", "world", "--dst", deathstar, "--dport", "8/ICMP"}, policy.VerdictDenied},
+	// Port-less protocols of Cilium 1.18: allowed both ways for VRRP;
+	// IGMP is allowed at the ingress but not at the source's egress.
+	{"vrrp", []string{"testdata/vrrp.yaml"}, flowArgs("app=keepalived,role=backup", "app=keepalived,role=master", "VRRP"), policy.VerdictAllowed},
+	{"igmp-egress-denied", []string{"testdata/vrrp.yaml"}, flowArgs("app=keepalived,role=backup", "app=keepalived,role=master", "0/IGMP"), policy.VerdictDenied},
+	{"vrrp-other-peer", []string{"testdata/vrrp.yaml"}, flowArgs("app=web", "app=keepalived", "VRRP"), policy.VerdictDenied},
 }
 
 func TestTraceGolden(t *testing.T) {
@@ -304,6 +309,19 @@ func TestValidate(t *testing.T) {
 			}
 		}
 	})
+	// kube-dns is refused by name with what to write instead, and not
+	// also as an unsupported enum value.
+	t.Run("the kube-dns entity", func(t *testing.T) {
+		stdout, stderr, code := run("policy", "validate", "-f", "testdata/kube-dns.yaml")
+		if code != exitInput || stdout != "" {
+			t.Fatalf("exit %d, stdout %q", code, stdout)
+		}
+		const want = "testdata/kube-dns.yaml: document 1 (CiliumNetworkPolicy default/dns-by-entity): spec.egress[0].toEntities[0]: not supported by Portcullis: kube-dns is not a Cilium entity"
+		if !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, `toEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": kube-system, "k8s:k8s-app": kube-dns}}]`) ||
+			strings.Contains(stderr, "Unsupported value") {
+			t.Errorf("stderr:\n%s\nwant it to start with %q, suggest toEndpoints, and not repeat the enum error", stderr, want)
+		}
+	})
 	for _, c := range []struct {
 		files []string
 		want  string
@@ -348,6 +366,7 @@ func TestUsageErrors(t *testing.T) {
 		{"port out of range", base("--src", xwing, "--dst", deathstar, "--dport", "70000"), "--dport"},
 		{"port zero", base("--src", xwing, "--dst", deathstar, "--dport", "0"), "--dport"},
 		{"unknown protocol", base("--src", xwing, "--dst", deathstar, "--dport", "80/QUIC"), "unknown protocol"},
+		{"a port for VRRP", base("--src", xwing, "--dst", deathstar, "--dport", "112/VRRP"), "VRRP has no ports"},
 		{"bad icmp type", base("--src", xwing, "--dst", deathstar, "--dport", "300/ICMP"), "ICMP type"},
 		{"bad address", base("--src-ip", "10.0.0.300", "--dst", deathstar, "--dport", "80"), "--src-ip"},
 		{"unknown entity", base("--src-entity", "moon", "--dst", deathstar, "--dport", "80"), "unknown entity"},

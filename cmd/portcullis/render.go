@@ -48,7 +48,11 @@ func renderText(in *traceInput, tr *policy.TraceResult) []byte {
 
 	peer("Source", in.src, tr.Src)
 	peer("Destination", in.dst, tr.Dst)
-	field(0, "Port", fmt.Sprintf("%d/%s", in.req.Port, policy.ProtoName(in.req.Proto)))
+	port := fmt.Sprintf("%d/%s", in.req.Port, policy.ProtoName(in.req.Proto))
+	if !policy.HasPorts(in.req.Proto) {
+		port = policy.ProtoName(in.req.Proto) + " (no ports)"
+	}
+	field(0, "Port", port)
 	list(0, "Request", describeRequest(in.req))
 	audit := "off"
 	if in.audit {

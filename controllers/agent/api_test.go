@@ -285,6 +285,17 @@ func TestLiveTrace(t *testing.T) {
 		t.Errorf("ingress L7 verdict %+v: want the http parser's denial", in.L7)
 	}
 
+	// VRRP has no ports: port 0 is its only lookup, which the deathstar's
+	// default deny refuses; a port for it is a bad request.
+	vrrp := agentclient.TraceRequest{Src: agentclient.TracePeer{Pod: "default/tiefighter"}, Dst: agentclient.TracePeer{Pod: "default/deathstar"}, Proto: policy.ProtoVRRP}
+	if resp, err := c.Trace(context.Background(), vrrp); err != nil || resp.Result.Verdict != policy.VerdictDenied || resp.Result.Ingress.Decision.Verdict != "deny" {
+		t.Errorf("VRRP trace: %+v, %v; want denied at the ingress", resp, err)
+	}
+	vrrp.Port = 112
+	if _, err := c.Trace(context.Background(), vrrp); err == nil || !strings.Contains(err.Error(), "VRRP has no ports") {
+		t.Errorf("VRRP trace with a port: %v", err)
+	}
+
 	// A request the engine refuses is reported in the API's error body.
 	_, err = c.Trace(context.Background(), agentclient.TraceRequest{Src: agentclient.TracePeer{Entity: "moon"}, Dst: agentclient.TracePeer{Pod: "default/deathstar"}, Port: 80})
 	if err == nil || !strings.Contains(err.Error(), `source: unknown entity "moon"`) {

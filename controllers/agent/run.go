@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -134,6 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 		nextID:        1,
 		ipcache:       map[netip.Prefix]policy.NumericIdentity{},
 		policies:      map[policy.PolicyKey]*policyRecord{},
+		services:      map[types.NamespacedName][]ServicePort{},
 		trigger:       make(chan struct{}, 1),
 		reportTrigger: make(chan struct{}, 1),
 		hub:           monitor.NewHub(),

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -57,6 +58,12 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 		if err := a.applyService(ctx, client.ObjectKeyFromObject(&s)); err != nil {
 			return err
 		}
+	}
+	a.mu.Lock()
+	err := a.pruneServicesLocked()
+	a.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("removing stale service translations: %w", err)
 	}
 	var pods corev1.PodList
 	if err := a.reader.List(ctx, &pods); err != nil {

@@ -22,6 +22,42 @@
 // under $TMPDIR/portcullis-demo-bpffs-*; the next localcluster.Start
 // removes the pods' namespaces and links.)
 //
+// The pods are those the examples select: the Star Wars deathstar,
+// tiefighter and xwing, the Kafka broker and its clients, the gRPC door
+// manager and terminal, the mediabot and a kube-dns pod in kube-system,
+// and one pod each in the admin examples' sandbox and team-a namespaces.
+// Our kinds from examples/ are applied with `kubectl apply --server-side`
+// (not examples/cilium: the cilium.io CRDs are not installed), and the demo
+// waits up to 20 s for the operator to set Accepted on every policy before
+// showing `kubectl get tp,ctp,atp -A`. The agent runs as e2e/datapath runs
+// it: its pins on a bpffs mounted in a temporary directory, its own proxy
+// port, the proxy's ip rule owned by the demo, the API socket and agent.log
+// in the cluster's temporary directory; it takes the e2e node lock first,
+// so it never shares the ip rule with a running root e2e package, and says
+// so when it waits (the wait is polled, so Ctrl-C reaches it).
+//
+// The first scenario is the Star Wars L3/L4 part: examples/starwars-l3l4
+// (Cilium's sw_l3_l4_policy as rule1) replaces the L7 rule1, the
+// tiefighter's `curl -X POST deathstar/v1/request-landing` gets 200 "Ship
+// landed", the xwing's is dropped, and `portcullis monitor` shows the
+// tiefighter's FORWARDED and the xwing's DROPPED verdicts with both sides'
+// labels and rule1; then examples/starwars is applied again. The L7 part
+// prints a table per scenario (client, request, expected, got): curl POST
+// /v1/request-landing 200 "Ship landed" and PUT /v1/exhaust-port 403
+// "Access denied" from the tiefighter, the xwing dropped; the same with
+// `curl --http2-prior-knowledge`; the grpc-go client in the public
+// terminal: GetName, GetLocation, RequestMaintenance OK, SetAccessCode and
+// GetStatus PermissionDenied naming default/door-manager; examples/headers'
+// X-Token rule (12345 200, 12a and none 403); and a keep-alive client whose
+// request is allowed, then — after `kubectl patch` makes rule1 allow only
+// GET /v1/ — denied on the same connection (it counts its dials), and
+// allowed again once rule1 is patched back. Each row is retried for a few
+// seconds until it gives the expected result (a policy reaches the proxy a
+// sync after the apiserver has it); a row that never does, or a missing
+// FORWARDED/DENIED monitor line, fails the demo. The monitor's L7 lines
+// are printed after the tables. A run takes about 21 s on a 2-core machine,
+// without the wait for the lock.
+//
 // To extend the traffic: add a scenario value to the list that run walks.
 //
 // It needs root, and runs from the repository root after `make build tools`:

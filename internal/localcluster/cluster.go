@@ -95,10 +95,16 @@ type Cluster struct {
 
 	ipam allocator
 
-	mu      sync.Mutex
-	pods    map[string]*Pod // by namespace/name; nil value: being added
-	stopped bool
-	stopErr error
+	// sliceMu serializes SyncEndpointSlices.
+	sliceMu sync.Mutex
+
+	mu   sync.Mutex
+	pods map[string]*Pod // by namespace/name; nil value: being added
+	dns  *kubeDNS        // nil until StartDNS
+	// zoneSerial is the serial of the external names' zone file.
+	zoneSerial uint32
+	stopped    bool
+	stopErr    error
 }
 
 // Start brings up a cluster: it removes the leftovers of dead clusters,
@@ -167,6 +173,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	logf("cluster %s: temporary directory %s", strings.TrimSuffix(prefix, "-"), tempDir)
 
 	if err := enableIPForward(); err != nil {
+		return nil, err
+	}
+	if err := addServiceBlackhole(prefix); err != nil {
 		return nil, err
 	}
 	if err := c.startControlPlane(assets, crdDir, timeout, opts.Output); err != nil {
@@ -249,6 +258,7 @@ func (c *Cluster) startControlPlane(assets, crdDir string, timeout time.Duration
 	// envtest defaults to RBAC too; say so, so that the RBAC tests cannot
 	// silently pass against AlwaysAllow if that default ever changes.
 	api.Configure().Set("authorization-mode", "RBAC")
+	api.Configure().Set("service-cluster-ip-range", ServiceCIDR.String())
 	c.env = env
 
 	c.logf("starting etcd and kube-apiserver from %s", assets)
@@ -414,6 +424,7 @@ func (c *Cluster) Stop() error {
 	}
 	c.stopped = true
 	var errs []error
+	c.dns.stop()
 	for key, p := range c.pods {
 		if p != nil {
 			if err := unplumbPod(p.plumbing); err != nil {

@@ -13,6 +13,9 @@ import (
 // the cluster (world, or the CIDR identity of a prefix a rule names). Tests
 // use it as an "external" peer that still lies in a namespace they made.
 //
+// With cluster DNS (StartDNS), name resolves to the host's address, as a
+// name outside the cluster would.
+//
 // The returned Pod has an empty Namespace and a nil Object; Command and
 // Exec work as for a pod, DeletePod(ctx, "", name) removes it, and Stop
 // removes it with the pods. name must be a DNS-1123 subdomain, unique among
@@ -24,30 +27,23 @@ func (c *Cluster) AddHost(name string) (_ *Pod, err error) {
 	// A pod's namespace is never empty, so this key, and the names derived
 	// from it, cannot collide with a pod's.
 	key := podKey("", name)
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		return nil, ErrStopped
+	if err := c.reserve(key); err != nil {
+		return nil, fmt.Errorf("adding host %s: %w", name, err)
 	}
-	if _, ok := c.pods[key]; ok {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("adding host %s: %w", name, ErrPodExists)
-	}
-	c.pods[key] = nil // reserved
-	c.mu.Unlock()
-
-	var p *Pod
+	// Runs after the host is registered below: cluster DNS knows its name.
 	defer func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err != nil {
-			delete(c.pods, key)
-			return
+		if err == nil {
+			err = c.writeHostsFile()
 		}
-		c.pods[key] = p
 	}()
+	var p *Pod
+	defer func() { c.settle(key, p, err) }()
 	pl, err := plumbPod(c.netnsName("", name), c.vethName("", name), c.ipam.alloc)
 	if err != nil {
+		return nil, fmt.Errorf("adding host %s: %w", name, err)
+	}
+	if err := writeResolvConf(pl.netns, resolvConf("")); err != nil {
+		_ = unplumbPod(pl)
 		return nil, fmt.Errorf("adding host %s: %w", name, err)
 	}
 	p = &Pod{Name: name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, plumbing: pl}

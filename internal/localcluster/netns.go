@@ -334,5 +334,5 @@ func plumbPod(nsName, hostVeth string, alloc func() (netip.Addr, bool)) (p plumb
 // veth pair (with its route) and its namespace.
 func unplumbPod(p plumbing) error {
 	killNetnsProcesses(p.netns)
-	return errors.Join(deleteLink(p.hostVeth), deleteNamedNetns(p.netns))
+	return errors.Join(deleteLink(p.hostVeth), deleteNamedNetns(p.netns), removeNetnsEtc(p.netns))
 }

@@ -175,6 +175,9 @@ func cleanLeftovers(logf func(format string, args ...any)) error {
 			prefixes[m] = true
 		}
 	}
+	for _, p := range blackholePrefixes() {
+		prefixes[p] = true
+	}
 	if links, err := rootLinkNames(); err == nil {
 		for _, n := range links {
 			if m := prefixPattern.FindString(n); m != "" {
@@ -212,9 +215,12 @@ func removeAll(prefix, tempDir string) error {
 	if err := deleteLinksWithPrefix(prefix); err != nil {
 		errs = append(errs, err)
 	}
+	if err := deleteServiceBlackhole(prefix); err != nil {
+		errs = append(errs, err)
+	}
 	for _, n := range netnsNames() {
 		if strings.HasPrefix(n, prefix) {
-			if err := deleteNamedNetns(n); err != nil {
+			if err := errors.Join(deleteNamedNetns(n), removeNetnsEtc(n)); err != nil {
 				errs = append(errs, err)
 			}
 		}

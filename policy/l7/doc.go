@@ -23,6 +23,30 @@
 // Compiled rules are immutable after compilation and safe for concurrent
 // use. Decide methods never panic, whatever the request holds.
 //
+// # Matching
+//
+// HTTP method, path and host are POSIX extended regular expressions matched
+// against the whole value (RE2 syntax, a superset, as Envoy uses); a regex
+// whose compiled program exceeds [MaxRegexProgramSize] instructions is a
+// validation error on that rule, so one oversized regex cannot take every
+// policy down with it. headers are presence ("Name") or literal value
+// ("Name: value") checks; headerMatches compare a literal or secret value,
+// with mismatch actions LOG, ADD, DELETE, REPLACE, or match a regex (the
+// Portcullis extension, see package v1alpha1) with the same dialect,
+// whole-value anchoring and program size limit as the path. Without a
+// mismatch action, a header that is absent or does not match makes the
+// rule not match, as a value does; DELETE removes a header that is present
+// and does not match. gRPC is HTTP/2 with path /package.Service/Method.
+//
+// Kafka rules expand roles as Cilium does (produce → 0, 3, 18; consume →
+// 1, 2, 3, 8–14, 18), match API key names, version, client ID and topic,
+// and a request naming several topics is allowed only if every topic is.
+//
+// DNS matchName/matchPattern (* within one label, * alone for every name;
+// as in Cilium 1.18, ** means the same as *, so **.example.com matches
+// exactly one label) are case-insensitive with an optional trailing dot.
+// TLS serverNames take exact names, *. (one label) and **. (any depth).
+//
 // # Deciding
 //
 // Within one protocol, rules are a union: a request is allowed when any

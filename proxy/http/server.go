@@ -1,13 +1,3 @@
-// Package http is the node-local proxy for HTTP/1.1, HTTP/2 with prior
-// knowledge (h2c) and gRPC: it reads each request, asks the connection's
-// policy for a verdict, answers a denial in the protocol's words (403, or
-// gRPC PERMISSION_DENIED) and forwards an allowed request, with the
-// policy's header actions applied, to the connection's original
-// destination over a pooled upstream connection.
-//
-// The transparent listener and the upstream dialer (socket mark,
-// IP_TRANSPARENT) live in package proxy; this package serves one accepted
-// connection at a time through [Server.ServeConn].
 package http
 
 import (
@@ -209,7 +199,11 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
 	br := readers.Get(dc)
 	if isH2(br) {
-		defer readers.Put(br)
+		// br is never given back to the pool: x/net's frame-reader
+		// goroutine reads it and may still be inside a read when
+		// ServeConn returns (http2.Server.ServeConn does not wait for
+		// it). A recycled reader would then be read with no connection
+		// behind it, or hand this client's bytes to another connection.
 		dc.mode = modeNone
 		c.SetDeadline(time.Time{})
 		s.serveH2(ctx, &bufConn{Conn: c, r: br}, src, dst)
@@ -283,7 +277,12 @@ func (s *Server) Close() error {
 }
 
 // readers and writers are the buffers of client and upstream
-// connections, held only while a request or response is under way.
+// connections, held only while a request or response is under way. Whoever
+// takes a buffer gives it back only when no other goroutine can still use
+// it: HTTP/1.1 connections are served by one goroutine (splice waits for
+// its second one before giving anything back), the HTTP/2 read buffer is
+// never given back (see ServeConn), and copy buffers go back after their
+// loop.
 var (
 	readers = proxy.NewReaderPool(4096)
 	writers = proxy.NewWriterPool(4096)

@@ -16,6 +16,7 @@ const (
 // Policy is what the three policy kinds share: an API object with a
 // PolicyStatus. The engine compiles a Policy, the operator writes its
 // status, the agent reports on it.
+// +kubebuilder:object:generate=false
 type Policy interface {
 	metav1.Object
 	runtime.Object
@@ -25,6 +26,7 @@ type Policy interface {
 }
 
 // PolicyList is a list of policies of one kind.
+// +kubebuilder:object:generate=false
 type PolicyList interface {
 	metav1.ListInterface
 	runtime.Object
@@ -34,6 +36,7 @@ type PolicyList interface {
 
 // Kind describes one policy kind to code that handles every kind alike
 // (the operator's and the agent's reconcilers, the loader).
+// +kubebuilder:object:generate=false
 type Kind struct {
 	// Name is the API kind, e.g. "TrafficPolicy".
 	Name string

@@ -301,30 +301,44 @@ type FQDNSelector struct {
 	MatchPattern string `json:"matchPattern,omitempty"`
 }
 
-// L4Proto is a transport protocol name.
+// L4Proto is an IP protocol name.
 //
-// +kubebuilder:validation:Enum=TCP;UDP;SCTP;ANY
+// +kubebuilder:validation:Enum=TCP;UDP;SCTP;VRRP;IGMP;ANY
 type L4Proto string
 
-// The transport protocols. ANY means TCP, UDP and SCTP.
+// The protocols a port can name. ANY means TCP, UDP and SCTP. VRRP (IP
+// protocol 112) and IGMP (2) have no ports: a port of theirs is empty or
+// "0", as in Cilium 1.18.
 const (
 	ProtoTCP  L4Proto = "TCP"
 	ProtoUDP  L4Proto = "UDP"
 	ProtoSCTP L4Proto = "SCTP"
+	ProtoVRRP L4Proto = "VRRP"
+	ProtoIGMP L4Proto = "IGMP"
 	ProtoAny  L4Proto = "ANY"
 )
 
+// HasPorts reports whether the protocol has transport ports (false for
+// VRRP and IGMP).
+func (p L4Proto) HasPorts() bool {
+	return p != ProtoVRRP && p != ProtoIGMP
+}
+
 // PortProtocol is a port, or a port range with endPort, and a protocol.
 //
-// +kubebuilder:validation:XValidation:rule="!self.port.matches('^[0-9]+$') || int(self.port) <= 65535",message="port must be between 0 and 65535"
-// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || (self.port.matches('^[0-9]+$') && self.endPort >= int(self.port))",message="endPort must be a number not below port, and needs a numeric port"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || (has(self.protocol) && self.protocol in ['VRRP', 'IGMP'])",message="port is required, except for VRRP and IGMP"
+// +kubebuilder:validation:XValidation:rule="!has(self.protocol) || !(self.protocol in ['VRRP', 'IGMP']) || ((!has(self.port) || self.port == '0') && (!has(self.endPort) || self.endPort == 0))",message="VRRP and IGMP have no ports: leave port and endPort out (or set port to 0)"
+// +kubebuilder:validation:XValidation:rule="!has(self.port) || !self.port.matches('^[0-9]+$') || int(self.port) <= 65535",message="port must be between 0 and 65535"
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || (has(self.port) && self.port.matches('^[0-9]+$') && self.endPort >= int(self.port))",message="endPort must be a number not below port, and needs a numeric port"
 type PortProtocol struct {
 	// Port is a number ("80", "0" for every port) or the name of a
-	// container port.
+	// container port. It is required except for VRRP and IGMP, which have
+	// no ports.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=15
 	// +kubebuilder:validation:Pattern=`^([0-9]{1,5}|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$`
-	Port string `json:"port"`
+	Port string `json:"port,omitempty"`
 
 	// EndPort makes the rule cover port..endPort.
 	// +optional
@@ -340,7 +354,7 @@ type PortProtocol struct {
 // PortRule is a list of ports with optional TLS and L7 rules that apply
 // to traffic on them.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.rules) || !has(self.rules.dns) || !has(self.ports) || self.ports.all(p, !has(p.endPort) || p.endPort == 0 || string(p.endPort) == p.port)",message="DNS rules cannot be used with port ranges"
+// +kubebuilder:validation:XValidation:rule="!has(self.rules) || !has(self.rules.dns) || !has(self.ports) || self.ports.all(p, !has(p.endPort) || p.endPort == 0 || (has(p.port) && string(p.endPort) == p.port))",message="DNS rules cannot be used with port ranges"
 type PortRule struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=16

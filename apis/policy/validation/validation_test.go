@@ -131,6 +131,27 @@ spec:
           - {name: X-Trace, regex: "[a-f0-9]{32}", mismatch: DELETE}
 `,
 	}, {
+		// Cilium 1.18 pkg/policy/rule_test.go TestIPProtocolsWithNoTransportPorts:
+		// VRRP and IGMP without a port, and port "0" (rule_validation.go
+		// accepts "empty or 0").
+		name: "VRRP and IGMP without ports (Cilium 1.18)",
+		doc: `apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: vrrp
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts:
+    - ports: [{protocol: VRRP}, {protocol: IGMP}]
+  egress:
+  - toPorts:
+    - ports: [{protocol: VRRP, port: "0"}]
+  egressDeny:
+  - toPorts:
+    - ports: [{protocol: IGMP}]
+`,
+	}, {
 		name: "Kafka roles (Cilium docs)",
 		doc: `apiVersion: policy.portcullis.dev/v1alpha1
 kind: TrafficPolicy
