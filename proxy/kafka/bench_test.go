@@ -25,11 +25,16 @@ var benchValue = func() []byte {
 	return b
 }()
 
-// benchTargets are the two ways to the broker each benchmark measures in
-// one run: straight to kfake, and through the proxy as `portcullis proxy`
-// serves Kafka (the advertise rewrite on, the policy judging each
+// benchTargets name the two ways to the broker each benchmark measures
+// in one run: straight to kfake, and through the proxy as `portcullis
+// proxy` serves Kafka (the advertise rewrite on, the policy judging each
 // request).
-func benchTargets(b testing.TB) (broker string, targets []struct{ name, addr string }) {
+var benchTargets = []string{"direct", "proxy"}
+
+// benchTarget starts a kfake broker (its own, so that records of earlier
+// runs do not pile up) and, for "proxy", the proxy in front of it; it
+// returns the broker's address and the one the client uses.
+func benchTarget(b testing.TB, target string) (broker, addr string) {
 	b.Helper()
 	cl, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "allowed"),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
@@ -40,11 +45,13 @@ func benchTargets(b testing.TB) (broker string, targets []struct{ name, addr str
 	}
 	b.Cleanup(cl.Close)
 	broker = cl.ListenAddrs()[0]
+	if target == "direct" {
+		return broker, broker
+	}
 	upstream := netip.MustParseAddrPort(broker)
 	store := &proxy.Store{}
 	store.Set(snapshot(b, kafkaPolicy, upstream.Port()))
-	addr := serve(b, kafka.Options{Resolver: store}, true, upstream)
-	return broker, []struct{ name, addr string }{{"direct", broker}, {"proxy", addr}}
+	return broker, serve(b, kafka.Options{Resolver: store}, true, upstream)
 }
 
 // benchClient is a franz-go client from the client endpoint's address,
@@ -87,10 +94,10 @@ func produceAll(b testing.TB, cl *kgo.Client, n int) {
 
 // BenchmarkProduce: produce throughput of 1 KiB records, one op a record.
 func BenchmarkProduce(b *testing.B) {
-	_, targets := benchTargets(b)
-	for _, tg := range targets {
-		b.Run(tg.name, func(b *testing.B) {
-			cl := benchClient(b, tg.addr)
+	for _, tg := range benchTargets {
+		b.Run(tg, func(b *testing.B) {
+			_, addr := benchTarget(b, tg)
+			cl := benchClient(b, addr)
 			produceAll(b, cl, 100) // metadata and connections
 			b.SetBytes(int64(len(benchValue)))
 			b.ResetTimer()
@@ -104,13 +111,11 @@ func BenchmarkProduce(b *testing.B) {
 // b.N records are produced straight to the broker first (not timed),
 // then read from the start.
 func BenchmarkConsume(b *testing.B) {
-	broker, targets := benchTargets(b)
-	for _, tg := range targets {
-		b.Run(tg.name, func(b *testing.B) {
-			// The topic keeps what earlier runs produced: the consumer
-			// reads b.N of at least b.N records.
+	for _, tg := range benchTargets {
+		b.Run(tg, func(b *testing.B) {
+			broker, addr := benchTarget(b, tg)
 			produceAll(b, benchClient(b, broker), b.N)
-			cl := benchClient(b, tg.addr, kgo.ConsumeTopics("allowed"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			cl := benchClient(b, addr, kgo.ConsumeTopics("allowed"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 			b.SetBytes(int64(len(benchValue)))
 			b.ResetTimer()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -136,9 +141,9 @@ func TestProduceLatency(t *testing.T) {
 		t.Skip("a benchmark")
 	}
 	const rate, count = 500, 2500 // requests per second, requests
-	_, targets := benchTargets(t)
-	for _, tg := range targets {
-		cl := benchClient(t, tg.addr)
+	for _, tg := range benchTargets {
+		_, addr := benchTarget(t, tg)
+		cl := benchClient(t, addr)
 		produceAll(t, cl, 100)
 		lat := make([]time.Duration, 0, count)
 		tick := time.NewTicker(time.Second / rate)
@@ -152,7 +157,7 @@ func TestProduceLatency(t *testing.T) {
 		}
 		tick.Stop()
 		slices.Sort(lat)
-		t.Logf("%-6s %d req/s, %d requests: p50 %v p99 %v", tg.name, rate, count,
+		t.Logf("%-6s %d req/s, %d requests: p50 %v p99 %v", tg, rate, count,
 			lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond))
 	}
 }
