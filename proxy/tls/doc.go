@@ -74,8 +74,9 @@
 // whose reason is crypto/tls's ("x509: certificate signed by unknown
 // authority", ...). Without an originatingTLS the upstream leg is
 // cleartext, as in Cilium. Upstream connections are pooled per source
-// address, destination, server name and version of the trust: a rotation
-// of the originating secret takes new connections.
+// address, destination, server name and version of the trust. A client
+// connection keeps the material it was accepted with; a rotation of
+// either secret applies to the connections accepted after it.
 //
 // # Secrets
 //
