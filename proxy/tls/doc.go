@@ -64,8 +64,7 @@
 //
 // The upstream leg: with an originatingTLS the proxy connects to the
 // original destination and originates TLS with the client's server name
-// (the destination's address when the client sent none), offering the
-// protocol the client negotiated (h2 or http/1.1), verifying the server's
+// (the destination's address when the client sent none), verifying the server's
 // certificate against the CAs under the context's trustedCA key (ca.crt by
 // default; a context without CAs is an unusable reference, never an
 // unverified connection), and presenting a client certificate when the
@@ -73,7 +72,16 @@
 // verification failure is answered 502 (gRPC UNAVAILABLE) with an event
 // whose reason is crypto/tls's ("x509: certificate signed by unknown
 // authority", ...). Without an originatingTLS the upstream leg is
-// cleartext, as in Cilium. Upstream connections are pooled per source
+// cleartext, as in Cilium.
+//
+// ALPN: proxy/http forwards HTTP/2 as HTTP/2 and HTTP/1.1 as HTTP/1.1, so
+// both legs must speak the same protocol. With an originatingTLS the
+// proxy therefore connects to the upstream before it answers the client's
+// hello, offering the HTTP protocols the client offered, and offers the
+// client only the upstream's choice; that first upstream connection
+// carries the first request. An unreachable or untrusted upstream leaves
+// the client offered h2 and http/1.1, and its requests get 502 with the
+// reason. Upstream connections are pooled per source
 // address, destination, server name and version of the trust. A client
 // connection keeps the material it was accepted with; a rotation of
 // either secret applies to the connections accepted after it.

@@ -108,6 +108,11 @@ func file(t testing.TB, name string, b []byte) string {
 // certificate of ca for names: each response names the protocol, the
 // path and the server name the client sent.
 func startUpstream(t testing.TB, c *ca, names ...string) netip.AddrPort {
+	return startUpstreamALPN(t, c, []string{"h2", "http/1.1"}, names...)
+}
+
+// startUpstreamALPN is startUpstream offering the protocols alpn.
+func startUpstreamALPN(t testing.TB, c *ca, alpn []string, names ...string) netip.AddrPort {
 	t.Helper()
 	crt, key := c.issue(t, "upstream "+names[0], names...)
 	cert, err := ctls.X509KeyPair(crt, key)
@@ -122,7 +127,7 @@ func startUpstream(t testing.TB, c *ca, names ...string) netip.AddrPort {
 		Handler: nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 			fmt.Fprintf(w, "upstream %s %s sni=%s\n", r.Proto, r.URL.Path, r.TLS.ServerName)
 		}),
-		TLSConfig: &ctls.Config{Certificates: []ctls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}},
+		TLSConfig: &ctls.Config{Certificates: []ctls.Certificate{cert}, NextProtos: alpn},
 	}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })

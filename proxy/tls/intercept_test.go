@@ -31,9 +31,14 @@ type interception struct {
 }
 
 func newInterception(t *testing.T, fields string) *interception {
+	return newInterceptionALPN(t, fields, []string{"h2", "http/1.1"})
+}
+
+// newInterceptionALPN is newInterception with an upstream offering alpn.
+func newInterceptionALPN(t *testing.T, fields string, alpn []string) *interception {
 	t.Helper()
 	ic := &interception{internal: newCA(t, "internal CA"), upCA: newCA(t, "upstream CA")}
-	up := startUpstream(t, ic.upCA, "api.example.com")
+	up := startUpstreamALPN(t, ic.upCA, alpn, "api.example.com")
 	ic.env = newEnv(t, up, portRule(fields))
 	crt, key := ic.internal.issue(t, "intercepted api.example.com", "api.example.com")
 	ic.frontKey = key
@@ -73,6 +78,21 @@ func TestInterceptCurl(t *testing.T) {
 				t.Errorf("event %s %+v", ev.Verdict, ev.L7)
 			}
 		})
+	}
+}
+
+// TestInterceptUpstreamProtocol: the client is offered the protocol the
+// upstream chose: a client offering h2 to an HTTP/1.1-only upstream speaks
+// HTTP/1.1 end to end, and so does one offering only HTTP/1.1 to an h2
+// upstream.
+func TestInterceptUpstreamProtocol(t *testing.T) {
+	h1 := newInterceptionALPN(t, interceptPolicy, []string{"http/1.1"})
+	if out, code := curl(t, h1.env, h1.internalFile, "api.example.com", "/public", "--http2", "-w", " %{http_version}"); code != 0 || out != "upstream HTTP/1.1 /public sni=api.example.com\n 1.1" {
+		t.Errorf("h2 client, HTTP/1.1 upstream: exit %d %q", code, out)
+	}
+	h2 := newInterception(t, interceptPolicy)
+	if out, code := curl(t, h2.env, h2.internalFile, "api.example.com", "/public", "--http1.1", "-w", " %{http_version}"); code != 0 || out != "upstream HTTP/1.1 /public sni=api.example.com\n 1.1" {
+		t.Errorf("HTTP/1.1 client: exit %d %q", code, out)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"portcullis.dev/portcullis/monitor"
@@ -240,8 +241,15 @@ func (k *conn) intercept(ctx context.Context, h *Hello, term, orig *l7.TLSContex
 		Certificates: []ctls.Certificate{tm.Certificate},
 		MinVersion:   ctls.VersionTLS12,
 	}
+	up := &upstream{s: k.s, src: k.src, dst: k.dst, sni: k.sni, orig: orig, om: om}
 	if parser == l7.ParserHTTP {
 		cfg.NextProtos = []string{"h2", "http/1.1"}
+		if om != nil {
+			// The upstream decides the protocol: proxy/http forwards h2 as
+			// h2 and HTTP/1.1 as HTTP/1.1, so the client is offered what
+			// the upstream chose among the client's own offers.
+			cfg.NextProtos = up.probe(ctx, h.ALPN)
+		}
 	}
 	if tm.ClientCAs != nil {
 		cfg.ClientCAs, cfg.ClientAuth = tm.ClientCAs, ctls.RequireAndVerifyClientCert
@@ -250,12 +258,12 @@ func (k *conn) intercept(ctx context.Context, h *Hello, term, orig *l7.TLSContex
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	err = tc.HandshakeContext(hctx)
 	cancel()
+	defer up.close()
 	if err != nil {
 		k.refuse("TLS handshake with the client: "+err.Error(), RefusedHandshake, side)
 		return
 	}
 	_ = k.c.SetReadDeadline(time.Time{})
-	up := &upstream{s: k.s, src: k.src, dst: k.dst, sni: k.sni, orig: orig, om: om}
 	if parser == l7.ParserNone {
 		u, err := up.dial(ctx, "")
 		if err != nil {
@@ -283,6 +291,51 @@ type upstream struct {
 	sni      string
 	orig     *l7.TLSContextRef
 	om       *Originating
+
+	// first is the connection probe opened, speaking firstProto; the
+	// first dial for that protocol takes it.
+	mu         sync.Mutex
+	first      net.Conn
+	firstProto string
+}
+
+// probe connects to the upstream before the client's handshake completes,
+// offering the HTTP protocols the client offered, and returns the ALPN
+// list to offer the client: the upstream's choice alone. When the upstream
+// cannot be reached the client is offered h2 and http/1.1, and its
+// requests are answered 502 with the reason.
+func (u *upstream) probe(ctx context.Context, offered []string) []string {
+	var want []string
+	for _, p := range offered {
+		if p == "h2" || p == "http/1.1" {
+			want = append(want, p)
+		}
+	}
+	if len(want) == 0 {
+		return []string{"h2", "http/1.1"}
+	}
+	c, proto, err := u.handshake(ctx, want)
+	if err != nil {
+		return []string{"h2", "http/1.1"}
+	}
+	if proto == "" {
+		proto = "http/1.1"
+	}
+	u.mu.Lock()
+	u.first, u.firstProto = c, proto
+	u.mu.Unlock()
+	return []string{proto}
+}
+
+// close closes a probed connection no request took.
+func (u *upstream) close() {
+	u.mu.Lock()
+	c := u.first
+	u.first = nil
+	u.mu.Unlock()
+	if c != nil {
+		_ = c.Close()
+	}
 }
 
 // dial connects to the original destination and, with an originatingTLS,
@@ -290,18 +343,43 @@ type upstream struct {
 // address when it sent none) verified against the trusted CAs, ALPN proto
 // when not "". A certificate the CAs do not sign is an error that says so.
 func (u *upstream) dial(ctx context.Context, proto string) (net.Conn, error) {
+	u.mu.Lock()
+	if c := u.first; c != nil && (proto == u.firstProto || proto == "") {
+		u.first = nil
+		u.mu.Unlock()
+		return c, nil
+	}
+	u.mu.Unlock()
+	if u.om == nil {
+		return u.s.o.Dial(ctx, u.src, u.dst)
+	}
+	var alpn []string
+	if proto != "" {
+		alpn = []string{proto}
+	}
+	c, got, err := u.handshake(ctx, alpn)
+	if err != nil {
+		return nil, err
+	}
+	if proto == "h2" && got != "h2" {
+		_ = c.Close()
+		return nil, fmt.Errorf("TLS to %s (server name %q): the upstream does not offer h2 (ALPN %q)", u.dst, u.sni, got)
+	}
+	return c, nil
+}
+
+// handshake opens a TLS connection to the upstream offering alpn and
+// returns it with the protocol negotiated.
+func (u *upstream) handshake(ctx context.Context, alpn []string) (net.Conn, string, error) {
 	c, err := u.s.o.Dial(ctx, u.src, u.dst)
-	if err != nil || u.om == nil {
-		return c, err
+	if err != nil {
+		return nil, "", err
 	}
 	name := u.sni
 	if name == "" {
 		name = u.dst.Addr().Unmap().String()
 	}
-	cfg := &ctls.Config{ServerName: name, RootCAs: u.om.RootCAs, MinVersion: ctls.VersionTLS12}
-	if proto != "" {
-		cfg.NextProtos = []string{proto}
-	}
+	cfg := &ctls.Config{ServerName: name, RootCAs: u.om.RootCAs, MinVersion: ctls.VersionTLS12, NextProtos: alpn}
 	if u.om.Certificate != nil {
 		cfg.Certificates = []ctls.Certificate{*u.om.Certificate}
 	}
@@ -310,11 +388,7 @@ func (u *upstream) dial(ctx context.Context, proto string) (net.Conn, error) {
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("TLS to %s (server name %q, trust of originatingTLS %s/%s): %w", u.dst, name, u.orig.Namespace, u.orig.Name, err)
+		return nil, "", fmt.Errorf("TLS to %s (server name %q, trust of originatingTLS %s/%s): %w", u.dst, name, u.orig.Namespace, u.orig.Name, err)
 	}
-	if proto == "h2" && tc.ConnectionState().NegotiatedProtocol != "h2" {
-		_ = tc.Close()
-		return nil, fmt.Errorf("TLS to %s (server name %q): the upstream does not offer h2 (ALPN %q)", u.dst, name, tc.ConnectionState().NegotiatedProtocol)
-	}
-	return tc, nil
+	return tc, tc.ConnectionState().NegotiatedProtocol, nil
 }
