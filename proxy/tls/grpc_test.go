@@ -56,9 +56,9 @@ rules:
 `))
 	crt, key := internal.issue(t, "intercepted", "grpc.example.com")
 	e.secrets.Put("default", "front", map[string][]byte{"tls.crt": crt, "tls.key": key})
-	e.secrets.Put("default", "back", map[string][]byte{"ca.crt": upCA.pem})
+	e.secrets.Put("default", "back", map[string][]byte{"ca.crt": upCA.PEM})
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(internal.pem)
+	roots.AppendCertsFromPEM(internal.PEM)
 	client := func() healthpb.HealthClient {
 		cc, err := grpc.NewClient("passthrough:///"+e.addr.String(),
 			grpc.WithTransportCredentials(credentials.NewTLS(&ctls.Config{ServerName: "grpc.example.com", RootCAs: roots})),
@@ -85,7 +85,7 @@ rules:
 	}
 
 	e.rec.reset()
-	e.secrets.Put("default", "back", map[string][]byte{"ca.crt": newCA(t, "other CA").pem})
+	e.secrets.Put("default", "back", map[string][]byte{"ca.crt": newCA(t, "other CA").PEM})
 	// A new client connection: one keeps the trust it started with.
 	_, err = client().Check(ctx, &healthpb.HealthCheckRequest{})
 	if st := status.Convert(err); st.Code() != codes.Unavailable {

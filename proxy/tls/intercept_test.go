@@ -44,9 +44,9 @@ func newInterceptionALPN(t *testing.T, fields string, alpn []string) *intercepti
 	ic.frontKey = key
 	// The internal CA's certificate in the terminating secret, as in a
 	// cert-manager Secret: it must not turn on client certificates.
-	ic.secrets.Put("default", "front", map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": ic.internal.pem})
-	ic.secrets.Put("default", "back", map[string][]byte{"ca.crt": ic.upCA.pem})
-	ic.internalFile = file(t, "internal.pem", ic.internal.pem)
+	ic.secrets.Put("default", "front", map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": ic.internal.PEM})
+	ic.secrets.Put("default", "back", map[string][]byte{"ca.crt": ic.upCA.PEM})
+	ic.internalFile = file(t, "internal.pem", ic.internal.PEM)
 	return ic
 }
 
@@ -101,7 +101,7 @@ func TestInterceptUpstreamProtocol(t *testing.T) {
 // and the event says why.
 func TestInterceptUntrustedUpstream(t *testing.T) {
 	ic := newInterception(t, interceptPolicy)
-	ic.secrets.Put("default", "back", map[string][]byte{"ca.crt": newCA(t, "some other CA").pem})
+	ic.secrets.Put("default", "back", map[string][]byte{"ca.crt": newCA(t, "some other CA").PEM})
 	for _, proto := range []string{"--http2", "--http1.1"} {
 		ic.rec.reset()
 		out, code := curl(t, ic.env, ic.internalFile, "api.example.com", "/public", proto, "-o", "/dev/null", "-w", "%{http_code}")
@@ -147,7 +147,7 @@ func TestInterceptSecretUnusable(t *testing.T) {
 		{"missing", func() { ic.secrets.Delete("default", "front") }, "secret default/front not found"},
 		{"refused", func() { ic.secrets.Refuse("default", "front", "no ReferenceGrant permits it") }, "secret default/front refused: no ReferenceGrant permits it"},
 		{"unparsable", func() {
-			ic.secrets.Put("default", "front", map[string][]byte{"tls.crt": ic.internal.pem, "tls.key": ic.frontKey})
+			ic.secrets.Put("default", "front", map[string][]byte{"tls.crt": ic.internal.PEM, "tls.key": ic.frontKey})
 		}, `secret default/front keys "tls.crt" and "tls.key"`},
 		{"no CA upstream", func() {
 			crt, key := ic.internal.issue(t, "x", "api.example.com")
@@ -179,7 +179,7 @@ func TestInterceptRotation(t *testing.T) {
 	ic := newInterception(t, interceptPolicy)
 	peer := func() string {
 		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(ic.internal.pem)
+		roots.AppendCertsFromPEM(ic.internal.PEM)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		raw, err := ic.dial(ctx, "", "")

@@ -44,7 +44,7 @@ func TestServerNamesOpenSSL(t *testing.T) {
 	upCA := newCA(t, "upstream CA")
 	up := startUpstream(t, upCA, "api.example.com", "a.svc.example.com", "x.y.deep.example.com", "a.b.svc.example.com", "other.example.com", "localhost")
 	e := newEnv(t, up, portRule(serverNamesPolicy))
-	caFile := file(t, "ca.pem", upCA.pem)
+	caFile := file(t, "ca.pem", upCA.PEM)
 	for _, tt := range []struct {
 		sni     string
 		allowed bool
@@ -93,7 +93,7 @@ func TestServerNamesCurl(t *testing.T) {
 	upCA := newCA(t, "upstream CA")
 	up := startUpstream(t, upCA, "api.example.com", "other.example.com")
 	e := newEnv(t, up, portRule(serverNamesPolicy))
-	caFile := file(t, "ca.pem", upCA.pem)
+	caFile := file(t, "ca.pem", upCA.PEM)
 	for _, tt := range []struct {
 		name, want string
 		code       int
