@@ -13,28 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// opensslCerts makes, with openssl as the docs do, a CA named ca and a
-// certificate it signs for each name, in dir: NAME.crt and NAME.key.
-func opensslCerts(t *testing.T, dir, ca string, names ...string) {
-	t.Helper()
-	run := func(args ...string) {
-		cmd := exec.Command("openssl", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca+".key", "-out", ca+".crt", "-subj", "/CN="+ca, "-days", "1")
-	for _, n := range names {
-		run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", n+".key", "-out", n+".csr", "-subj", "/CN="+n)
-		if err := os.WriteFile(filepath.Join(dir, n+".ext"), []byte("subjectAltName=DNS:"+n+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		run("x509", "-req", "-in", n+".csr", "-CA", ca+".crt", "-CAkey", ca+".key", "-CAcreateserial", "-out", n+".crt", "-days", "1", "-extfile", n+".ext")
-	}
-}
+	"portcullis.dev/portcullis/internal/tlstest"
+)
 
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
@@ -52,12 +33,12 @@ func readFile(t *testing.T, p string) []byte {
 // printed.
 func TestProxyTLSInterception(t *testing.T) {
 	dir := t.TempDir()
-	opensslCerts(t, dir, "internal-ca", "api.example.com")
+	tlstest.OpenSSL(t, dir, "internal-ca", "api.example.com")
 	updir := filepath.Join(dir, "up")
 	if err := os.Mkdir(updir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	opensslCerts(t, updir, "upstream-ca", "api.example.com")
+	tlstest.OpenSSL(t, updir, "upstream-ca", "api.example.com")
 	upCert, err := tls.LoadX509KeyPair(filepath.Join(updir, "api.example.com.crt"), filepath.Join(updir, "api.example.com.key"))
 	if err != nil {
 		t.Fatal(err)

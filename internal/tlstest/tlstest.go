@@ -12,6 +12,10 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,4 +85,26 @@ func (c *CA) Issue(t testing.TB, cn string, names ...string) (crt, key []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+}
+
+// OpenSSL makes with the openssl command, as the docs do, a CA named ca
+// and a certificate it signs for each DNS name, in dir: CA.crt, CA.key,
+// NAME.crt and NAME.key.
+func OpenSSL(t testing.TB, dir, ca string, names ...string) {
+	t.Helper()
+	run := func(args ...string) {
+		cmd := exec.Command("openssl", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca+".key", "-out", ca+".crt", "-subj", "/CN="+ca, "-days", "1")
+	for _, n := range names {
+		run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", n+".key", "-out", n+".csr", "-subj", "/CN="+n)
+		if err := os.WriteFile(filepath.Join(dir, n+".ext"), []byte("subjectAltName=DNS:"+n+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run("x509", "-req", "-in", n+".csr", "-CA", ca+".crt", "-CAkey", ca+".key", "-CAcreateserial", "-out", n+".crt", "-days", "1", "-extfile", n+".ext")
+	}
 }
