@@ -3,6 +3,7 @@ package tls
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -309,6 +310,66 @@ spec:
 		})
 		if !strings.Contains(e.Policy, "TrafficPolicy default/mediabot-tls") {
 			t.Errorf("event policy %q", e.Policy)
+		}
+	})
+	// The secret goes: the operator deletes its copy, the agent forgets
+	// it, and connections are reset with an event naming the policy and
+	// the reference.
+	t.Run("missing secret fails closed", func(t *testing.T) {
+		if err := k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "api-front"}}); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, "connections refused", 15*time.Second, func() error {
+			if out, code := curl(t, api, "/public"); code == 0 {
+				return fmt.Errorf("curl still passes: %q", out)
+			}
+			return nil
+		})
+		ev.find(t, "the refusal naming the reference", func(e monitor.Event) bool {
+			return e.L7.Refused == "tls-secret" && strings.Contains(e.Reason, "secret default/api-front not found") &&
+				strings.Contains(e.Reason, "TrafficPolicy default/mediabot-tls")
+		})
+	})
+	// It comes back with another certificate: new handshakes present it
+	// within seconds, without a restart.
+	t.Run("rotation", func(t *testing.T) {
+		if err := k8s.Create(ctx, tlsSecret(t, "api-front", map[string]string{"tls.crt": f("rogue", "api.example.com.crt"), "tls.key": f("rogue", "api.example.com.key")})); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, "the rotated certificate presented", 15*time.Second, func() error {
+			out, code := run(t, mediabot, "curl", "-sS", "--connect-timeout", "3", "--max-time", "10", "--cacert", f("rogue", "rogue-ca.crt"),
+				"--resolve", "api.example.com:443:"+api.IP.String(), "-w", " %{http_code}", "https://api.example.com/public")
+			if code != 0 || !strings.HasSuffix(out, " 200") {
+				return fmt.Errorf("curl trusting the new issuer: exit %d %q", code, out)
+			}
+			return nil
+		})
+		if out, code := curl(t, api, "/public"); code != 60 {
+			t.Errorf("curl trusting the old issuer: exit %d %q, want 60 (certificate not trusted)", code, out)
+		}
+	})
+	// No key material in any event the agent published.
+	t.Run("no key material in events", func(t *testing.T) {
+		var keys [][]byte
+		for _, k := range []string{f("internal", "api.example.com.key"), f("rogue", "api.example.com.key")} {
+			b, err := os.ReadFile(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, b)
+		}
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		for _, e := range ev.all {
+			b, _ := json.Marshal(e)
+			if bytes.Contains(b, []byte("PRIVATE KEY")) {
+				t.Fatalf("event with key material: %s", b)
+			}
+			for _, k := range keys {
+				if body := bytes.Split(k, []byte("\n")); len(body) > 2 && bytes.Contains(b, body[1]) {
+					t.Fatalf("event with key material: %s", b)
+				}
+			}
 		}
 	})
 }
