@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
@@ -131,6 +133,17 @@ func run(t *testing.T, pod *localcluster.Pod, argv ...string) (string, int) {
 	return out.String(), 0
 }
 
+// referenceGrantCRD is the ReferenceGrant CRD of the gateway-api module
+// go.mod pins.
+func referenceGrantCRD(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		t.Fatalf("locating the gateway-api module: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard", "gateway.networking.k8s.io_referencegrants.yaml")
+}
+
 // tlsSecret is a kubernetes.io/tls-like Secret in namespace default with
 // the files of dir as its data (key → file name).
 func tlsSecret(t *testing.T, name string, files map[string]string) *corev1.Secret {
@@ -189,6 +202,10 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	granted, err := c.AddHost("granted-example")
+	if err != nil {
+		t.Fatal(err)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -204,10 +221,25 @@ func TestTLS(t *testing.T) {
 	serve(rogue, "0.0.0.0:443", f("rogue", "api.example.com.crt"), f("rogue", "api.example.com.key"))
 	// One certificate for both names is enough: s_client checks the name
 	// it asked for against what the pass-through brings back.
+	serve(granted, "0.0.0.0:443", f("public", "api.example.com.crt"), f("public", "api.example.com.key"))
 	serve(sni, "0.0.0.0:8443", f("public", "allowed.example.com.crt"), f("public", "allowed.example.com.key"))
 
+	// The ReferenceGrant API, so that the operator checks grants.
+	if _, err := envtest.InstallCRDs(c.RESTConfig(), envtest.CRDInstallOptions{Paths: []string{referenceGrantCRD(t)}}); err != nil {
+		t.Fatal(err)
+	}
 	harness.StartOperator(t, c)
 	ev := startAgent(t, c)
+	// A trust bundle in another namespace, which the policy may use only
+	// with a ReferenceGrant there.
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "certs"}}); err != nil {
+		t.Fatal(err)
+	}
+	shared := tlsSecret(t, "shared-cas", map[string]string{"ca.crt": f("public", "public-ca.crt")})
+	shared.Namespace = "certs"
+	if err := k8s.Create(ctx, shared); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, s := range []*corev1.Secret{
 		tlsSecret(t, "api-front", map[string]string{"tls.crt": f("internal", "api.example.com.crt"), "tls.key": f("internal", "api.example.com.key")}),
@@ -236,7 +268,15 @@ spec:
     toPorts:
     - ports: [{port: "8443", protocol: TCP}]
       serverNames: [allowed.example.com]
-`, api.IP, rogue.IP, sni.IP)), &pol); err != nil {
+  - toCIDR: [%s/32]
+    toPorts:
+    - ports: [{port: "443", protocol: TCP}]
+      terminatingTLS: {secret: {name: api-front}}
+      originatingTLS: {secret: {namespace: certs, name: shared-cas}}
+      rules:
+        http:
+        - {method: GET, path: /public}
+`, api.IP, rogue.IP, sni.IP, granted.IP)), &pol); err != nil {
 		t.Fatal(err)
 	}
 	if err := k8s.Create(ctx, &pol); err != nil {
@@ -311,6 +351,30 @@ spec:
 		if !strings.Contains(e.Policy, "TrafficPolicy default/mediabot-tls") {
 			t.Errorf("event policy %q", e.Policy)
 		}
+	})
+	t.Run("another namespace needs a ReferenceGrant", func(t *testing.T) {
+		if out, code := curl(t, granted, "/public"); code == 0 {
+			t.Fatalf("curl without a grant: %q, want a failure", out)
+		}
+		ev.find(t, "the refusal naming the reference", func(e monitor.Event) bool {
+			return e.L7.Refused == "tls-secret" && strings.Contains(e.Reason, "secret certs/shared-cas not found")
+		})
+		grant := &gatewayv1beta1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "certs", Name: "mediabot-tls"},
+			Spec: gatewayv1beta1.ReferenceGrantSpec{
+				From: []gatewayv1beta1.ReferenceGrantFrom{{Group: "policy.portcullis.dev", Kind: "TrafficPolicy", Namespace: "default"}},
+				To:   []gatewayv1beta1.ReferenceGrantTo{{Group: "", Kind: "Secret"}},
+			},
+		}
+		if err := k8s.Create(ctx, grant); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, "curl with the grant", 15*time.Second, func() error {
+			if out, code := curl(t, granted, "/public"); code != 0 || !strings.HasSuffix(out, " 200") {
+				return fmt.Errorf("curl: exit %d %q", code, out)
+			}
+			return nil
+		})
 	})
 	// The secret goes: the operator deletes its copy, the agent forgets
 	// it, and connections are reset with an event naming the policy and
