@@ -264,6 +264,7 @@ spec:
       rules:
         http:
         - {method: GET, path: /public}
+        - {method: POST, path: /grpc.health.v1.Health/Check}
   - toCIDR: [%s/32]
     toPorts:
     - ports: [{port: "8443", protocol: TCP}]
@@ -324,6 +325,25 @@ spec:
 		}
 		ev.find(t, "the denial", func(e monitor.Event) bool {
 			return e.Verdict == monitor.VerdictDenied && e.L7.Path == "/admin" && e.L7.Status == 403
+		})
+	})
+	t.Run("gRPC over TLS", func(t *testing.T) {
+		// The pod has no name service here: api.example.com is the
+		// certificate's name, the address the host's.
+		gc, err := workloads.Start(mediabot.Command(exe), workloads.RoleGRPCTLSClient, api.IP.String()+":443", "api.example.com", f("internal", "internal-ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gc.Stop()
+		if r, err := gc.Do(workloads.Command{Method: "Check"}, 10*time.Second); err != nil || r.Code != "OK" || r.Reply != "SERVING" {
+			t.Fatalf("Check: %+v %v", r, err)
+		}
+		r, err := gc.Do(workloads.Command{Method: "List"}, 10*time.Second)
+		if err != nil || r.Code != "PermissionDenied" || !strings.Contains(r.Message, "TrafficPolicy default/mediabot-tls") {
+			t.Fatalf("List: %+v %v, want PermissionDenied naming the policy", r, err)
+		}
+		ev.find(t, "the gRPC denial", func(e monitor.Event) bool {
+			return e.Verdict == monitor.VerdictDenied && e.L7.Protocol == "grpc" && e.L7.Path == "/grpc.health.v1.Health/List" && e.L7.ServerName == "api.example.com"
 		})
 	})
 	t.Run("untrusted upstream", func(t *testing.T) {

@@ -81,7 +81,9 @@
 // client only the upstream's choice; that first upstream connection
 // carries the first request. An unreachable or untrusted upstream leaves
 // the client offered h2 and http/1.1, and its requests get 502 with the
-// reason. Upstream connections are pooled per source
+// reason. Without an originatingTLS the client is offered h2 and
+// http/1.1 and the cleartext upstream must speak what it chose (HTTP/2
+// with prior knowledge for h2, as gRPC servers do). Upstream connections are pooled per source
 // address, destination, server name and version of the trust. A client
 // connection keeps the material it was accepted with; a rotation of
 // either secret applies to the connections accepted after it.
