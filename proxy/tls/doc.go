@@ -79,7 +79,11 @@
 // proxy therefore connects to the upstream before it answers the client's
 // hello, offering the HTTP protocols the client offered, and offers the
 // client only the upstream's choice; that first upstream connection
-// carries the first request. An unreachable or untrusted upstream leaves
+// carries the first request. The choice is remembered for a minute per
+// destination, server name, trust and offer, so later connections cost no
+// upstream handshake of their own (their requests take pooled upstream
+// connections); an upstream that drops h2 within that minute answers the
+// next h2 client's requests with 502 and the reason. An unreachable or untrusted upstream leaves
 // the client offered h2 and http/1.1, and its requests get 502 with the
 // reason. Without an originatingTLS the client is offered h2 and
 // http/1.1 and the cleartext upstream must speak what it chose (HTTP/2

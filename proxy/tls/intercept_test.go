@@ -30,12 +30,12 @@ type interception struct {
 	frontKey       []byte
 }
 
-func newInterception(t *testing.T, fields string) *interception {
+func newInterception(t testing.TB, fields string) *interception {
 	return newInterceptionALPN(t, fields, []string{"h2", "http/1.1"})
 }
 
 // newInterceptionALPN is newInterception with an upstream offering alpn.
-func newInterceptionALPN(t *testing.T, fields string, alpn []string) *interception {
+func newInterceptionALPN(t testing.TB, fields string, alpn []string) *interception {
 	t.Helper()
 	ic := &interception{internal: newCA(t, "internal CA"), upCA: newCA(t, "upstream CA")}
 	up := startUpstreamALPN(t, ic.upCA, alpn, "api.example.com")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,42 @@ type Options struct {
 // is a proxy.ConnServer; one Server serves every connection of a node.
 type Server struct {
 	o Options
+
+	// alpn remembers what upstreams chose (see upstream.probe).
+	alpnMu sync.Mutex
+	alpn   map[string]alpnChoice
+}
+
+// alpnChoice is the protocol an upstream chose, and when.
+type alpnChoice struct {
+	proto string
+	at    time.Time
+}
+
+// Bounds of the ALPN memory: an upstream's choice is trusted for
+// alpnTTL; at most maxALPN entries are kept (all are dropped beyond).
+const (
+	alpnTTL = time.Minute
+	maxALPN = 4096
+)
+
+func (s *Server) alpnChoice(key string) (string, bool) {
+	s.alpnMu.Lock()
+	defer s.alpnMu.Unlock()
+	c, ok := s.alpn[key]
+	if !ok || time.Since(c.at) > alpnTTL {
+		return "", false
+	}
+	return c.proto, true
+}
+
+func (s *Server) rememberALPN(key, proto string) {
+	s.alpnMu.Lock()
+	defer s.alpnMu.Unlock()
+	if s.alpn == nil || len(s.alpn) >= maxALPN {
+		s.alpn = map[string]alpnChoice{}
+	}
+	s.alpn[key] = alpnChoice{proto: proto, at: time.Now()}
 }
 
 // New returns a Server.
@@ -303,7 +340,10 @@ type upstream struct {
 // offering the HTTP protocols the client offered, and returns the ALPN
 // list to offer the client: the upstream's choice alone. When the upstream
 // cannot be reached the client is offered h2 and http/1.1, and its
-// requests are answered 502 with the reason.
+// requests are answered 502 with the reason. The choice is remembered for
+// alpnTTL per destination, server name, trust and offer, so that later
+// connections need no upstream handshake of their own (their requests
+// use pooled upstream connections).
 func (u *upstream) probe(ctx context.Context, offered []string) []string {
 	var want []string
 	for _, p := range offered {
@@ -314,6 +354,10 @@ func (u *upstream) probe(ctx context.Context, offered []string) []string {
 	if len(want) == 0 {
 		return []string{"h2", "http/1.1"}
 	}
+	key := fmt.Sprintf("%s %q v%d %s", u.dst, u.sni, u.om.Version, strings.Join(want, ","))
+	if proto, ok := u.s.alpnChoice(key); ok {
+		return []string{proto}
+	}
 	c, proto, err := u.handshake(ctx, want)
 	if err != nil {
 		return []string{"h2", "http/1.1"}
@@ -321,6 +365,7 @@ func (u *upstream) probe(ctx context.Context, offered []string) []string {
 	if proto == "" {
 		proto = "http/1.1"
 	}
+	u.s.rememberALPN(key, proto)
 	u.mu.Lock()
 	u.first, u.firstProto = c, proto
 	u.mu.Unlock()
