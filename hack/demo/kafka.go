@@ -31,12 +31,15 @@ func (d *demo) kafkaTraffic(ctx context.Context, kubectl string) error {
 		}
 		pods[name] = p
 	}
-	addr := net.JoinHostPort(pods["kafka-broker"].IP.String(), "9092")
-	broker, err := d.startWorkload(pods["kafka-broker"], workloads.RoleKafkaBroker, addr, "empire-announce", "deathstar-plans")
+	// The broker listens on (and advertises) its pod's address; clients
+	// bootstrap from its Service's name, as Cilium's Kafka demo does.
+	listen := net.JoinHostPort(pods["kafka-broker"].IP.String(), "9092")
+	broker, err := d.startWorkload(pods["kafka-broker"], workloads.RoleKafkaBroker, listen, "empire-announce", "deathstar-plans")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(d.out, "  broker: franz-go's kfake on %s (topics empire-announce, deathstar-plans)\n", addr)
+	addr := serviceName("kafka-service") + ":9092"
+	fmt.Fprintf(d.out, "  broker: franz-go's kfake on %s behind %s (topics empire-announce, deathstar-plans)\n", listen, addr)
 	fmt.Fprintf(d.out, "  clients: kcat %s, and franz-go (this binary) in the pods\n\n", kcatVersion())
 
 	mon, err := d.startMonitor(ctx, "--verdict", "FORWARDED,DENIED,ERROR")

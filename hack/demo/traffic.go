@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -72,8 +71,9 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	if _, err := d.startWorkload(doorMgr, workloads.RoleDoorManager, "0.0.0.0:50051"); err != nil {
 		return err
 	}
-	ds := "http://" + net.JoinHostPort(deathstar.IP.String(), "80")
-	fmt.Fprintf(d.out, "  servers: the deathstar (HTTP/1.1 and h2c) on %s, the door manager (gRPC) on %s:50051\n", ds, doorMgr.IP)
+	ds := "http://" + serviceName("deathstar")
+	door := serviceName("cc-door-server") + ":50051"
+	fmt.Fprintf(d.out, "  servers: the deathstar (HTTP/1.1 and h2c) at %s, the door manager (gRPC) at %s\n", ds, door)
 	fmt.Fprintf(d.out, "  clients: curl %s, and grpc-go (this binary) in the pods\n\n", curlVersion())
 
 	mon, err := d.startMonitor(ctx, "--verdict", "FORWARDED,DENIED,ERROR")
@@ -82,7 +82,7 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	}
 	fmt.Fprintf(d.out, "$ portcullis monitor --socket %s --verdict FORWARDED,DENIED,ERROR   (in the background)\n\n", d.agentRun.socket)
 
-	grpcClient, err := d.startWorkload(terminal, workloads.RoleGRPCClient, net.JoinHostPort(doorMgr.IP.String(), "50051"))
+	grpcClient, err := d.startWorkload(terminal, workloads.RoleGRPCClient, door)
 	if err != nil {
 		return err
 	}
