@@ -218,7 +218,10 @@ struct event {
 	__u8 dir;
 	__u8 verdict;
 	__u8 reason;
-	__u8 pad[6];
+	// The Service address and port the client sent to, for a translated
+	// flow (0: none); daddr, dport are the backend's.
+	__be16 svc_port;
+	__be32 svc_addr;
 };
 
 // Sizes are set from Go at load time; these are defaults.
@@ -489,6 +492,8 @@ static __always_inline void emit(struct flow *f, struct decision *d, __u8 verdic
 	e->dir = d->dir;
 	e->verdict = verdict;
 	e->reason = d->reason;
+	e->svc_addr = f->nat_addr;
+	e->svc_port = f->nat_port;
 	bpf_ringbuf_submit(e, 0);
 }
 

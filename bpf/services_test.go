@@ -213,8 +213,8 @@ func TestServiceTranslation(t *testing.T) {
 		e := lf.ev.wait(t, "allow through the Service", func(e Event) bool {
 			return e.Verdict == EventAllow && e.Direction == policy.Ingress && e.Dst.Port() == 8080 && e.Src.Addr() == lf.a.ip
 		})
-		if name := lbNames[e.Dst.Addr()]; name == "" || e.DstIdentity != lf.eng.ids[name] {
-			t.Errorf("event %+v: want a backend and its identity", e)
+		if name := lbNames[e.Dst.Addr()]; name == "" || e.DstIdentity != lf.eng.ids[name] || e.Service != netip.AddrPortFrom(vip, 80) {
+			t.Errorf("event %+v: want a backend and its identity, and the Service %s", e, addr(vip, 80))
 		}
 		if n := lf.ev.count(func(e Event) bool { return e.Dst.Addr() == vip }); n != 0 {
 			t.Errorf("%d events name the Service address, want the backends only", n)
