@@ -108,6 +108,33 @@ type FlowL7 struct {
 	// Latency is from the request's first byte to the response's headers,
 	// in nanoseconds.
 	Latency time.Duration `json:"latency,omitempty"`
+	// Kafka is set for a Kafka request.
+	Kafka *FlowKafka `json:"kafka,omitempty"`
+	// DNS describes a DNS query and its answer.
+	DNS *FlowDNS `json:"dns,omitempty"`
+}
+
+// FlowKafka is what an event shows of one Kafka request.
+type FlowKafka struct {
+	// APIKey is the request's API key name ("produce", "fetch", ...).
+	APIKey     string   `json:"apiKey"`
+	APIVersion int16    `json:"apiVersion"`
+	ClientID   string   `json:"clientID,omitempty"`
+	Topics     []string `json:"topics,omitempty"`
+	// ErrorCode is the Kafka error code the proxy answered a denial with.
+	ErrorCode int16 `json:"errorCode,omitempty"`
+}
+
+// FlowDNS is what an event shows of one DNS query.
+type FlowDNS struct {
+	Query string `json:"query"`
+	Type  string `json:"type"`
+	// RCode is the response code sent to the client; empty when none was.
+	RCode string `json:"rcode,omitempty"`
+	// Answers are the answer's A and AAAA addresses.
+	Answers []string `json:"answers,omitempty"`
+	// Observed are the names whose addresses went to toFQDNs selectors.
+	Observed []string `json:"observed,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or

@@ -36,6 +36,12 @@ func wireFixtures() map[string]any {
 			L7: &FlowL7{Protocol: "grpc", Method: "POST", Path: "/empire.Deathstar/Exhaust", Host: "deathstar",
 				Status: 403, GRPCStatus: &grpc, Latency: 1500 * time.Microsecond},
 		}},
+		"monitor-event-kafka": MonitorLine{Event: Event{
+			Time: at, Node: "node-1", Type: "l7", Verdict: "DENIED", Reason: "topics not allowed: deathstar-plans", Direction: "ingress", Protocol: "TCP",
+			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/secure-empire-kafka",
+			L7: &FlowL7{Protocol: "kafka", Latency: 250 * time.Microsecond,
+				Kafka: &FlowKafka{APIKey: "fetch", APIVersion: 12, ClientID: "rdkafka", Topics: []string{"deathstar-plans"}, ErrorCode: 29}},
+		}},
 		"monitor-lost": MonitorLine{Event: Event{Time: at, Node: "node-1", Type: TypeLost}, Lost: 17},
 		"trace-request": TraceRequest{
 			Src: TracePeer{Labels: []Label{{Source: "k8s", Key: "class", Value: "tiefighter"}, {Source: "k8s", Key: "org", Value: "empire"}}},

@@ -63,6 +63,43 @@ type L7 struct {
 	Latency time.Duration `json:"latency,omitempty"`
 	// Kafka describes a Kafka request.
 	Kafka *Kafka `json:"kafka,omitempty"`
+	// Refused classifies a request or connection the proxy refused to
+	// protect itself, not by policy: "header-timeout", "body-timeout",
+	// "header-too-large", "tls-on-plain-port", "connection-limit",
+	// "slot-reclaimed", "h2-abuse", "bad-request"; counted in
+	// portcullis_proxy_refused_total{reason}.
+	Refused string `json:"refused,omitempty"`
+	// DNS describes a DNS query and its answer.
+	DNS *DNS `json:"dns,omitempty"`
+}
+
+// DNS is what an event shows of one DNS query.
+type DNS struct {
+	// Query is the name asked, as in the question (trailing dot).
+	Query string `json:"query"`
+	// Type is the question's type ("A", "AAAA", ...).
+	Type string `json:"type"`
+	// RCode is the response code sent to the client ("NOERROR",
+	// "REFUSED", ...); empty when nothing was sent.
+	RCode string `json:"rcode,omitempty"`
+	// Answers are the addresses of the answer's A and AAAA records (CNAME
+	// chains followed), as sent to the client.
+	Answers []string `json:"answers,omitempty"`
+	// Observed are the names whose addresses went to toFQDNs selectors.
+	Observed []string `json:"observed,omitempty"`
+}
+
+// String renders the query for one-line event formats:
+// "api.example.com. A NOERROR 10.96.1.1,10.96.1.2".
+func (d *DNS) String() string {
+	s := d.Query + " " + d.Type
+	if d.RCode != "" {
+		s += " " + d.RCode
+	}
+	if len(d.Answers) > 0 {
+		s += " " + strings.Join(d.Answers, ",")
+	}
+	return s
 }
 
 // Kafka is what an event shows of one Kafka request.

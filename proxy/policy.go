@@ -340,3 +340,35 @@ func (cp *ConnPolicy) DecideKafka(req l7.KafkaRequest) KafkaDecision {
 	})
 	return KafkaDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, DeniedTopics: w.denial.DeniedTopics, Rule: w.rule, RuleSide: w.ruleSide}
 }
+
+// DNSDecision is the verdict on one DNS query across both sides.
+type DNSDecision struct {
+	// Allowed: forward the query (possibly only because of audit mode).
+	Allowed bool
+	// Audited: some side denied it and audit mode let it through.
+	Audited bool
+	// DeniedBy is the side that denied (nil when allowed without audit).
+	DeniedBy *Side
+	// Rule names the rule that allowed the query on the last side checked
+	// ("" when denied or when no side redirects); RuleSide is that side.
+	Rule     string
+	RuleSide *Side
+}
+
+// DecideDNS judges a lookup of qname with Cilium's semantics on every
+// redirected side (see l7.DNSRules.Decide and walkSides).
+func (cp *ConnPolicy) DecideDNS(qname string) DNSDecision {
+	w := walkSides(cp, func(s *Side) sideVerdict[struct{}] {
+		var sv sideVerdict[struct{}]
+		if s.Decision.L7 == nil {
+			return sv
+		}
+		ok, rule := s.Decision.L7.DNS.Decide(qname)
+		sv.allowed = ok
+		if rule != nil {
+			sv.rule, sv.hasRule = rule.Origin, true
+		}
+		return sv
+	})
+	return DNSDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, Rule: w.rule, RuleSide: w.ruleSide}
+}

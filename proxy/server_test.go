@@ -57,6 +57,8 @@ func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.A
 	if _, err := io.ReadFull(c, buf); err != nil {
 		return
 	}
+	// A request came: its slot is not reclaimed at the connection limit.
+	proxy.Started(c)
 	switch string(buf) {
 	case "panic":
 		panic("boom")

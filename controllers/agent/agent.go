@@ -104,6 +104,10 @@ type Agent struct {
 	hub *monitor.Hub
 	// proxy is the L7 proxy; each complete sync pass publishes a snapshot.
 	proxy *nodeProxy
+	// fqdn learns toFQDNs addresses from the DNS proxy's answers; syncs
+	// tells it which revision the datapath holds.
+	fqdn  *fqdnLearner
+	syncs syncNotifier
 
 	trigger chan struct{}
 	// reportTrigger wakes the reporter (coalesced), so that a slow

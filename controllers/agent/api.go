@@ -398,6 +398,12 @@ func wireEvent(e monitor.Event) agentclient.Event {
 			Protocol: l.Protocol, Method: l.Method, Path: l.Path, Host: l.Host,
 			Status: l.Status, GRPCStatus: l.GRPCStatus, Latency: l.Latency,
 		}
+		if k := l.Kafka; k != nil {
+			out.L7.Kafka = &agentclient.FlowKafka{APIKey: k.APIKey, APIVersion: k.APIVersion, ClientID: k.ClientID, Topics: k.Topics, ErrorCode: k.ErrorCode}
+		}
+		if d := l.DNS; d != nil {
+			out.L7.DNS = &agentclient.FlowDNS{Query: d.Query, Type: d.Type, RCode: d.RCode, Answers: d.Answers, Observed: d.Observed}
+		}
 	}
 	return out
 }

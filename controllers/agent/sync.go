@@ -120,6 +120,10 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 func (a *Agent) sync(ctx context.Context) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Everything below reads the repository as of rev or later: waiters
+	// for rev (answers held by the DNS proxy) may go once the pass is done.
+	rev := a.repo.Revision()
+	defer a.syncs.passed(rev)
 	log := ctrl.Log.WithName("agent")
 	ok := true
 	firstErr := ""

@@ -95,7 +95,27 @@
 // sees the client's address through Dial; on HTTP/2 not even the
 // transport's default User-Agent). Expect: 100-continue is answered by the
 // proxy itself once the request is allowed, so the body always follows
-// the head upstream. HTTP/2 requests go out with their :path as received.
+// the head upstream. The HTTP/2 leg adds no Accept-Encoding (the
+// transport's gzip is off, so responses pass undecoded).
+//
+// # What is judged is what is forwarded
+//
+// The path is normalized before the policy sees it, and the upstream
+// receives the normalized path, never the raw one (HTTP/1.1 and HTTP/2
+// alike; the query is left as sent): percent-escapes of unreserved
+// characters decoded (%7E → ~, %2e → .), other escapes' hex upper-cased,
+// runs of slashes merged, dot segments removed (RFC 3986 §5.2.4), so
+// /public/%2e%2e/secret is judged and sent as /secret. Refused with 400
+// before any verdict: a backslash, an escaped slash or backslash (%2F,
+// %5C: upstreams disagree on whether it separates segments), a malformed
+// escape. Options NoNormalizePath, NoMergeSlashes and EscapedSlashes
+// (Keep) relax this as Envoy's normalize_path, merge_slashes and
+// path_with_escaped_slashes_action do. Also 400: a Host or :authority
+// that is not an RFC 3986 reg-name, IPv4 address or bracketed IPv6
+// literal with an optional numeric port, and header field names with an
+// underscore (an upstream may read X_User as X-User, past a header rule;
+// Envoy's edge guidance rejects them; Options.AllowHeaderUnderscores
+// forwards them).
 //
 // Upgrade: an allowed request with Connection: upgrade (WebSocket) is
 // forwarded with Connection: Upgrade and its Upgrade; on 101 the bytes are
@@ -114,6 +134,20 @@
 // http2.Transport.NewClientConn on connections from Dial (h2c prior
 // knowledge). Responses are streamed (flushed per read) and trailers are
 // passed on, so gRPC streaming and status trailers go through unchanged.
+//
+// Abuse accounting: the proxy follows the client's frames as x/net reads
+// them and cuts a connection with GOAWAY ENHANCE_YOUR_CALM and an ERROR
+// event (L7.Refused "h2-abuse") for premature resets (once at least 500
+// streams were opened, more than half reset by the client within a
+// second of opening: Envoy's rule), more than one consecutive empty DATA
+// (without END_STREAM), HEADERS or CONTINUATION frame (Envoy's default;
+// x/net bounds a header block's decoded size, not its frame count), and
+// more than 100 SETTINGS or 100 PING frames in a second (x/net bounds
+// only the acknowledgements a client leaves unread). An allowed stream
+// the client has already reset is not forwarded. Denied or refused
+// streams record at most 100 events a second per connection; the rest are
+// counted into one summary event (the latest shown, Refused "h2-abuse")
+// at the next second's first event or the connection's end.
 //
 // # Upstream pooling
 //
@@ -143,8 +177,21 @@
 //   - MaxHeaderBytes (64 KiB): request (431) or response (502) head;
 //     HTTP/2 header list.
 //   - MaxHeaderCount (100): header fields (431).
-//   - ReadHeaderTimeout (10 s): first byte to end of an HTTP/1.1 head (then
-//     closed).
+//   - ReadHeaderTimeout (10 s): one absolute deadline from the accept for
+//     the protocol sniffing and the first request head (HTTP/2: the
+//     preface and the client's first SETTINGS frame); no trickle of bytes
+//     extends it and the first byte does not restart it. A head begun
+//     and not finished gets 408 and the close; a connection silent until
+//     then (or stopped inside the HTTP/2 preface) is closed without an
+//     answer. Later requests of a keep-alive connection: from their first
+//     byte. Each cut is an ERROR event (L7.Refused "header-timeout").
+//   - BodyTimeout (30 s) and MinBodyRate (1 KiB/s): a request body,
+//     allowed or denied, HTTP/1.1 or HTTP/2, must be in by the end of its
+//     head plus BodyTimeout plus one second per MinBodyRate bytes
+//     received (a minimum rate that never cuts a fast upload); later is
+//     408 and an event ("body-timeout"). Not gRPC: its streams are long
+//     by design. A client's body that fails otherwise (a malformed chunk,
+//     a cut) is 400, not 502: the upstream did nothing wrong.
 //   - IdleTimeout (60 s): idle keep-alive connection; each body read/write
 //     on either side; upstream response head (504).
 //   - MaxConcurrentStreams (100): streams per HTTP/2 client connection.
@@ -155,6 +202,18 @@
 //   - MaxDiscardBytes (64 KiB): largest denied body dropped to keep a
 //     connection.
 //
+// Connection slots: the core's connection limit (package proxy,
+// MaxConns) counts a connection as pending from its accept until this
+// package reports its first request head (HTTP/2: its first SETTINGS
+// frame) with proxy.Started; at the limit the oldest pending connection
+// is reset to make room for the new one, with an event
+// ("slot-reclaimed"). So sockets that never complete a request cannot
+// starve new clients, whatever their source, while connections that did
+// keep their slots; only when every slot is held by a started connection
+// are new ones refused ("connection-limit"). Chosen over per-source
+// limits because one node-local source (a pod, or every pod behind one
+// node address) may legitimately hold many connections.
+//
 // Memory per HTTP/1.1 connection is bounded: 4 KiB read and write buffers
 // (pooled, and held only during a request: an idle keep-alive connection
 // gives them back and waits in a read of at most 512 bytes into its own
@@ -162,6 +221,27 @@
 // extra system call), the head (at most MaxHeaderBytes) and a pooled
 // 32 KiB copy buffer while a body moves; a slow client is cut off after
 // IdleTimeout without progress.
+//
+// # Defaults beside Envoy's and haproxy's
+//
+//	what                     portcullis                  Envoy (defaults)                   haproxy (defaults)
+//	request head             10 s from accept, 408       request_headers_timeout: none      timeout http-request (absolute), 408
+//	                         (sniffing included)         (edge guide: 10 s)                 (unset: timeout client)
+//	idle connection          60 s                        idle_timeout 1 h (edge guide 15m)  timeout http-keep-alive / client
+//	request body             30 s + 1 s per 1 KiB        request_timeout: none;              timeout client (idle only)
+//	                         (not gRPC), 408             stream_idle_timeout 5 min
+//	silent new connection    cut at 10 s, no answer      idle_timeout                        timeout http-request, 408
+//	connection limit         reclaims the oldest slot    overload manager / listener limit   maxconn: queued in the kernel
+//	                         without a request
+//	header size / count      64 KiB / 100 (431)          60 KiB / 100 (431)                  tune.bufsize 16 KiB / 101 (400)
+//	TLS on a plain port      400 at once, event          codec error, 400                    400
+//	path normalization       on, slashes merged,         normalize_path off, merge_slashes   none (http-request
+//	                         %2F/%5C refused (400)       off, escaped slashes kept (edge     normalize-uri opt-in)
+//	                                                     guide: on, on, unescape+redirect)
+//	underscores in names     refused (400)               allowed (edge guide: reject)        allowed
+//	h2 premature resets      >50% of >=500 in 1 s: GOAWAY same (premature_reset_*)              none built in
+//	h2 empty frames          1 consecutive: GOAWAY       1 (max_consecutive_..._empty_payload) none built in
+//	h2 SETTINGS / PING       100 a second each: GOAWAY   outbound control frames 1000 queued   none built in
 //
 // # Events
 //
@@ -211,8 +291,9 @@
 //
 // # Not done
 //
-// TLS (termination and origination; a TLS client hello on a redirected
-// port is answered 400 and closed); CONNECT and HTTP/2 extended CONNECT
+// TLS (termination and origination; a TLS client hello on a plain
+// port is answered 400 at once, with an event "tls-on-plain-port", and
+// closed); CONNECT and HTTP/2 extended CONNECT
 // (501); HTTP/1.1 → h2c upgrade (not passed on); HTTP/1.1 pipelining is
 // served in order (no parallelism); trailers of HTTP/1.0 clients are
 // dropped; no per-request upstream timeout other than IdleTimeout; an

@@ -56,6 +56,55 @@ type h2handler struct {
 	active int
 	done   bool
 	idle   chan struct{}
+
+	// The events of denied and refused streams are rate-limited per
+	// connection (a client can open and reset streams far faster than
+	// anyone can read their events): beyond maxStreamEvents a second,
+	// they are counted and reported as one summary event.
+	evMu                 sync.Mutex
+	evWindow             time.Time
+	evCount              int
+	suppressed, canceled int
+	last                 *access
+}
+
+// maxStreamEvents bounds the denied or refused stream events one HTTP/2
+// connection records per second; the rest are summarized.
+const maxStreamEvents = 100
+
+// recordStream records the event of a denied or refused stream, within
+// the connection's budget.
+func (h *h2handler) recordStream(a *access) {
+	h.evMu.Lock()
+	now := time.Now()
+	if now.Sub(h.evWindow) >= time.Second {
+		h.flushLocked()
+		h.evWindow, h.evCount = now, 0
+	}
+	h.evCount++
+	if h.evCount > maxStreamEvents {
+		h.suppressed++
+		h.last = a
+		h.evMu.Unlock()
+		return
+	}
+	h.evMu.Unlock()
+	h.s.record(a)
+}
+
+// flushLocked records the summary of the events left out, if any.
+func (h *h2handler) flushLocked() {
+	if h.suppressed == 0 {
+		h.canceled = 0
+		return
+	}
+	a := &access{proto: "h2", verdict: monitor.VerdictDenied, start: h.evWindow, peers: h.peers, refused: reasonH2Abuse}
+	if l := h.last; l != nil {
+		a.cp, a.proto, a.verdict, a.policy, a.dir, a.method, a.path, a.host = l.cp, l.proto, l.verdict, l.policy, l.dir, l.method, l.path, l.host
+	}
+	a.reason = fmt.Sprintf("%d more denied or refused streams (latest shown) and %d allowed streams reset by the client before forwarding, on one connection within a second: not reported one by one", h.suppressed, h.canceled)
+	h.suppressed, h.canceled, h.last = 0, 0, nil
+	h.s.record(a)
 }
 
 // enter registers a handler; false once the connection has ended (the
@@ -84,14 +133,17 @@ func (h *h2handler) leave() {
 func (h *h2handler) drain() {
 	h.mu.Lock()
 	h.done = true
-	if h.active == 0 {
+	if h.active > 0 {
+		ch := make(chan struct{})
+		h.idle = ch
 		h.mu.Unlock()
-		return
+		<-ch
+	} else {
+		h.mu.Unlock()
 	}
-	ch := make(chan struct{})
-	h.idle = ch
-	h.mu.Unlock()
-	<-ch
+	h.evMu.Lock()
+	h.flushLocked()
+	h.evMu.Unlock()
 }
 
 func isGRPC(contentType string) bool {
@@ -130,13 +182,37 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	case r.Method == "CONNECT":
 		h.refuse(w, a, 501, "CONNECT is not supported")
 		return
+	case !validHost(r.Host):
+		h.refuse(w, a, 400, "invalid :authority")
+		return
 	}
+	if !h.s.o.AllowHeaderUnderscores {
+		for k := range r.Header {
+			if hasUnderscore(k) {
+				h.refuse(w, a, 400, "underscore in a header field name")
+				return
+			}
+		}
+	}
+	p, msg := normalizePath(r.RequestURI, &h.s.o)
+	if msg != "" {
+		h.refuse(w, a, 400, msg)
+		return
+	}
+	a.path = p
 	cp := h.s.resolve(h.src, h.dst)
 	a.cp = cp
-	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: r.RequestURI, Host: r.Host, Header: r.Header})
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: p, Host: r.Host, Header: r.Header})
 	a.verdictOf(&d)
 	if !d.Allowed {
 		h.deny(w, a, &d)
+		return
+	}
+	if r.Context().Err() != nil {
+		// The client reset the stream already: nothing goes upstream.
+		h.evMu.Lock()
+		h.canceled++
+		h.evMu.Unlock()
 		return
 	}
 	host := r.Host
@@ -150,7 +226,7 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 			}
 		}
 	}
-	h.forward(w, r, host, a)
+	h.forward(w, r, p, host, a)
 }
 
 // refuse answers a request the proxy cannot judge.
@@ -163,7 +239,7 @@ func (h *h2handler) refuse(w nethttp.ResponseWriter, a *access, status int, msg 
 		a.status = status
 		writeText(w, status, statusText(status)+": "+msg+"\r\n")
 	}
-	h.s.record(a)
+	h.recordStream(a)
 }
 
 // deny answers a denied request: 403, or a gRPC trailers-only response
@@ -176,7 +252,7 @@ func (h *h2handler) deny(w nethttp.ResponseWriter, a *access, d *proxy.HTTPDecis
 		a.status = 403
 		writeText(w, 403, deniedBody)
 	}
-	h.s.record(a)
+	h.recordStream(a)
 }
 
 func writeText(w nethttp.ResponseWriter, status int, body string) {
@@ -217,10 +293,13 @@ func grpcPercentEncode(s string) string {
 
 // forward sends an allowed request to the original destination over a
 // pooled h2c connection and streams the response back, trailers included.
-func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host string, a *access) {
+func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, host string, a *access) {
 	u := &url.URL{Scheme: "http", Host: h.dst.String()}
-	if p := r.RequestURI; strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") {
-		u.Opaque = p // sent as :path exactly as received
+	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
+		u.Opaque = path // sent as :path exactly as judged
+	} else if pu, err := url.ParseRequestURI(path); err == nil && path != "*" {
+		// "//..." (slashes not merged) would read as a host in Opaque.
+		u.Path, u.RawPath, u.RawQuery = pu.Path, pu.EscapedPath(), pu.RawQuery
 	} else {
 		u.Path, u.RawPath, u.RawQuery = r.URL.Path, r.URL.RawPath, r.URL.RawQuery
 	}
@@ -240,8 +319,13 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 		// upstream sees the client's fields, nothing added.
 		r.Header["User-Agent"] = []string{""}
 	}
+	var body *h2Body
 	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
 		out.Body = nil
+	} else if !a.isGRPC {
+		body = newH2Body(w, r.Body, h.s.o.BodyTimeout, h.s.o.MinBodyRate)
+		defer body.stop()
+		out.Body = body
 	}
 	cc, err := h.s.h2pool.get(r.Context(), h.key, func(ctx context.Context) (net.Conn, error) {
 		return h.s.o.Dial(ctx, h.src, h.dst)
@@ -249,6 +333,12 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 	var res *nethttp.Response
 	if err == nil {
 		res, err = cc.RoundTrip(out)
+	}
+	if err != nil && body != nil && body.timedOut.Load() {
+		a.status, a.verdict, a.reason, a.refused = 408, monitor.VerdictError, "request body timeout", reasonBodyTimeout
+		writeText(w, 408, statusText(408)+"\r\n")
+		h.s.record(a)
+		return
 	}
 	if err != nil {
 		a.verdict, a.reason = monitor.VerdictError, "upstream: "+err.Error()

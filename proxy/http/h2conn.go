@@ -1,0 +1,282 @@
+package http
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	nethttp "net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"portcullis.dev/portcullis/proxy"
+)
+
+// Limits of HTTP/2 abuse accounting (Envoy's defaults where it has one).
+const (
+	// A connection is cut once at least prematureMinStreams streams were
+	// opened and more than half of them were reset by the client within
+	// prematureWindow of opening (Envoy's premature reset rule).
+	prematureMinStreams = 500
+	prematureWindow     = time.Second
+	// maxEmptyFrames is how many consecutive DATA, HEADERS or
+	// CONTINUATION frames with an empty payload (and no END_STREAM) are
+	// accepted (Envoy: max_consecutive_inbound_frames_with_empty_payload).
+	maxEmptyFrames = 1
+	// maxControlPerSecond bounds the SETTINGS and the PING frames a client
+	// sends in one second (each costs an acknowledgement; x/net only bounds
+	// the acknowledgements a client does not read).
+	maxControlPerSecond = 100
+)
+
+// errH2Abuse ends the reads of a connection cut for abuse.
+var errH2Abuse = errors.New("http2: connection cut for abuse (ENHANCE_YOUR_CALM)")
+
+// h2Conn is an HTTP/2 client connection as x/net's server reads it:
+// through the bufio.Reader that sniffed the preface, with the frames
+// seen as they pass, so that the proxy can enforce what x/net does not:
+// the head deadline until the client's first frame, and the abuse limits
+// above, answered with GOAWAY ENHANCE_YOUR_CALM. Only x/net's
+// frame-reader goroutine reads it; the GOAWAY is written between two of
+// x/net's frames (the writes are followed frame by frame too).
+type h2Conn struct {
+	net.Conn
+	r *bufio.Reader
+
+	rd     frameScanner
+	frames int
+	// refuse reports a connection the proxy cuts (the event).
+	refuse func(msg, refused string)
+
+	maxStream          uint32
+	opened             [256]streamOpen
+	streams, premature int
+	empty              int
+	ctlWindow          time.Time
+	settings, pings    int
+	abused             bool
+
+	wmu    sync.Mutex
+	wr     frameScanner
+	goaway []byte // pending until the writes reach a frame boundary
+}
+
+// streamOpen is when a stream was opened (a ring of the latest ones).
+type streamOpen struct {
+	id uint32
+	at time.Time
+}
+
+func newH2Conn(c net.Conn, br *bufio.Reader) *h2Conn {
+	return &h2Conn{Conn: c, r: br, rd: frameScanner{skip: len(h2Preface)}}
+}
+
+func (c *h2Conn) Read(p []byte) (int, error) {
+	if c.abused {
+		return 0, errH2Abuse
+	}
+	n, err := c.r.Read(p)
+	c.rd.scan(p[:n], c.frame, c.frameDone)
+	if c.abused {
+		// Drain what the client still sends for a moment, so that the
+		// close does not reset the connection before it reads the GOAWAY.
+		c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		io.CopyN(io.Discard, c.r, 1<<20)
+		return 0, errH2Abuse
+	}
+	if err != nil && c.frames == 0 && isTimeout(err) && c.refuse != nil {
+		c.refuse("request header timeout (HTTP/2 preface and SETTINGS)", reasonHeaderTimeout)
+	}
+	return n, err
+}
+
+func (c *h2Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n, err := c.Conn.Write(p)
+	c.wr.scan(p[:n], nil, nil)
+	if c.goaway != nil && c.wr.atBoundary() {
+		c.Conn.Write(c.goaway)
+		c.goaway = nil
+	}
+	return n, err
+}
+
+// frame sees a client frame header and keeps the abuse accounts.
+func (c *h2Conn) frame(typ, flags byte, stream uint32, length int) {
+	const (
+		data, headers, rst, settings, ping, continuation = 0, 1, 3, 4, 6, 9
+		endStream, ack                                   = 1, 1
+	)
+	now := time.Now()
+	switch typ {
+	case headers:
+		if stream > c.maxStream && stream&1 == 1 {
+			c.maxStream = stream
+			c.streams++
+			c.opened[(stream>>1)%uint32(len(c.opened))] = streamOpen{stream, now}
+		}
+	case rst:
+		if o := c.opened[(stream>>1)%uint32(len(c.opened))]; o.id == stream && now.Sub(o.at) < prematureWindow {
+			c.premature++
+			if c.streams >= prematureMinStreams && 2*c.premature > c.streams {
+				c.abuse(fmt.Sprintf("premature resets: %d of %d streams reset within %s of opening", c.premature, c.streams, prematureWindow))
+			}
+		}
+	case settings, ping:
+		if flags&ack != 0 {
+			break
+		}
+		if now.Sub(c.ctlWindow) >= time.Second {
+			c.ctlWindow, c.settings, c.pings = now, 0, 0
+		}
+		if typ == settings {
+			c.settings++
+		} else {
+			c.pings++
+		}
+		if c.settings > maxControlPerSecond || c.pings > maxControlPerSecond {
+			c.abuse(fmt.Sprintf("control frame flood: more than %d SETTINGS or PING frames in a second", maxControlPerSecond))
+		}
+	}
+	switch {
+	case length > 0:
+		c.empty = 0
+	case typ == continuation, typ == headers && flags&endStream == 0, typ == data && flags&endStream == 0:
+		c.empty++
+		if c.empty > maxEmptyFrames {
+			c.abuse(fmt.Sprintf("more than %d consecutive empty frames", maxEmptyFrames))
+		}
+	}
+}
+
+// abuse cuts the connection: GOAWAY ENHANCE_YOUR_CALM (now if x/net's
+// writes are between frames, else right after the frame being written),
+// an event, and the reads end.
+func (c *h2Conn) abuse(msg string) {
+	if c.abused {
+		return
+	}
+	c.abused = true
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	fr.WriteGoAway(c.maxStream, http2.ErrCodeEnhanceYourCalm, []byte(msg))
+	// A client that does not read must not hold the frame reader.
+	c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	c.wmu.Lock()
+	if c.wr.atBoundary() {
+		c.Conn.Write(b.Bytes())
+	} else {
+		c.goaway = b.Bytes()
+	}
+	c.wmu.Unlock()
+	if c.refuse != nil {
+		c.refuse("HTTP/2 abuse: "+msg, reasonH2Abuse)
+	}
+}
+
+// frameDone sees the end of a client frame. The first one (the client's
+// SETTINGS) ends the head deadline set at the accept: from there x/net's
+// timeouts apply.
+func (c *h2Conn) frameDone() {
+	c.frames++
+	if c.frames == 1 {
+		c.Conn.SetReadDeadline(time.Time{})
+		proxy.Started(c.Conn)
+	}
+}
+
+// frameScanner follows HTTP/2 frame boundaries in a byte stream.
+type frameScanner struct {
+	// skip counts bytes to pass before the first frame (the preface).
+	skip    int
+	hdr     [9]byte
+	hn      int
+	payload int // what remains of the current frame's payload
+}
+
+func (f *frameScanner) atBoundary() bool { return f.skip == 0 && f.hn == 0 && f.payload == 0 }
+
+// scan follows b, calling onFrame for each frame header and onDone at the
+// end of each frame (either may be nil).
+func (f *frameScanner) scan(b []byte, onFrame func(typ, flags byte, stream uint32, length int), onDone func()) {
+	for len(b) > 0 {
+		switch {
+		case f.skip > 0:
+			k := min(f.skip, len(b))
+			f.skip -= k
+			b = b[k:]
+		case f.payload > 0:
+			k := min(f.payload, len(b))
+			f.payload -= k
+			b = b[k:]
+			if f.payload == 0 && onDone != nil {
+				onDone()
+			}
+		default:
+			k := copy(f.hdr[f.hn:], b)
+			f.hn += k
+			b = b[k:]
+			if f.hn < len(f.hdr) {
+				return
+			}
+			f.hn = 0
+			f.payload = int(f.hdr[0])<<16 | int(f.hdr[1])<<8 | int(f.hdr[2])
+			if onFrame != nil {
+				onFrame(f.hdr[3], f.hdr[4], binary.BigEndian.Uint32(f.hdr[5:])&(1<<31-1), f.payload)
+			}
+			if f.payload == 0 && onDone != nil {
+				onDone()
+			}
+		}
+	}
+}
+
+// h2Body bounds an HTTP/2 request body as Options BodyTimeout and
+// MinBodyRate say. A timer checks the deadline when it would pass (not at
+// every read, which costs nothing then) and, if the body is late, makes
+// x/net end its reads with os.ErrDeadlineExceeded.
+type h2Body struct {
+	io.ReadCloser
+	n        atomic.Int64
+	timedOut atomic.Bool
+	base     time.Time
+	rate     int64
+	timer    *time.Timer
+}
+
+func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, timeout time.Duration, rate int64) *h2Body {
+	b := &h2Body{ReadCloser: body, base: time.Now().Add(timeout), rate: rate}
+	rc := nethttp.NewResponseController(w)
+	b.timer = time.AfterFunc(timeout, func() {
+		if dl := b.deadline(); time.Until(dl) > 0 {
+			b.timer.Reset(time.Until(dl))
+			return
+		}
+		b.timedOut.Store(true)
+		rc.SetReadDeadline(time.Now().Add(-time.Second))
+	})
+	return b
+}
+
+func (b *h2Body) deadline() time.Time {
+	return b.base.Add(time.Duration(b.n.Load()) * time.Second / time.Duration(b.rate))
+}
+
+func (b *h2Body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	if err != nil {
+		b.timer.Stop()
+	}
+	return n, err
+}
+
+// stop ends the bound once the request is over.
+func (b *h2Body) stop() { b.timer.Stop() }
