@@ -235,7 +235,7 @@ func TestProxyMaxConns(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	f.wantRefused(t)
-	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") {
+	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") || e.L7.Refused != proxy.RefusedConnLimit {
 		t.Errorf("event %+v", e)
 	}
 }

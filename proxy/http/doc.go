@@ -245,6 +245,16 @@
 //
 // # Events
 //
+// Refusals of the proxy's own (not by policy) are ERROR events with
+// L7.Refused set, counted by package proxy's metrics in
+// portcullis_proxy_refused_total{reason}: header-timeout (the head
+// deadline; HTTP/2 preface and SETTINGS included), body-timeout,
+// header-too-large (431s, also the ones x/net's HTTP/2 server answers by
+// itself, seen by their body on the way out), tls-on-plain-port,
+// bad-request (400s before a verdict, a client's malformed body), h2-abuse
+// (GOAWAY ENHANCE_YOUR_CALM, and the summaries of rate-limited stream
+// events); the core adds connection-limit and slot-reclaimed.
+//
 // One monitor.Event (TypeL7, Node from Options.Node) per request through
 // Options.Record (called synchronously: it must not block): protocol
 // http/1.1, h2 or grpc, method, path, host, status (403 for denials, the

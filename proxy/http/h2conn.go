@@ -62,7 +62,11 @@ type h2Conn struct {
 	settings, pings    int
 	abused             bool
 
-	wmu    sync.Mutex
+	wmu sync.Mutex
+	// w431 collects a DATA frame the size of x/net's own 431 body: x/net
+	// answers a too large header list itself, without the handler, and
+	// this is how the proxy sees it.
+	w431   []byte
 	wr     frameScanner
 	goaway []byte // pending until the writes reach a frame boundary
 }
@@ -100,12 +104,35 @@ func (c *h2Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, err := c.Conn.Write(p)
-	c.wr.scan(p[:n], nil, nil)
+	c.wr.scan(p[:n], c.wframe, c.wdone)
 	if c.goaway != nil && c.wr.atBoundary() {
 		c.Conn.Write(c.goaway)
 		c.goaway = nil
 	}
 	return n, err
+}
+
+// x431Body is the body x/net's server answers a too large header list
+// with (its handleHeaderListTooLong).
+const x431Body = "<h1>HTTP Error 431</h1><p>Request Header Field(s) Too Large</p>"
+
+// wframe sees a frame header the proxy writes.
+func (c *h2Conn) wframe(typ, _ byte, _ uint32, length int) {
+	if typ == 0 && length == len(x431Body) {
+		c.w431 = make([]byte, 0, length)
+		c.wr.capture = &c.w431
+	}
+}
+
+// wdone sees the end of a frame the proxy writes.
+func (c *h2Conn) wdone() {
+	if c.wr.capture != nil {
+		c.wr.capture = nil
+		if string(c.w431) == x431Body && c.refuse != nil {
+			c.refuse("header list too large (431 from the HTTP/2 server)", reasonHeaderSize)
+		}
+		c.w431 = nil
+	}
 }
 
 // frame sees a client frame header and keeps the abuse accounts.
@@ -199,6 +226,8 @@ type frameScanner struct {
 	hdr     [9]byte
 	hn      int
 	payload int // what remains of the current frame's payload
+	// capture, when set, receives the current frame's payload.
+	capture *[]byte
 }
 
 func (f *frameScanner) atBoundary() bool { return f.skip == 0 && f.hn == 0 && f.payload == 0 }
@@ -214,6 +243,9 @@ func (f *frameScanner) scan(b []byte, onFrame func(typ, flags byte, stream uint3
 			b = b[k:]
 		case f.payload > 0:
 			k := min(f.payload, len(b))
+			if f.capture != nil {
+				*f.capture = append(*f.capture, b[:k]...)
+			}
 			f.payload -= k
 			b = b[k:]
 			if f.payload == 0 && onDone != nil {
