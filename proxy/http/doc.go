@@ -168,7 +168,25 @@
 // new one (the server may have closed it while idle; other methods get
 // 502, as the server may have acted). HTTP/2: at most
 // MaxIdleUpstreamPerKey multiplexed connections per key, the same key
-// bound. Dial therefore must not depend on the source port.
+// bound; requests that find no connection with room wait for the dial in
+// progress for their key instead of dialling their own, so a burst of
+// streams opens one connection (then one more each time the upstream's
+// stream limit is reached), not one each. Dial therefore must not depend
+// on the source port.
+//
+// HTTP/2 memory: flow-control windows of 64 KiB a stream and 1 MiB a
+// connection on both legs (client request bodies; upstream responses,
+// where x/net's transport defaults to 4 MiB a stream and 1 GiB a
+// connection): a client that stops reading holds its upstream back by
+// flow control, and each stream costs at most its window, a 32 KiB copy
+// buffer and x/net's write buffer. Five clients with 100 stalled streams
+// each on a large response grow the heap by about 30 MiB
+// (TestH2MemoryBounded). The upstream connection's window is shared by the
+// streams of one (source address, destination): a source that stalls its
+// own streams slows its other streams to that destination, no one
+// else's. Options.StreamIdleTimeout (5 min, Envoy's stream_idle_timeout)
+// resets a stream on which nothing moved for that long (504 before the
+// response head; gRPC included).
 //
 // # Limits
 //
@@ -242,6 +260,9 @@
 //	h2 premature resets      >50% of >=500 in 1 s: GOAWAY same (premature_reset_*)              none built in
 //	h2 empty frames          1 consecutive: GOAWAY       1 (max_consecutive_..._empty_payload) none built in
 //	h2 SETTINGS / PING       100 a second each: GOAWAY   outbound control frames 1000 queued   none built in
+//	h2 stream window         64 KiB (upstream leg too)   edge guide 64 KiB (default 256 MiB)  16 KiB buffer per stream
+//	h2 connection window     1 MiB (upstream leg too)    edge guide 1 MiB (default 256 MiB)   tune.h2.fe.initial-window-size
+//	h2 stream idle           5 min (504 before head)     stream_idle_timeout 5 min            timeout client / server
 //
 // # Events
 //

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -313,7 +314,21 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		ContentLength: r.ContentLength,
 		Trailer:       r.Trailer,
 		Host:          host,
-	}).WithContext(r.Context())
+	})
+	// The stream idle timeout: no progress for StreamIdleTimeout ends the
+	// upstream request, and the client's stream once its head went out.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var headSent atomic.Bool
+	rc := nethttp.NewResponseController(w)
+	idle := newIdleWatch(h.s.o.StreamIdleTimeout, func() {
+		cancel()
+		if headSent.Load() {
+			rc.SetWriteDeadline(time.Now().Add(-time.Second))
+		}
+	})
+	defer idle.stop()
+	out = out.WithContext(ctx)
 	if _, ok := r.Header["User-Agent"]; !ok {
 		// An empty value keeps the transport from adding its own: the
 		// upstream sees the client's fields, nothing added.
@@ -322,8 +337,12 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	var body *h2Body
 	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
 		out.Body = nil
-	} else if !a.isGRPC {
-		body = newH2Body(w, r.Body, h.s.o.BodyTimeout, h.s.o.MinBodyRate)
+	} else {
+		timeout := h.s.o.BodyTimeout
+		if a.isGRPC {
+			timeout = 0 // streams are long by design: only the idle watch
+		}
+		body = newH2Body(w, r.Body, idle, timeout, h.s.o.MinBodyRate)
 		defer body.stop()
 		out.Body = body
 	}
@@ -337,6 +356,18 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	if err != nil && body != nil && body.timedOut.Load() {
 		a.status, a.verdict, a.reason, a.refused = 408, monitor.VerdictError, "request body timeout", reasonBodyTimeout
 		writeText(w, 408, statusText(408)+"\r\n")
+		h.s.record(a)
+		return
+	}
+	if err != nil && idle.fired.Load() {
+		a.verdict, a.reason = monitor.VerdictError, fmt.Sprintf("upstream: no progress for %s (stream idle timeout)", h.s.o.StreamIdleTimeout)
+		if a.isGRPC {
+			a.status, a.grpcStatus = 200, grpcUnavailable
+			writeGRPCStatus(w, grpcUnavailable, "upstream: stream idle timeout")
+		} else {
+			a.status = 504
+			writeText(w, 504, statusText(504)+"\r\n")
+		}
 		h.s.record(a)
 		return
 	}
@@ -362,6 +393,8 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	}
 	a.status = res.StatusCode
 	w.WriteHeader(res.StatusCode)
+	headSent.Store(true)
+	idle.kick()
 	a.latency = time.Since(a.start)
 	fl, _ := w.(nethttp.Flusher)
 	if fl != nil {
@@ -374,9 +407,11 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		var n int
 		n, rerr = res.Body.Read(buf)
 		if n > 0 {
+			idle.kick()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				break
 			}
+			idle.kick()
 			if fl != nil {
 				fl.Flush()
 			}

@@ -270,12 +270,14 @@ func (f *frameScanner) scan(b []byte, onFrame func(typ, flags byte, stream uint3
 	}
 }
 
-// h2Body bounds an HTTP/2 request body as Options BodyTimeout and
-// MinBodyRate say. A timer checks the deadline when it would pass (not at
-// every read, which costs nothing then) and, if the body is late, makes
-// x/net end its reads with os.ErrDeadlineExceeded.
+// h2Body is an HTTP/2 request body on its way upstream: each read is
+// progress for the stream's idle watch, and, unless it is gRPC's, it is
+// bounded as Options BodyTimeout and MinBodyRate say. A timer checks that
+// deadline when it would pass (not at every read) and, if the body is
+// late, makes x/net end its reads with os.ErrDeadlineExceeded.
 type h2Body struct {
 	io.ReadCloser
+	idle     *idleWatch
 	n        atomic.Int64
 	timedOut atomic.Bool
 	base     time.Time
@@ -283,10 +285,14 @@ type h2Body struct {
 	timer    *time.Timer
 }
 
-func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, timeout time.Duration, rate int64) *h2Body {
-	b := &h2Body{ReadCloser: body, base: time.Now().Add(timeout), rate: rate}
+// newH2Body wraps body; timeout 0: no deadline (gRPC).
+func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, idle *idleWatch, timeout time.Duration, rate int64) *h2Body {
+	b := &h2Body{ReadCloser: body, idle: idle, base: time.Now().Add(timeout), rate: rate}
+	if timeout <= 0 {
+		return b
+	}
 	rc := nethttp.NewResponseController(w)
-	b.timer = time.AfterFunc(timeout, func() {
+	b.timer = time.AfterFunc(time.Hour, func() {
 		if dl := b.deadline(); time.Until(dl) > 0 {
 			b.timer.Reset(time.Until(dl))
 			return
@@ -294,6 +300,7 @@ func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, timeout time.Durati
 		b.timedOut.Store(true)
 		rc.SetReadDeadline(time.Now().Add(-time.Second))
 	})
+	b.timer.Reset(timeout)
 	return b
 }
 
@@ -304,11 +311,46 @@ func (b *h2Body) deadline() time.Time {
 func (b *h2Body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if n > 0 {
+		b.idle.kick()
+	}
 	if err != nil {
-		b.timer.Stop()
+		b.stop()
 	}
 	return n, err
 }
 
 // stop ends the bound once the request is over.
-func (b *h2Body) stop() { b.timer.Stop() }
+func (b *h2Body) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+// idleWatch calls fire once a stream has made no progress (kick) for d.
+// The timer is re-armed only when it would fire, so progress costs one
+// clock read and one atomic store.
+type idleWatch struct {
+	d     time.Duration
+	last  atomic.Int64
+	fired atomic.Bool
+	t     *time.Timer
+}
+
+func newIdleWatch(d time.Duration, fire func()) *idleWatch {
+	w := &idleWatch{d: d}
+	w.kick()
+	w.t = time.AfterFunc(time.Hour, func() {
+		if rem := time.Duration(w.last.Load() + int64(w.d) - time.Now().UnixNano()); rem > 0 {
+			w.t.Reset(rem)
+			return
+		}
+		w.fired.Store(true)
+		fire()
+	})
+	w.t.Reset(d)
+	return w
+}
+
+func (w *idleWatch) kick() { w.last.Store(time.Now().UnixNano()) }
+func (w *idleWatch) stop() { w.t.Stop() }
