@@ -242,27 +242,29 @@
 //
 // # Defaults beside Envoy's and haproxy's
 //
-//	what                     portcullis                  Envoy (defaults)                   haproxy (defaults)
-//	request head             10 s from accept, 408       request_headers_timeout: none      timeout http-request (absolute), 408
-//	                         (sniffing included)         (edge guide: 10 s)                 (unset: timeout client)
-//	idle connection          60 s                        idle_timeout 1 h (edge guide 15m)  timeout http-keep-alive / client
-//	request body             30 s + 1 s per 1 KiB        request_timeout: none;              timeout client (idle only)
-//	                         (not gRPC), 408             stream_idle_timeout 5 min
-//	silent new connection    cut at 10 s, no answer      idle_timeout                        timeout http-request, 408
-//	connection limit         reclaims the oldest slot    overload manager / listener limit   maxconn: queued in the kernel
-//	                         without a request
-//	header size / count      64 KiB / 100 (431)          60 KiB / 100 (431)                  tune.bufsize 16 KiB / 101 (400)
-//	TLS on a plain port      400 at once, event          codec error, 400                    400
-//	path normalization       on, slashes merged,         normalize_path off, merge_slashes   none (http-request
-//	                         %2F/%5C refused (400)       off, escaped slashes kept (edge     normalize-uri opt-in)
-//	                                                     guide: on, on, unescape+redirect)
-//	underscores in names     refused (400)               allowed (edge guide: reject)        allowed
-//	h2 premature resets      >50% of >=500 in 1 s: GOAWAY same (premature_reset_*)              none built in
-//	h2 empty frames          1 consecutive: GOAWAY       1 (max_consecutive_..._empty_payload) none built in
-//	h2 SETTINGS / PING       100 a second each: GOAWAY   outbound control frames 1000 queued   none built in
-//	h2 stream window         64 KiB (upstream leg too)   edge guide 64 KiB (default 256 MiB)  16 KiB buffer per stream
-//	h2 connection window     1 MiB (upstream leg too)    edge guide 1 MiB (default 256 MiB)   tune.h2.fe.initial-window-size
-//	h2 stream idle           5 min (504 before head)     stream_idle_timeout 5 min            timeout client / server
+// Envoy's defaults, its edge-proxy guidance where it differs ("edge"), and
+// haproxy's; the reasons are in docs/design/proxy-limits.md.
+//
+//	what                    portcullis                   Envoy                                haproxy
+//	request head            10 s from the accept, 408    request_headers_timeout off          timeout http-request, absolute, 408
+//	silent new connection   cut at 10 s, no answer       idle_timeout (1 h)                   timeout http-request, 408
+//	idle keep-alive         60 s                         idle_timeout 1 h                     timeout http-keep-alive
+//	request body            30 s + 1 s per KiB, 408      request_timeout off                  timeout client (per read)
+//	                        (not gRPC)
+//	HTTP/2 stream idle      5 min, 504 before the head   stream_idle_timeout 5 min            timeout client / server
+//	connection limit        oldest pending slot          none by default (overload manager,   maxconn: the rest wait
+//	                        reclaimed, else reset        listener limits)                     in the kernel's backlog
+//	head size / fields      64 KiB / 100, 431            60 KiB / 100, 431                    tune.bufsize 16 KiB / 101, 400
+//	TLS on a plain port     400 at once, event           codec error, 400                     400
+//	path                    normalized, slashes merged,  normalize_path, merge_slashes off,   kept (normalize-uri
+//	                        %2F %5C refused (400)        escaped slashes kept (edge: on)      is opt-in)
+//	underscores in names    400                          allowed (edge: REJECT_REQUEST)       allowed
+//	h2 premature resets     >1/2 of >=500 within 1 s     the same rule (premature_reset_*)    counted as glitches
+//	h2 empty frames         1 in a row                   1 in a row (max_consecutive_         counted as glitches
+//	                                                     inbound_frames_with_empty_payload)
+//	h2 SETTINGS, PING       100 a second each            1000 queued control frames           counted as glitches
+//	h2 stream window        64 KiB, both legs            256 MiB (edge: 64 KiB)               64 KiB (tune.h2.initial-
+//	h2 connection window    1 MiB, both legs             256 MiB (edge: 1 MiB)                window-size), 16 KiB buffers
 //
 // # Events
 //
