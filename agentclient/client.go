@@ -105,6 +105,20 @@ func (c *Client) Endpoints(ctx context.Context) ([]Endpoint, error) {
 	return eps, nil
 }
 
+// Services lists the Service ports the agent has programmed.
+func (c *Client) Services(ctx context.Context) ([]Service, error) {
+	resp, err := c.do(ctx, http.MethodGet, PathServices, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var svcs []Service
+	if err := json.NewDecoder(resp.Body).Decode(&svcs); err != nil {
+		return nil, fmt.Errorf("agent API at %s: decoding the services: %w", c.socket, err)
+	}
+	return svcs, nil
+}
+
 // Monitor follows the agent's flow events, calling fn for each line (an
 // event or a lost-events notice), until ctx is done (nil is returned), fn
 // returns an error (returned), or the agent closes the stream.

@@ -10,6 +10,7 @@ const (
 	PathEndpoints = "/v1/endpoints"
 	PathMonitor   = "/v1/monitor"
 	PathTrace     = "/v1/trace"
+	PathServices  = "/v1/services"
 )
 
 // The wire types below are the API's contract, pinned by golden files in
@@ -103,6 +104,33 @@ type FlowL7 struct {
 	// Latency is from the request's first byte to the response's headers,
 	// in nanoseconds.
 	Latency time.Duration `json:"latency,omitempty"`
+	// Kafka is set for a Kafka request.
+	Kafka *FlowKafka `json:"kafka,omitempty"`
+	// DNS describes a DNS query and its answer.
+	DNS *FlowDNS `json:"dns,omitempty"`
+}
+
+// FlowKafka is what an event shows of one Kafka request.
+type FlowKafka struct {
+	// APIKey is the request's API key name ("produce", "fetch", ...).
+	APIKey     string   `json:"apiKey"`
+	APIVersion int16    `json:"apiVersion"`
+	ClientID   string   `json:"clientID,omitempty"`
+	Topics     []string `json:"topics,omitempty"`
+	// ErrorCode is the Kafka error code the proxy answered a denial with.
+	ErrorCode int16 `json:"errorCode,omitempty"`
+}
+
+// FlowDNS is what an event shows of one DNS query.
+type FlowDNS struct {
+	Query string `json:"query"`
+	Type  string `json:"type"`
+	// RCode is the response code sent to the client; empty when none was.
+	RCode string `json:"rcode,omitempty"`
+	// Answers are the answer's A and AAAA addresses.
+	Answers []string `json:"answers,omitempty"`
+	// Observed are the names whose addresses went to toFQDNs selectors.
+	Observed []string `json:"observed,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or
@@ -123,6 +151,10 @@ type TracePeer struct {
 	Labels []Label `json:"labels,omitempty"`
 	IP     string  `json:"ip,omitempty"`
 	Entity string  `json:"entity,omitempty"`
+	// Service is "namespace/name" of a Service (destination only): the
+	// flow is traced to the backend the datapath translates the Service's
+	// port to (the first ready one), at its target port.
+	Service string `json:"service,omitempty"`
 }
 
 // HTTPRequest is an HTTP request to trace.
@@ -162,8 +194,9 @@ type TraceRequest struct {
 
 // ResolvedPeer says what a trace peer turned out to be.
 type ResolvedPeer struct {
-	// Kind is "pod", "ip" or "entity"; Value the pod's namespace/name and
-	// address, the address, or the entity.
+	// Kind is "pod", "ip", "entity" or "service"; Value the pod's
+	// namespace/name and address, the address, the entity, or the Service
+	// port and the backend it translates to.
 	Kind  string `json:"kind"`
 	Value string `json:"value"`
 }
@@ -173,11 +206,39 @@ type TraceResponse struct {
 	Node string `json:"node"`
 	// Mode and Audit are the agent's enforcement mode (default, always or
 	// never) and global audit.
-	Mode   string       `json:"mode"`
-	Audit  bool         `json:"audit"`
-	Src    ResolvedPeer `json:"src"`
-	Dst    ResolvedPeer `json:"dst"`
+	Mode  string       `json:"mode"`
+	Audit bool         `json:"audit"`
+	Src   ResolvedPeer `json:"src"`
+	Dst   ResolvedPeer `json:"dst"`
+	// Port is the destination port traced, when a Service's translation
+	// changed it (its target port on the backend); 0 otherwise.
+	Port   uint16       `json:"port,omitempty"`
 	Result *TraceResult `json:"result"`
+}
+
+// Service is one port of a Service's ClusterIP as the agent has programmed
+// the datapath's translation.
+type Service struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// PortName is the Service port's name ("" for a single unnamed port).
+	PortName string `json:"portName,omitempty"`
+	// Frontend is the ClusterIP and port, "10.96.0.10:80".
+	Frontend string `json:"frontend"`
+	// Protocol is TCP or UDP.
+	Protocol string `json:"protocol"`
+	// Backends are the ready backends a connection may be given; none
+	// means connections are refused.
+	Backends []ServiceBackend `json:"backends"`
+}
+
+// ServiceBackend is one backend of a Service port.
+type ServiceBackend struct {
+	// Address is the pod address and target port, "10.244.0.5:8080".
+	Address string `json:"address"`
+	// Pod is "namespace/name" of the pod at that address, if the agent
+	// knows it.
+	Pod string `json:"pod,omitempty"`
 }
 
 // TraceResult is the verdict of a traced flow, side by side.

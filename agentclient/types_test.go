@@ -36,6 +36,12 @@ func wireFixtures() map[string]any {
 			L7: &FlowL7{Protocol: "grpc", Method: "POST", Path: "/empire.Deathstar/Exhaust", Host: "deathstar",
 				Status: 403, GRPCStatus: &grpc, Latency: 1500 * time.Microsecond},
 		}},
+		"monitor-event-kafka": MonitorLine{Event: Event{
+			Time: at, Node: "node-1", Type: "l7", Verdict: "DENIED", Reason: "topics not allowed: deathstar-plans", Direction: "ingress", Protocol: "TCP",
+			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/secure-empire-kafka",
+			L7: &FlowL7{Protocol: "kafka", Latency: 250 * time.Microsecond,
+				Kafka: &FlowKafka{APIKey: "fetch", APIVersion: 12, ClientID: "rdkafka", Topics: []string{"deathstar-plans"}, ErrorCode: 29}},
+		}},
 		"monitor-lost": MonitorLine{Event: Event{Time: at, Node: "node-1", Type: TypeLost}, Lost: 17},
 		"trace-request": TraceRequest{
 			Src: TracePeer{Labels: []Label{{Source: "k8s", Key: "class", Value: "tiefighter"}, {Source: "k8s", Key: "org", Value: "empire"}}},
@@ -45,11 +51,16 @@ func wireFixtures() map[string]any {
 			Kafka: &KafkaRequest{APIKey: 0, APIVersion: 9, ClientID: "empire-hq", Topics: []string{"empire-announce"}, ServerName: "kafka"},
 			DNS:   "deathstar.empire.svc", SNI: "deathstar.empire",
 		},
-		"trace-request-peers": []TracePeer{{IP: "192.0.2.1"}, {Entity: "world"}},
+		"trace-request-peers": []TracePeer{{IP: "192.0.2.1"}, {Entity: "world"}, {Service: "empire/deathstar"}},
+		"services": []Service{
+			{Namespace: "empire", Name: "deathstar", PortName: "http", Frontend: "10.96.0.20:80", Protocol: "TCP",
+				Backends: []ServiceBackend{{Address: "10.244.0.2:8080", Pod: "empire/deathstar-1"}, {Address: "10.244.0.9:8080"}}},
+			{Namespace: "empire", Name: "empty", Frontend: "10.96.0.21:53", Protocol: "UDP", Backends: []ServiceBackend{}},
+		},
 		"trace-response": TraceResponse{
 			Node: "node-1", Mode: "default", Audit: true,
 			Src: ResolvedPeer{Kind: "pod", Value: "empire/tiefighter (10.244.0.3)"},
-			Dst: ResolvedPeer{Kind: "ip", Value: "192.0.2.1"},
+			Dst: ResolvedPeer{Kind: "ip", Value: "192.0.2.1"}, Port: 8080,
 			Result: &TraceResult{
 				Src: &Identity{ID: 300, Labels: []Label{{Source: "k8s", Key: "class", Value: "tiefighter"}, {Source: "k8s", Key: "org", Value: "empire"}}},
 				Dst: &Identity{ID: 16777217, Labels: []Label{{Source: "cidr", Key: "192.0.2.0/24"}}, Prefixes: []string{"192.0.2.0/24"}},

@@ -297,14 +297,20 @@ spec:
       rules:
         dns: [{matchPattern: "*"}]
   - toCIDR: ["192.0.2.0/24"]
+  - toEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{protocol: VRRP}, {protocol: IGMP}]
   egressDeny:
   - toPorts:
     - ports: [{port: "25", protocol: TCP}]
+  - toEntities: [world]
+    toPorts:
+    - ports: [{protocol: IGMP}]
 `)
 	d := loadDP(t, Options{RuleID: eng.ruleID, ProxyPort: func(*policy.Decision) uint16 { return 15053 }})
 	ids := []policy.NumericIdentity{0, policy.IdentityHost, policy.IdentityWorld, eng.ids["client"], eng.ids["server"], eng.ids["other"], 1 << 24, 1<<24 + 1}
 	ports := []uint16{0, 1, 24, 25, 26, 52, 53, 54, 999, 1000, 1001, 1023, 1024, 2047, 2048, 2998, 2999, 3000, 5353, 8079, 8080, 8081, 8999, 9000, 9001, 9091, 9100, 9101, 65534, 65535}
-	protos := []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, 47}
+	protos := []uint8{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP, policy.ProtoICMP, policy.ProtoVRRP, policy.ProtoIGMP, 47}
 
 	check := func(t *testing.T) {
 		t.Helper()

@@ -24,7 +24,7 @@ import (
 
 // requireKernel skips unless the test runs as root on a kernel that loads
 // the datapath.
-func requireKernel(t *testing.T) {
+func requireKernel(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (BPF, network namespaces)")
@@ -33,7 +33,7 @@ func requireKernel(t *testing.T) {
 }
 
 // loadDP loads an unpinned datapath, skipping on kernels that cannot.
-func loadDP(t *testing.T, opts Options) *Datapath {
+func loadDP(t testing.TB, opts Options) *Datapath {
 	t.Helper()
 	requireKernel(t)
 	d, err := Load(opts)
@@ -64,7 +64,7 @@ type testNet struct {
 	pods map[string]*testPod
 }
 
-func newTestNet(t *testing.T, pods ...*testPod) *testNet {
+func newTestNet(t testing.TB, pods ...*testPod) *testNet {
 	t.Helper()
 	requireKernel(t)
 	ips := make([]netip.Addr, len(pods))
@@ -81,7 +81,7 @@ func newTestNet(t *testing.T, pods ...*testPod) *testNet {
 }
 
 // listen opens a listener (tcp or udp) inside ns, closed on cleanup.
-func listenTCP(t *testing.T, ns netns.NsHandle, lc *net.ListenConfig, addr string) net.Listener {
+func listenTCP(t testing.TB, ns netns.NsHandle, lc *net.ListenConfig, addr string) net.Listener {
 	t.Helper()
 	if lc == nil {
 		lc = &net.ListenConfig{}
@@ -143,7 +143,7 @@ type eventLog struct {
 	new chan struct{}
 }
 
-func collectEvents(t *testing.T, d *Datapath) *eventLog {
+func collectEvents(t testing.TB, d *Datapath) *eventLog {
 	t.Helper()
 	rd, err := d.Events()
 	if err != nil {
@@ -226,7 +226,7 @@ type engine struct {
 	mu    sync.Mutex
 }
 
-func newEngine(t *testing.T, pods []*testPod, yamls ...string) *engine {
+func newEngine(t testing.TB, pods []*testPod, yamls ...string) *engine {
 	t.Helper()
 	e := &engine{repo: policy.NewRepository(policy.Options{}), ids: map[string]policy.NumericIdentity{}, rules: map[policy.RuleRef]uint32{}}
 	e.repo.UpsertNamespace("default", nil, false)
@@ -239,7 +239,7 @@ func newEngine(t *testing.T, pods []*testPod, yamls ...string) *engine {
 	return e
 }
 
-func (e *engine) apply(t *testing.T, y string) {
+func (e *engine) apply(t testing.TB, y string) {
 	t.Helper()
 	policytest.Apply(t, e.repo, y)
 }
@@ -274,7 +274,7 @@ func (e *engine) ruleIDByPath(t *testing.T, path string) uint32 {
 }
 
 // sync writes every pod's policy to the datapath.
-func (e *engine) sync(t *testing.T, d *Datapath, pods map[string]*testPod, epIDs map[string]uint32) {
+func (e *engine) sync(t testing.TB, d *Datapath, pods map[string]*testPod, epIDs map[string]uint32) {
 	t.Helper()
 	for name := range pods {
 		ep := e.repo.EndpointPolicy("default", name)

@@ -55,7 +55,7 @@ type lbFixture struct {
 // newLBFixture is a client and two servers, each server answering TCP on
 // 8080 and UDP on 5353 with its name, and the Service tcpSvc/udpSvc with
 // both servers as backends.
-func newLBFixture(t *testing.T) *lbFixture {
+func newLBFixture(t testing.TB) *lbFixture {
 	t.Helper()
 	c := &testPod{name: "client", ip: netip.MustParseAddr(clientIP), labels: map[string]string{"app": "client"}}
 	s1 := &testPod{name: "server1", ip: netip.MustParseAddr("10.244.1.3"), labels: map[string]string{"app": "server"}}
@@ -90,7 +90,7 @@ func newLBFixture(t *testing.T) *lbFixture {
 }
 
 // setBackends makes the servers the backends of both Service ports.
-func (lf *lbFixture) setBackends(t *testing.T, servers ...*testPod) {
+func (lf *lbFixture) setBackends(t testing.TB, servers ...*testPod) {
 	t.Helper()
 	var tcp, udp []Backend
 	for _, s := range servers {
@@ -106,7 +106,7 @@ func (lf *lbFixture) setBackends(t *testing.T, servers ...*testPod) {
 }
 
 // serveName answers every connection with the server's name, then echoes.
-func serveName(t *testing.T, s *testPod, l net.Listener) {
+func serveName(t testing.TB, s *testPod, l net.Listener) {
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -134,7 +134,7 @@ func serveName(t *testing.T, s *testPod, l net.Listener) {
 }
 
 // serveNameUDP answers every datagram on 5353 with the server's name.
-func serveNameUDP(t *testing.T, s *testPod) {
+func serveNameUDP(t testing.TB, s *testPod) {
 	t.Helper()
 	var pc net.PacketConn
 	if err := netnstest.Run(s.ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr(s.ip, 5353)); return }); err != nil {
@@ -285,6 +285,58 @@ func TestServiceTranslation(t *testing.T) {
 		}
 	})
 
+	t.Run("a pod reaches itself through its Service", func(t *testing.T) {
+		self := lf.servers[0]
+		lf.eng.apply(t, `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: server}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}, {port: "5353", protocol: UDP}]
+`)
+		lf.eng.sync(t, lf.d, lf.tn.pods, lf.epIDs)
+		lf.setBackends(t, self)
+		defer lf.setBackends(t, lf.servers...)
+		for range 3 {
+			c, err := dial(self.ns, "tcp4", addr(vip, 80), time.Second)
+			if err != nil {
+				t.Fatalf("%s -> its own Service %s: %v", self.name, addr(vip, 80), err)
+			}
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			name, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || strings.TrimSpace(name) != self.name {
+				t.Fatalf("greeting %q, %v; want %s", name, err, self.name)
+			}
+			if err := roundTrip(c, "hairpin", time.Second); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Close()
+		}
+		var answer string
+		err := netnstest.Run(self.ns, func() error {
+			c, err := net.DialTimeout("udp4", addr(vip, 53), time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte("q")); err != nil {
+				return err
+			}
+			buf := make([]byte, 64)
+			n, err := c.Read(buf)
+			answer = string(buf[:n])
+			return err
+		})
+		if err != nil || answer != self.name {
+			t.Fatalf("udp to its own Service: %q, %v", answer, err)
+		}
+	})
+
 	t.Run("an L7 redirect sees the backend", func(t *testing.T) {
 		var teardown func() error
 		if err := netnstest.Run(lf.tn.node, func() (err error) { teardown, err = SetupProxyRouting(); return }); err != nil {
@@ -386,5 +438,42 @@ func TestServicesSurviveRestart(t *testing.T) {
 	// tcp: count + 1 slot; udp: count. One backend left.
 	if n != 3 || nb != 1 {
 		t.Errorf("maps hold %d service entries and %d backends, want 3 and 1", n, nb)
+	}
+}
+
+// BenchmarkConnect measures new TCP connections per second from a pod
+// whose egress is enforced: straight to a backend's pod address, and to a
+// ClusterIP with that pod as its only backend (translated both ways).
+// Each connection reads the server's greeting and closes. Figures are in
+// docs/design/services.md.
+func BenchmarkConnect(b *testing.B) {
+	lf := newLBFixture(b)
+	lf.setBackends(b, lf.servers[0])
+	for _, c := range []struct{ name, addr string }{
+		{"pod-ip", addr(lf.servers[0].ip, 8080)},
+		{"cluster-ip", addr(vip, 80)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			buf := make([]byte, 16)
+			err := netnstest.Run(lf.a.ns, func() error {
+				b.ResetTimer()
+				for range b.N {
+					conn, err := net.DialTimeout("tcp4", c.addr, time.Second)
+					if err != nil {
+						return err
+					}
+					if _, err := conn.Read(buf); err != nil {
+						return err
+					}
+					_ = conn.Close()
+				}
+				b.StopTimer()
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
+		})
 	}
 }

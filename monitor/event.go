@@ -69,6 +69,37 @@ type L7 struct {
 	// "slot-reclaimed", "h2-abuse", "bad-request"; counted in
 	// portcullis_proxy_refused_total{reason}.
 	Refused string `json:"refused,omitempty"`
+	// DNS describes a DNS query and its answer.
+	DNS *DNS `json:"dns,omitempty"`
+}
+
+// DNS is what an event shows of one DNS query.
+type DNS struct {
+	// Query is the name asked, as in the question (trailing dot).
+	Query string `json:"query"`
+	// Type is the question's type ("A", "AAAA", ...).
+	Type string `json:"type"`
+	// RCode is the response code sent to the client ("NOERROR",
+	// "REFUSED", ...); empty when nothing was sent.
+	RCode string `json:"rcode,omitempty"`
+	// Answers are the addresses of the answer's A and AAAA records (CNAME
+	// chains followed), as sent to the client.
+	Answers []string `json:"answers,omitempty"`
+	// Observed are the names whose addresses went to toFQDNs selectors.
+	Observed []string `json:"observed,omitempty"`
+}
+
+// String renders the query for one-line event formats:
+// "api.example.com. A NOERROR 10.96.1.1,10.96.1.2".
+func (d *DNS) String() string {
+	s := d.Query + " " + d.Type
+	if d.RCode != "" {
+		s += " " + d.RCode
+	}
+	if len(d.Answers) > 0 {
+		s += " " + strings.Join(d.Answers, ",")
+	}
+	return s
 }
 
 // Kafka is what an event shows of one Kafka request.
@@ -97,7 +128,8 @@ type Event struct {
 	// Direction is "ingress" or "egress": the policy direction (of the
 	// endpoint whose policy decided) that produced the verdict.
 	Direction string `json:"direction,omitempty"`
-	// Protocol is "TCP", "UDP", "ICMP" or a protocol number.
+	// Protocol is a name ("TCP", "UDP", "SCTP", "ICMP", "ICMPv6", "VRRP",
+	// "IGMP") or, for other IP protocols, the number.
 	Protocol    string   `json:"protocol"`
 	Source      Endpoint `json:"source"`
 	Destination Endpoint `json:"destination"`

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"sort"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -32,4 +33,26 @@ func (r *Repository) ObserveDNS(name string, ips []netip.Addr) {
 		r.fqdn[name] = append([]netip.Addr(nil), ips...)
 	}
 	r.refreshDynamicLocked(func(d *dynamicSelector) bool { return d.fqdn != nil && d.fqdn.Match(name) })
+}
+
+// FQDNSelectors lists, sorted, the toFQDNs selectors (canonical forms)
+// that the rules of the endpoints with identity subject use as egress
+// peers and that match name: what a DNS answer for name teaches that
+// endpoint's policy. Nil when none does (the answer teaches nothing).
+func (r *Repository) FQDNSelectors(subject NumericIdentity, name string) []string {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.subjects[subject]
+	if st == nil {
+		return nil
+	}
+	var out []string
+	for _, cs := range st.dirs[Egress].peerSels {
+		if d, ok := cs.sel.(*dynamicSelector); ok && d.fqdn != nil && d.fqdn.Match(name) {
+			out = append(out, strings.TrimSuffix(strings.TrimPrefix(d.key, "fqdn{"), "}"))
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -641,6 +641,15 @@ func TestToFQDNsLearnsAddresses(t *testing.T) {
 	if v := trace(t, r, flow{src: bot, dst: github, port: 443}).Verdict; v != policy.VerdictDenied {
 		t.Fatalf("before any DNS answer: %s, want DENIED", v)
 	}
+	r.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, false)
+	r.UpsertEndpoint(&policy.Endpoint{Namespace: "default", Name: "mediabot", Labels: map[string]string{"org": "alliance", "class": "mediabot"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.0.9")}})
+	botID := r.EndpointPolicy("default", "mediabot").Identity.ID
+	if sels := r.FQDNSelectors(botID, "API.GitHub.com."); len(sels) != 1 {
+		t.Errorf("FQDNSelectors(mediabot, api.github.com) = %v, want its matchName", sels)
+	}
+	if sels := r.FQDNSelectors(botID, "github.com"); len(sels) != 0 {
+		t.Errorf("FQDNSelectors(mediabot, github.com) = %v, want none", sels)
+	}
 	r.ObserveDNS("API.GitHub.com.", []netip.Addr{netip.MustParseAddr("140.82.112.5")})
 	if v := trace(t, r, flow{src: bot, dst: github, port: 443}).Verdict; v != policy.VerdictAllowed {
 		t.Fatalf("after api.github.com resolved: %s, want ALLOWED", v)

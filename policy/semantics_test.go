@@ -302,3 +302,25 @@ func TestPortlessProtocolErrors(t *testing.T) {
 		})
 	}
 }
+
+// Cilium has no kube-dns entity (pkg/policy/api/entity.go
+// EntitySelectorMapping; its CRD enum is all;world;cluster;host;init;
+// ingress;unmanaged;remote-node;health;none;kube-apiserver), so a rule
+// naming one is an invalid policy, never an allow of some guessed set of
+// pods. The loader names it with what to write instead; the engine, which
+// also gets objects that skipped the loader, refuses it as any unknown
+// entity.
+func TestKubeDNSIsNotAnEntity(t *testing.T) {
+	p := &v1alpha1.TrafficPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"}}
+	p.Spec = &v1alpha1.Rule{
+		EndpointSelector: &v1alpha1.EndpointSelector{},
+		Egress: []v1alpha1.EgressRule{{EgressCommonRule: v1alpha1.EgressCommonRule{
+			ToEntities: []v1alpha1.Entity{"cluster", "kube-dns"},
+		}}},
+	}
+	r := policy.NewRepository(policy.Options{})
+	_, errs := r.UpsertPolicy(p)
+	if len(errs) != 1 || errs[0].Field != "spec.egress[0].toEntities[1]" || !strings.Contains(errs[0].Error(), `"kube-dns"`) {
+		t.Fatalf("errors %v, want one for spec.egress[0].toEntities[1]", errs)
+	}
+}

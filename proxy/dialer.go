@@ -25,6 +25,13 @@ const (
 // DefaultDialTimeout bounds an upstream connect when Dialer.Timeout is 0.
 const DefaultDialTimeout = 5 * time.Second
 
+// DialDestination connects to dst with a plain net.Dialer, ignoring src:
+// the upstream dialer of the protocol servers when none is configured.
+func DialDestination(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", dst.String())
+}
+
 // Dialer opens the proxy's upstream connections.
 //
 // Every upstream socket carries SO_MARK Mark: the datapath passes packets

@@ -4,7 +4,7 @@
 // transparent listener, the upstream dialer, the dispatch to a protocol
 // server and the proxy's metrics. One package per protocol parses
 // requests and asks a ConnPolicy for verdicts: proxy/http (HTTP/1.1, h2c,
-// gRPC) and proxy/kafka.
+// gRPC), proxy/kafka and proxy/dns.
 //
 // # Transparent side
 //
@@ -14,14 +14,16 @@
 // 127.0.0.1 would not be found). For each accepted connection the client
 // is RemoteAddr() and the original destination LocalAddr(). [Proxy.Serve]
 // resolves the connection's ConnPolicy through the [Store] and dispatches
-// on [ConnPolicy.Parser]: HTTP to Options.HTTP, Kafka to Options.Kafka.
+// on [ConnPolicy.Parser]: HTTP to Options.HTTP, Kafka to Options.Kafka,
+// DNS (over TCP) to Options.DNS; DNS over UDP reaches proxy/dns's own
+// socket on the same port.
 // Everything else is refused with a TCP reset (SO_LINGER 0) and an event,
 // never passed unjudged: no snapshot yet or neither side a local endpoint
 // (ERROR), a side that now denies the flow at L4 (DENIED, naming the side
 // and its policies), sides that need different parsers (ERROR), a protocol
-// without a server (ERROR "no ... proxy configured"), parsers not built
-// yet — DNS, and connection rules restricted by serverNames, which need
-// TLS inspection (ERROR "... not built yet"). A redirected flow whose
+// without a server (ERROR "no ... proxy configured"), and connection rules
+// restricted by serverNames, which need TLS inspection (ERROR "... not
+// built yet"). A redirected flow whose
 // policy no longer redirects it (a plain L4 allow now, but established
 // flows keep their path in the datapath) is relayed byte for byte.
 //
@@ -128,7 +130,7 @@
 //
 // # Not done
 //
-// DNS parsing and the UDP socket on the proxy port; TLS interception and
+// TLS interception and
 // serverNames (refused, fail closed); IPv6; keeping proxied connections
 // across an agent restart (established proxied flows are reset, new ones
 // are dropped with no-proxy until the agent is back); source address

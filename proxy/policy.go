@@ -214,6 +214,62 @@ func (cp *ConnPolicy) Parser() (l7.Parser, error) {
 	return p, nil
 }
 
+// sideVerdict is one side's verdict on a request, as walkSides needs it:
+// v is the protocol's own verdict.
+type sideVerdict[V any] struct {
+	v       V
+	allowed bool
+	// rule is the origin of the rule that allowed, when hasRule.
+	rule    string
+	hasRule bool
+}
+
+// sideWalk is a request's verdict across the redirected sides.
+type sideWalk[V any] struct {
+	allowed, audited bool
+	// deniedBy is the side that denied (the first, under audit mode), and
+	// denial its verdict.
+	deniedBy *Side
+	denial   V
+	// passed are the verdicts of the sides that allowed, in order; nil
+	// when the request is denied.
+	passed []V
+	// rule and ruleSide are the allowing rule of the last side checked.
+	rule     string
+	ruleSide *Side
+}
+
+// walkSides judges a request on every redirected side in order (the
+// source's egress first). A side that denies ends the walk with a denial,
+// unless it is in audit mode: then the first such side is remembered, the
+// request is marked audited and the walk goes on. A connection with
+// Denied set denies every request.
+func walkSides[V any](cp *ConnPolicy, judge func(*Side) sideVerdict[V]) sideWalk[V] {
+	if cp.Denied != nil {
+		return sideWalk[V]{deniedBy: cp.Denied}
+	}
+	w := sideWalk[V]{allowed: true}
+	for i := range cp.Sides {
+		s := &cp.Sides[i]
+		v := judge(s)
+		if !v.allowed {
+			if !s.Audit {
+				return sideWalk[V]{deniedBy: s, denial: v.v}
+			}
+			if w.deniedBy == nil {
+				w.deniedBy, w.denial = s, v.v
+			}
+			w.audited = true
+			continue
+		}
+		w.passed = append(w.passed, v.v)
+		if v.hasRule {
+			w.rule, w.ruleSide = v.rule, s
+		}
+	}
+	return w
+}
+
 // HTTPDecision is the verdict on one HTTP request across both sides.
 type HTTPDecision struct {
 	// Allowed: forward the request (possibly only because of audit mode).
@@ -231,40 +287,22 @@ type HTTPDecision struct {
 	RuleSide *Side
 }
 
-// DecideHTTP judges one HTTP (or gRPC) request. A connection with Denied
-// set denies every request.
+// DecideHTTP judges one HTTP (or gRPC) request (see walkSides).
 func (cp *ConnPolicy) DecideHTTP(req l7.HTTPRequest) HTTPDecision {
-	if cp.Denied != nil {
-		return HTTPDecision{DeniedBy: cp.Denied}
-	}
-	d := HTTPDecision{Allowed: true}
-	for i := range cp.Sides {
-		s := &cp.Sides[i]
+	w := walkSides(cp, func(s *Side) sideVerdict[l7.HTTPVerdict] {
 		var v l7.HTTPVerdict
 		if s.Decision.L7 != nil {
 			v = s.Decision.L7.HTTP.Decide(req)
 		}
-		if !v.Allowed {
-			if d.DeniedBy == nil {
-				d.DeniedBy = s
-			}
-			if s.Audit {
-				d.Audited = true
-				continue
-			}
-			d.Allowed = false
-			d.Audited = false
-			d.Actions = nil
-			d.Rule = ""
-			d.RuleSide = nil
-			d.DeniedBy = s
-			return d
-		}
-		d.Actions = append(d.Actions, v.Actions...)
+		sv := sideVerdict[l7.HTTPVerdict]{v: v, allowed: v.Allowed}
 		if v.Rule != nil {
-			d.Rule = v.Rule.Origin
-			d.RuleSide = s
+			sv.rule, sv.hasRule = v.Rule.Origin, true
 		}
+		return sv
+	})
+	d := HTTPDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, Rule: w.rule, RuleSide: w.ruleSide}
+	for _, v := range w.passed {
+		d.Actions = append(d.Actions, v.Actions...)
 	}
 	return d
 }
@@ -287,33 +325,50 @@ type KafkaDecision struct {
 }
 
 // DecideKafka judges one Kafka request with Cilium's semantics on every
-// redirected side (see l7.KafkaRules.Decide). A connection with Denied set
-// denies every request.
+// redirected side (see l7.KafkaRules.Decide and walkSides).
 func (cp *ConnPolicy) DecideKafka(req l7.KafkaRequest) KafkaDecision {
-	if cp.Denied != nil {
-		return KafkaDecision{DeniedBy: cp.Denied}
-	}
-	d := KafkaDecision{Allowed: true}
-	for i := range cp.Sides {
-		s := &cp.Sides[i]
+	w := walkSides(cp, func(s *Side) sideVerdict[l7.KafkaVerdict] {
 		var v l7.KafkaVerdict
 		if s.Decision.L7 != nil {
 			v = s.Decision.L7.Kafka.Decide(req)
 		}
-		if !v.Allowed {
-			if s.Audit {
-				if d.DeniedBy == nil {
-					d.DeniedBy, d.DeniedTopics = s, v.DeniedTopics
-				}
-				d.Audited = true
-				continue
-			}
-			return KafkaDecision{DeniedBy: s, DeniedTopics: v.DeniedTopics}
-		}
+		sv := sideVerdict[l7.KafkaVerdict]{v: v, allowed: v.Allowed}
 		if v.Rule != nil {
-			d.Rule = v.Rule.Origin
-			d.RuleSide = s
+			sv.rule, sv.hasRule = v.Rule.Origin, true
 		}
-	}
-	return d
+		return sv
+	})
+	return KafkaDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, DeniedTopics: w.denial.DeniedTopics, Rule: w.rule, RuleSide: w.ruleSide}
+}
+
+// DNSDecision is the verdict on one DNS query across both sides.
+type DNSDecision struct {
+	// Allowed: forward the query (possibly only because of audit mode).
+	Allowed bool
+	// Audited: some side denied it and audit mode let it through.
+	Audited bool
+	// DeniedBy is the side that denied (nil when allowed without audit).
+	DeniedBy *Side
+	// Rule names the rule that allowed the query on the last side checked
+	// ("" when denied or when no side redirects); RuleSide is that side.
+	Rule     string
+	RuleSide *Side
+}
+
+// DecideDNS judges a lookup of qname with Cilium's semantics on every
+// redirected side (see l7.DNSRules.Decide and walkSides).
+func (cp *ConnPolicy) DecideDNS(qname string) DNSDecision {
+	w := walkSides(cp, func(s *Side) sideVerdict[struct{}] {
+		var sv sideVerdict[struct{}]
+		if s.Decision.L7 == nil {
+			return sv
+		}
+		ok, rule := s.Decision.L7.DNS.Decide(qname)
+		sv.allowed = ok
+		if rule != nil {
+			sv.rule, sv.hasRule = rule.Origin, true
+		}
+		return sv
+	})
+	return DNSDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, Rule: w.rule, RuleSide: w.ruleSide}
 }

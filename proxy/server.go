@@ -46,6 +46,9 @@ type Options struct {
 	HTTP ConnServer
 	// Kafka serves connections whose parser is Kafka. Nil refuses them.
 	Kafka ConnServer
+	// DNS serves connections whose parser is DNS (DNS over TCP; UDP
+	// queries reach proxy/dns's own socket). Nil refuses them.
+	DNS ConnServer
 	// Dial opens the upstream of a connection that is relayed without
 	// parsing (a redirected flow whose policy no longer redirects it).
 	// Nil refuses such connections.
@@ -363,6 +366,12 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 			return
 		}
 		p.o.Kafka.ServeConn(p.ctx, newNoTimeWaitConn(c), src, dst)
+	case l7.ParserDNS:
+		if p.o.DNS == nil {
+			refuse(monitor.VerdictError, "no DNS proxy configured", "dns", nil)
+			return
+		}
+		p.o.DNS.ServeConn(p.ctx, newNoTimeWaitConn(c), src, dst)
 	case l7.ParserNone:
 		p.serveNone(c, cp, src, dst)
 	default:

@@ -14,7 +14,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -23,6 +25,7 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/proxy"
+	"portcullis.dev/portcullis/proxy/dns"
 )
 
 func main() {
@@ -67,10 +70,23 @@ func run() error {
 	})
 	flag.UintVar(&proxyPort, "proxy-port", v1alpha1.DefaultProxyPort, "Port of the proxy's transparent listener and of the datapath's redirect entries.")
 	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; at the limit the oldest one without a request is reset to make room, else new ones are (about 15 KiB and two file descriptors per idle connection).")
-	// The DNS proxy's settings: the packaging passes them already; they are
-	// validated here and take effect once the proxy runs in the agent.
-	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused or nameError (validated; takes effect once the DNS proxy is built).")
-	flag.IntVar(&maxIPs, "tofqdns-max-ips-per-hostname", 1000, "Addresses kept per toFQDNs name and endpoint (validated; takes effect once the DNS proxy is built).")
+	// The DNS proxy's settings, as Cilium's flags.
+	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused (REFUSED) or nameError (NXDOMAIN).")
+	flag.IntVar(&maxIPs, "tofqdns-max-ips-per-hostname", dns.DefaultMaxIPsPerName, "Addresses kept per toFQDNs name and endpoint; beyond it the oldest is forgotten.")
+	cfg.ToFQDNsMinTTL = dns.DefaultMinTTL
+	flag.Func("tofqdns-min-ttl", "Shortest time an address learned from a DNS answer stays selected by toFQDNs, whatever the answer's TTL: seconds as in Cilium (3600, the default) or a duration (90s).", func(v string) error {
+		if n, err := strconv.Atoi(v); err == nil {
+			cfg.ToFQDNsMinTTL = time.Duration(n) * time.Second
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("want seconds or a duration, got %q", v)
+		}
+		cfg.ToFQDNsMinTTL = d
+		return nil
+	})
+	flag.DurationVar(&cfg.DNSHoldTimeout, "dns-proxy-hold-timeout", dns.DefaultHoldTimeout, "Longest time the DNS proxy holds an allowed answer until the datapath allows its addresses; then it is released anyway (and counted).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -88,6 +104,13 @@ func run() error {
 	if maxIPs < 1 {
 		return fmt.Errorf("--tofqdns-max-ips-per-hostname %d: want at least 1", maxIPs)
 	}
+	if cfg.ToFQDNsMinTTL <= 0 {
+		return fmt.Errorf("--tofqdns-min-ttl %s: want a positive duration", cfg.ToFQDNsMinTTL)
+	}
+	if cfg.DNSHoldTimeout <= 0 {
+		return fmt.Errorf("--dns-proxy-hold-timeout %s: want a positive duration", cfg.DNSHoldTimeout)
+	}
+	cfg.DNSRejectResponseCode, cfg.ToFQDNsMaxIPsPerHostname = dnsReject, maxIPs
 	rc, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)

@@ -309,6 +309,19 @@ func TestValidate(t *testing.T) {
 			}
 		}
 	})
+	// kube-dns is refused by name with what to write instead, and not
+	// also as an unsupported enum value.
+	t.Run("the kube-dns entity", func(t *testing.T) {
+		stdout, stderr, code := run("policy", "validate", "-f", "testdata/kube-dns.yaml")
+		if code != exitInput || stdout != "" {
+			t.Fatalf("exit %d, stdout %q", code, stdout)
+		}
+		const want = "testdata/kube-dns.yaml: document 1 (CiliumNetworkPolicy default/dns-by-entity): spec.egress[0].toEntities[0]: not supported by Portcullis: kube-dns is not a Cilium entity"
+		if !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, `toEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": kube-system, "k8s:k8s-app": kube-dns}}]`) ||
+			strings.Contains(stderr, "Unsupported value") {
+			t.Errorf("stderr:\n%s\nwant it to start with %q, suggest toEndpoints, and not repeat the enum error", stderr, want)
+		}
+	})
 	for _, c := range []struct {
 		files []string
 		want  string

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -99,6 +100,22 @@ func formatEvent(e agentclient.Event) string {
 		}
 		if e.L7.GRPCStatus != nil {
 			fmt.Fprintf(&b, " grpc-status=%d", *e.L7.GRPCStatus)
+		}
+		if k := e.L7.Kafka; k != nil {
+			mk := monitor.Kafka{APIKey: k.APIKey, APIVersion: k.APIVersion, ClientID: k.ClientID, Topics: k.Topics, ErrorCode: k.ErrorCode}
+			fmt.Fprintf(&b, " %s", mk.String())
+		}
+		if d := e.L7.DNS; d != nil {
+			fmt.Fprintf(&b, " %s %s", d.Query, d.Type)
+			if d.RCode != "" {
+				fmt.Fprintf(&b, " rcode=%s", d.RCode)
+			}
+			if len(d.Answers) > 0 {
+				fmt.Fprintf(&b, " answers=%s", strings.Join(d.Answers, ","))
+			}
+		}
+		if e.L7.Latency > 0 {
+			fmt.Fprintf(&b, " latency=%s", e.L7.Latency.Round(time.Microsecond))
 		}
 	}
 	if e.Reason != "" {

@@ -458,6 +458,9 @@ func formatAccess(e monitor.Event, asJSON bool) string {
 		if e.L7.Kafka != nil {
 			fmt.Fprintf(&b, " %s", e.L7.Kafka)
 		}
+		if e.L7.DNS != nil {
+			fmt.Fprintf(&b, " %s", e.L7.DNS)
+		}
 		if e.L7.Latency > 0 {
 			fmt.Fprintf(&b, " %s", e.L7.Latency.Round(time.Microsecond))
 		}

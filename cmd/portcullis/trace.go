@@ -38,7 +38,8 @@ type traceFlags struct {
 
 // peerSpec is a traced peer as given on the command line.
 type peerSpec struct {
-	// Kind is "pod", "ip" or "entity".
+	// Kind is "pod", "ip", "entity" or "service" (--dst svc:NS/NAME, live
+	// only).
 	Kind  string
 	Value string
 	Peer  policy.TracePeer
@@ -91,7 +92,11 @@ on this node (its API socket, --socket), instead of files: its policies,
 namespaces, pods and enforcement mode as they are in force. A pod given
 by labels is then the pod the agent knows that has them (a local one
 first; io.kubernetes.pod.namespace=NS narrows it to a namespace, any
-namespace otherwise), and the output names it.
+namespace otherwise), and the output names it. --dst svc:NS/NAME (live
+only) is a Service: the flow is traced as the datapath translates it, to
+the first ready backend of the Service's port --dport, at its target port
+(the output names the backend and the port traced); a Service port with
+no ready backend is refused, as the datapath refuses it.
 
 The last line of the text output is "Final verdict: ALLOWED", "DENIED" or
 "AUDITED". The exit status is 0 whatever the verdict, 1 for bad input
@@ -101,7 +106,8 @@ files, 2 for a bad command line.`,
       --dport 80 --http 'PUT /v1/exhaust-port'
   portcullis policy trace -f examples/kafka --src app=empire-hq --dst app=kafka \
       --dport 9092 --kafka produce:empire-announce -o json
-  portcullis policy trace --live --src class=xwing --dst class=deathstar --dport 80`,
+  portcullis policy trace --live --src class=xwing --dst class=deathstar --dport 80
+  portcullis policy trace --live --src class=tiefighter --dst svc:default/deathstar --dport 80`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in, err := parseTraceFlags(cmd, &f)
@@ -123,7 +129,7 @@ files, 2 for a bad command line.`,
 	fl.StringVar(&f.src, "src", "", "source pod labels, k=v[,k=v...]")
 	fl.StringVar(&f.srcIP, "src-ip", "", "source address")
 	fl.StringVar(&f.srcEntity, "src-entity", "", "source entity (host, world, unmanaged, health, init, remote-node, kube-apiserver, ingress)")
-	fl.StringVar(&f.dst, "dst", "", "destination pod labels, k=v[,k=v...]")
+	fl.StringVar(&f.dst, "dst", "", "destination pod labels, k=v[,k=v...], or with --live a Service, svc:NAMESPACE/NAME")
 	fl.StringVar(&f.dstIP, "dst-ip", "", "destination address")
 	fl.StringVar(&f.dstEntity, "dst-entity", "", "destination entity (as --src-entity)")
 	fl.StringVar(&f.dport, "dport", "", "destination port and protocol, PORT[/TCP|UDP|SCTP|ICMP|ICMPv6] (default TCP; for ICMP the port is the ICMP type), or VRRP or IGMP, which have no ports")
@@ -169,6 +175,12 @@ func parseTraceFlags(cmd *cobra.Command, f *traceFlags) (*traceInput, error) {
 	}
 	if in.dst, err = parsePeer(cmd, "dst", f.dst, f.dstIP, f.dstEntity); err != nil {
 		return nil, err
+	}
+	if in.src.Kind == "service" {
+		return nil, errors.New("--src: a Service is a destination only")
+	}
+	if in.dst.Kind == "service" && !f.live {
+		return nil, errors.New("--dst svc:NS/NAME needs --live: the agent knows the Service's backends")
 	}
 	in.req.Src, in.req.Dst = in.src.Peer, in.dst.Peer
 	if in.req.Port, in.req.Proto, err = parsePort(f.dport); err != nil {
@@ -236,6 +248,16 @@ func parseTraceFlags(cmd *cobra.Command, f *traceFlags) (*traceInput, error) {
 func parsePeer(cmd *cobra.Command, name, labels, ip, entity string) (peerSpec, error) {
 	changed := cmd.Flags().Changed
 	switch {
+	case changed(name) && strings.HasPrefix(strings.TrimSpace(labels), servicePrefix):
+		ref := strings.TrimPrefix(strings.TrimSpace(labels), servicePrefix)
+		if !strings.Contains(ref, "/") {
+			ref = "default/" + ref
+		}
+		ns, svc, _ := strings.Cut(ref, "/")
+		if ns == "" || svc == "" || strings.Contains(svc, "/") {
+			return peerSpec{}, fmt.Errorf("--%s: %q is not svc:NAMESPACE/NAME", name, labels)
+		}
+		return peerSpec{Kind: "service", Value: ref}, nil
 	case changed(name):
 		ls, err := policy.ParseLabels(labels)
 		if err != nil {
@@ -262,6 +284,9 @@ func parsePeer(cmd *cobra.Command, name, labels, ip, entity string) (peerSpec, e
 	}
 	return peerSpec{}, fmt.Errorf("one of --%[1]s, --%[1]s-ip or --%[1]s-entity is required", name)
 }
+
+// servicePrefix starts a --dst that names a Service.
+const servicePrefix = "svc:"
 
 // parsePort parses PORT[/PROTO]; for ICMP and ICMPv6 the port is the
 // message type. VRRP and IGMP have no ports: they are given alone (or as
@@ -426,6 +451,9 @@ func runLiveTrace(ctx context.Context, stdout io.Writer, socket string, in *trac
 	live.src = peerSpec{Kind: resp.Src.Kind, Value: resp.Src.Value}
 	live.dst = peerSpec{Kind: resp.Dst.Kind, Value: resp.Dst.Value}
 	live.audit = resp.Audit
+	if resp.Port != 0 {
+		live.req.Port = resp.Port
+	}
 	if live.mode, err = policy.ParseMode(resp.Mode); err != nil {
 		return inputErrorf("agent at %s: %v", socket, err)
 	}
@@ -450,6 +478,8 @@ func livePeer(p peerSpec) agentclient.TracePeer {
 		return agentclient.TracePeer{IP: p.Value}
 	case "entity":
 		return agentclient.TracePeer{Entity: p.Value}
+	case "service":
+		return agentclient.TracePeer{Service: p.Value}
 	}
 	ls := p.Peer.Labels.Sorted()
 	out := agentclient.TracePeer{Labels: make([]agentclient.Label, len(ls))}

@@ -153,3 +153,38 @@ func TestLiveTraceFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveTraceService: --dst svc:NS/NAME asks the agent to trace the
+// Service's translation, and the output names the backend and the port
+// the agent traced instead of the Service port given.
+func TestLiveTraceService(t *testing.T) {
+	resp := starwarsExhaustPort()
+	resp.Dst = agentclient.ResolvedPeer{Kind: "service", Value: "default/deathstar 10.96.0.20:80/TCP -> default/deathstar (10.244.0.2:8080), backend 1 of 1"}
+	resp.Port = 8080
+	socket, got := fakeAgent(t, resp)
+	stdout, stderr, code := run("policy", "trace", "--live", "--socket", socket, "--src", "org=empire,class=tiefighter", "--dst", "svc:default/deathstar", "--dport", "80")
+	if code != exitOK {
+		t.Fatalf("status %d, stderr %q", code, stderr)
+	}
+	if !reflect.DeepEqual(got.Dst, agentclient.TracePeer{Service: "default/deathstar"}) || got.Port != 80 {
+		t.Errorf("the agent got dst %+v port %d, want the Service and its port 80", got.Dst, got.Port)
+	}
+	for _, want := range []string{"service default/deathstar 10.96.0.20:80/TCP -> default/deathstar (10.244.0.2:8080)", "8080/TCP"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-f", "x.yaml", "--src", "a=b", "--dst", "svc:default/x"}, "needs --live"},
+		{[]string{"--live", "--src", "svc:default/x", "--dst", "a=b"}, "destination only"},
+		{[]string{"--live", "--src", "a=b", "--dst", "svc:a/b/c"}, "not svc:NAMESPACE/NAME"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := Execute(append([]string{"policy", "trace", "--dport", "80"}, c.args...), &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: status %d, stderr %q, want %q", c.args, code, stderr.String(), c.want)
+		}
+	}
+}

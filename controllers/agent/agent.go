@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -88,7 +89,9 @@ type Agent struct {
 	nextID    uint32
 	ipcache   map[netip.Prefix]policy.NumericIdentity
 	policies  map[policy.PolicyKey]*policyRecord
-	booted    bool
+	// services are the ClusterIP ports programmed for each Service.
+	services map[types.NamespacedName][]ServicePort
+	booted   bool
 	// syncErr is the first error of the last sync pass, "" if it wrote
 	// everything.
 	syncErr string
@@ -101,6 +104,10 @@ type Agent struct {
 	hub *monitor.Hub
 	// proxy is the L7 proxy; each complete sync pass publishes a snapshot.
 	proxy *nodeProxy
+	// fqdn learns toFQDNs addresses from the DNS proxy's answers; syncs
+	// tells it which revision the datapath holds.
+	fqdn  *fqdnLearner
+	syncs syncNotifier
 
 	trigger chan struct{}
 	// reportTrigger wakes the reporter (coalesced), so that a slow

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"portcullis.dev/portcullis/agentclient"
@@ -97,6 +98,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET "+agentclient.PathEndpoints, a.serveEndpoints)
 	mux.HandleFunc("GET "+agentclient.PathMonitor, a.serveMonitor)
 	mux.HandleFunc("POST "+agentclient.PathTrace, a.serveTrace)
+	mux.HandleFunc("GET "+agentclient.PathServices, a.serveServices)
 	return mux
 }
 
@@ -205,16 +207,26 @@ func (a *Agent) Trace(req agentclient.TraceRequest) (resp *agentclient.TraceResp
 	case req.Port == 0 && req.Proto != policy.ProtoICMP && req.Proto != policy.ProtoICMPv6:
 		return nil, http.StatusBadRequest, errors.New("port: 0 is not a port")
 	}
+	if req.Src.Service != "" {
+		return nil, http.StatusBadRequest, errors.New("source: a Service is a destination only")
+	}
 	src, srcPeer, err := a.resolvePeer(req.Src)
 	if err != nil {
 		return nil, http.StatusNotFound, fmt.Errorf("source: %w", err)
 	}
-	dst, dstPeer, err := a.resolvePeer(req.Dst)
-	if err != nil {
+	var dst agentclient.ResolvedPeer
+	var dstPeer policy.TracePeer
+	port, translated := req.Port, uint16(0)
+	if req.Dst.Service != "" {
+		if dst, dstPeer, port, status, err = a.resolveService(req.Dst, req.Proto, req.Port); err != nil {
+			return nil, status, fmt.Errorf("destination: %w", err)
+		}
+		translated = port
+	} else if dst, dstPeer, err = a.resolvePeer(req.Dst); err != nil {
 		return nil, http.StatusNotFound, fmt.Errorf("destination: %w", err)
 	}
 	tr, err := a.repo.Trace(policy.TraceRequest{
-		Src: srcPeer, Dst: dstPeer, Proto: req.Proto, Port: req.Port,
+		Src: srcPeer, Dst: dstPeer, Proto: req.Proto, Port: port,
 		HTTP: engineHTTPRequest(req.HTTP), Kafka: engineKafkaRequest(req.Kafka), DNS: req.DNS, SNI: req.SNI,
 	})
 	if err != nil {
@@ -222,7 +234,7 @@ func (a *Agent) Trace(req agentclient.TraceRequest) (resp *agentclient.TraceResp
 	}
 	mode, audit := a.repo.Mode()
 	return &agentclient.TraceResponse{
-		Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst,
+		Node: a.cfg.NodeName, Mode: string(mode), Audit: audit, Src: src, Dst: dst, Port: translated,
 		Result: wireTraceResult(tr),
 	}, http.StatusOK, nil
 }
@@ -230,13 +242,13 @@ func (a *Agent) Trace(req agentclient.TraceRequest) (resp *agentclient.TraceResp
 // resolvePeer turns a live trace peer into an address or entity.
 func (a *Agent) resolvePeer(p agentclient.TracePeer) (agentclient.ResolvedPeer, policy.TracePeer, error) {
 	set := 0
-	for _, given := range []bool{p.Pod != "", p.Labels != nil, p.IP != "", p.Entity != ""} {
+	for _, given := range []bool{p.Pod != "", p.Labels != nil, p.IP != "", p.Entity != "", p.Service != ""} {
 		if given {
 			set++
 		}
 	}
 	if set != 1 {
-		return agentclient.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address or an entity")
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, errors.New("give exactly one of a pod, labels, an address, an entity or a Service")
 	}
 	switch {
 	case p.Entity != "":
@@ -265,6 +277,69 @@ func (a *Agent) resolvePeer(p agentclient.TracePeer) (agentclient.ResolvedPeer, 
 		return agentclient.ResolvedPeer{}, policy.TracePeer{}, fmt.Errorf("pod %q: not a running pod with an IPv4 address that the agent on node %s knows", key, a.cfg.NodeName)
 	}
 	return agentclient.ResolvedPeer{Kind: "pod", Value: key + " (" + rec.ip.String() + ")"}, policy.TracePeer{IP: rec.ip}, nil
+}
+
+// resolveService finds what the datapath translates a Service's port to:
+// the backend a trace follows (the first ready one; the datapath picks one
+// per connection) and its target port. A port with no ready backend is an
+// error that says connections are refused, as the datapath does.
+func (a *Agent) resolveService(p agentclient.TracePeer, proto uint8, port uint16) (agentclient.ResolvedPeer, policy.TracePeer, uint16, int, error) {
+	ns, name, ok := strings.Cut(p.Service, "/")
+	if !ok || ns == "" || name == "" {
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, 0, http.StatusBadRequest, fmt.Errorf("service %q: want namespace/name", p.Service)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ports, found := a.services[types.NamespacedName{Namespace: ns, Name: name}]
+	if !found {
+		return agentclient.ResolvedPeer{}, policy.TracePeer{}, 0, http.StatusNotFound, fmt.Errorf("service %s: not a Service with a ClusterIP that the agent on node %s has programmed", p.Service, a.cfg.NodeName)
+	}
+	var have []string
+	for _, sp := range ports {
+		have = append(have, fmt.Sprintf("%d/%s", sp.Key.Port, policy.ProtoName(sp.Key.Proto)))
+		if sp.Key.Port != port || sp.Key.Proto != proto {
+			continue
+		}
+		front := fmt.Sprintf("%s/%s", netip.AddrPortFrom(sp.Key.Addr, sp.Key.Port), policy.ProtoName(proto))
+		if len(sp.Backends) == 0 {
+			return agentclient.ResolvedPeer{}, policy.TracePeer{}, 0, http.StatusConflict,
+				fmt.Errorf("service %s has no ready backend: the datapath refuses connections to %s", p.Service, front)
+		}
+		be := sp.Backends[0]
+		target := netip.AddrPortFrom(be.Addr, be.Port).String()
+		if key, ok := a.podsByIP[be.Addr]; ok {
+			target = key + " (" + target + ")"
+		}
+		return agentclient.ResolvedPeer{Kind: "service", Value: fmt.Sprintf("%s %s -> %s, backend 1 of %d", p.Service, front, target, len(sp.Backends))},
+			policy.TracePeer{IP: be.Addr}, be.Port, http.StatusOK, nil
+	}
+	return agentclient.ResolvedPeer{}, policy.TracePeer{}, 0, http.StatusNotFound,
+		fmt.Errorf("service %s has no port %d/%s (it has %s)", p.Service, port, policy.ProtoName(proto), strings.Join(have, ", "))
+}
+
+// APIServices is the programmed Services in the API's terms, one entry per
+// port.
+func (a *Agent) APIServices() []agentclient.Service {
+	svcs := a.Services()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := []agentclient.Service{}
+	for _, s := range svcs {
+		for _, sp := range s.Ports {
+			as := agentclient.Service{Namespace: s.Namespace, Name: s.Name, PortName: sp.Name,
+				Frontend: netip.AddrPortFrom(sp.Key.Addr, sp.Key.Port).String(), Protocol: policy.ProtoName(sp.Key.Proto),
+				Backends: make([]agentclient.ServiceBackend, 0, len(sp.Backends))}
+			for _, be := range sp.Backends {
+				as.Backends = append(as.Backends, agentclient.ServiceBackend{Address: netip.AddrPortFrom(be.Addr, be.Port).String(), Pod: a.podsByIP[be.Addr]})
+			}
+			out = append(out, as)
+		}
+	}
+	return out
+}
+
+func (a *Agent) serveServices(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.APIServices())
 }
 
 // podByLabelsLocked picks the pod that has every label of ls: a local pod
@@ -322,6 +397,12 @@ func wireEvent(e monitor.Event) agentclient.Event {
 		out.L7 = &agentclient.FlowL7{
 			Protocol: l.Protocol, Method: l.Method, Path: l.Path, Host: l.Host,
 			Status: l.Status, GRPCStatus: l.GRPCStatus, Latency: l.Latency,
+		}
+		if k := l.Kafka; k != nil {
+			out.L7.Kafka = &agentclient.FlowKafka{APIKey: k.APIKey, APIVersion: k.APIVersion, ClientID: k.ClientID, Topics: k.Topics, ErrorCode: k.ErrorCode}
+		}
+		if d := l.DNS; d != nil {
+			out.L7.DNS = &agentclient.FlowDNS{Query: d.Query, Type: d.Type, RCode: d.RCode, Answers: d.Answers, Observed: d.Observed}
 		}
 	}
 	return out

@@ -5,8 +5,8 @@
 // into the pinned BPF datapath: the ipcache (pod addresses and CIDR
 // identities), each local endpoint's policy entries (through the
 // datapath's diff writer), its programs and its flags. It also runs the
-// node's L7 proxy (HTTP through proxy/http, Kafka through proxy/kafka),
-// reports to the operator, and serves the local API.
+// node's L7 proxy (HTTP through proxy/http, Kafka through proxy/kafka,
+// DNS through proxy/dns), reports to the operator, and serves the local API.
 // [Run] is the whole agent; cmd/portcullis-agent only parses flags into
 // [Config] (its --help lists them), and the e2e tests and the demo run the
 // same function in-process.
@@ -25,7 +25,26 @@
 // (bpf.SetupProxyRouting, idempotent: a restart never adds a second rule);
 // bpf.Load with the pin path, which reuses the pinned maps and never wipes
 // them; read Endpoints() to keep each pod's endpoint id across restarts;
-// open the proxy's transparent listener before the first sync pass.
+// open the proxy's transparent listener (TCP, and UDP for DNS, on one
+// port) before the first sync pass.
+//
+// # toFQDNs
+//
+// The DNS proxy hands every allowed answer of a local client to the
+// fqdn learner (fqdn.go, a dns.Observer). The names on the answer's CNAME
+// chain that some toFQDNs selector of the client's rules matches
+// (Repository.FQDNSelectors) go into a dns.Cache per endpoint and name,
+// each address for its TTL but at least --tofqdns-min-ttl (one hour, as
+// Cilium), at most --tofqdns-max-ips-per-hostname per name and endpoint
+// (the oldest forgotten first). When a name's union over the endpoints
+// changes the engine learns it (Repository.ObserveDNS), and the answer is
+// held until a sync pass that started after that revision has written
+// the policy entries and the ipcache (syncNotifier): the client's first
+// connection to a new address is already allowed. The hold is bounded by
+// --dns-proxy-hold-timeout (500 ms); an answer whose hold runs out is
+// released and counted (portcullis_dns_hold_timeouts_total; the holds'
+// durations in portcullis_dns_hold_duration_seconds). Expired addresses
+// are forgotten once a second and the engine relearns the name.
 //
 // # What it watches
 //
@@ -196,7 +215,10 @@
 // identity numbers (hence the restart lockdown), pruning of ipcache
 // entries of remote pods that disappeared while the agent was down, and
 // IPv6: only a pod's IPv4 podIP becomes an endpoint and an ipcache entry.
-// The --dns-reject-response-code and --tofqdns-max-ips-per-hostname flags,
-// which the packaging passes, are validated but take effect only with the
-// DNS proxy, which is not built.
+// For toFQDNs: the engine selects a learned name's addresses for every
+// endpoint whose toFQDNs selector matches it, not only for the endpoints
+// whose lookups taught it (the cache keeps them per endpoint; the
+// engine's selection is not yet); an address is forgotten at its expiry
+// even while connections to it are open; learned names do not survive an
+// agent restart.
 package agent

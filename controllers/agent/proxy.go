@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 
+	mdns "github.com/miekg/dns"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -15,6 +16,7 @@ import (
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/proxy"
+	"portcullis.dev/portcullis/proxy/dns"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 	proxykafka "portcullis.dev/portcullis/proxy/kafka"
 )
@@ -68,9 +70,17 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 		return nil, fmt.Errorf("kafka proxy: %w", err)
 	}
 	np.closers = []func() error{hs.Close, ks.Close}
-	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Kafka: ks, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
+	ds, err := a.newDNSProxy(&np.store, dialer, record)
+	if err != nil {
 		_ = hs.Close()
 		_ = ks.Close()
+		return nil, err
+	}
+	np.closers = append(np.closers, ds.Close)
+	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Kafka: ks, DNS: ds, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
+		for _, c := range np.closers {
+			_ = c()
+		}
 		return nil, err
 	}
 	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(a.cfg.ProxyPort)))
@@ -79,6 +89,19 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 		np.stop()
 		return nil, err
 	}
+	// DNS over UDP: the datapath assigns redirected packets to a UDP
+	// socket on the same port.
+	uc, err := dns.ListenUDP(context.Background(), addr)
+	if err != nil {
+		_ = l.Close()
+		np.stop()
+		return nil, err
+	}
+	go func() {
+		if err := ds.ServeUDP(uc); err != nil {
+			log.Error(err, "the DNS proxy stopped reading queries")
+		}
+	}()
 	go func() {
 		// Serve returns nil once stopped; an accept error leaves redirected
 		// flows unanswered (they time out), so it is logged loudly.
@@ -88,6 +111,34 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 	}()
 	log.Info("proxy listening", "addr", addr)
 	return np, nil
+}
+
+// newDNSProxy builds the DNS proxy: queries judged by the snapshot,
+// answers held until the fqdn learner has the datapath allow their
+// addresses.
+func (a *Agent) newDNSProxy(store *proxy.Store, dialer *proxy.Dialer, record func(monitor.Event)) (*dns.Server, error) {
+	code := mdns.RcodeRefused
+	if a.cfg.DNSRejectResponseCode != "" {
+		var err error
+		if code, err = dns.RejectCode(a.cfg.DNSRejectResponseCode); err != nil {
+			return nil, err
+		}
+	}
+	m, err := dns.NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("DNS proxy metrics: %w", err)
+	}
+	return dns.New(dns.Options{
+		Resolver:    store,
+		Record:      record,
+		Node:        a.cfg.NodeName,
+		RejectCode:  code,
+		Mark:        bpf.MarkFromProxy,
+		Dial:        dialer.DialContext,
+		Observer:    a.fqdn,
+		HoldTimeout: a.cfg.DNSHoldTimeout,
+		Metrics:     m,
+	})
 }
 
 // stop closes the listener and the open connections.

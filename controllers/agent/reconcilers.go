@@ -177,7 +177,9 @@ func (a *Agent) applyPolicy(ctx context.Context, k v1alpha1.Kind, key types.Name
 	return nil
 }
 
-// applyService feeds a Service's backends (from its EndpointSlices).
+// applyService feeds a Service's backends (from its EndpointSlices) to
+// the engine, for toServices, and programs its ClusterIP ports into the
+// datapath's translation.
 func (a *Agent) applyService(ctx context.Context, key types.NamespacedName) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -188,7 +190,7 @@ func (a *Agent) applyService(ctx context.Context, key types.NamespacedName) erro
 		}
 		a.repo.DeleteService(key.Namespace, key.Name)
 		a.kick()
-		return nil
+		return a.programServiceLocked(key, nil)
 	}
 	var slices discoveryv1.EndpointSliceList
 	if err := a.reader.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: key.Name}); err != nil {
@@ -209,7 +211,7 @@ func (a *Agent) applyService(ctx context.Context, key types.NamespacedName) erro
 	}
 	a.repo.UpsertService(s)
 	a.kick()
-	return nil
+	return a.programServiceLocked(key, translation(&svc, slices.Items))
 }
 
 // applyPod feeds a pod: every running pod with an address gets its

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,6 +49,18 @@ type Config struct {
 	// reset to make room, else new ones are, with an event); zero keeps
 	// proxy.DefaultMaxConns.
 	ProxyMaxConnections int
+	// DNSRejectResponseCode answers denied DNS queries: "refused" (also
+	// for "") or "nameError" (NXDOMAIN), as Cilium's flag.
+	DNSRejectResponseCode string
+	// DNSHoldTimeout bounds how long the DNS proxy holds an answer until
+	// the datapath allows its addresses; zero: dns.DefaultHoldTimeout.
+	DNSHoldTimeout time.Duration
+	// ToFQDNsMinTTL is the shortest time a learned address stays selected
+	// (zero: dns.DefaultMinTTL, one hour as in Cilium);
+	// ToFQDNsMaxIPsPerHostname bounds the addresses per name and endpoint
+	// (zero: 1000), the oldest evicted first.
+	ToFQDNsMinTTL            time.Duration
+	ToFQDNsMaxIPsPerHostname int
 	// PolicyMapSize is the policy map's capacity; zero keeps the default
 	// (65536). A pinned map of another size makes Run fail: changing it
 	// needs the pins removed (and enforcement lapses meanwhile).
@@ -135,6 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 		nextID:        1,
 		ipcache:       map[netip.Prefix]policy.NumericIdentity{},
 		policies:      map[policy.PolicyKey]*policyRecord{},
+		services:      map[types.NamespacedName][]ServicePort{},
 		trigger:       make(chan struct{}, 1),
 		reportTrigger: make(chan struct{}, 1),
 		hub:           monitor.NewHub(),
@@ -149,6 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 			a.nextID = e.ID + 1
 		}
 	}
+	a.fqdn = newFQDNLearner(a, cfg.ToFQDNsMinTTL, cfg.ToFQDNsMaxIPsPerHostname)
 	// The proxy listens before the first sync writes a redirect entry.
 	if a.proxy, err = a.startProxy(); err != nil {
 		return err
@@ -192,6 +207,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := mgr.Add(&eventReader{a: a}); err != nil {
+		return err
+	}
+	if err := mgr.Add(&fqdnExpiry{l: a.fqdn}); err != nil {
 		return err
 	}
 	if cfg.APISocket != "" {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -57,6 +58,12 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 		if err := a.applyService(ctx, client.ObjectKeyFromObject(&s)); err != nil {
 			return err
 		}
+	}
+	a.mu.Lock()
+	err := a.pruneServicesLocked()
+	a.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("removing stale service translations: %w", err)
 	}
 	var pods corev1.PodList
 	if err := a.reader.List(ctx, &pods); err != nil {
@@ -113,6 +120,10 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 func (a *Agent) sync(ctx context.Context) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Everything below reads the repository as of rev or later: waiters
+	// for rev (answers held by the DNS proxy) may go once the pass is done.
+	rev := a.repo.Revision()
+	defer a.syncs.passed(rev)
 	log := ctrl.Log.WithName("agent")
 	ok := true
 	firstErr := ""

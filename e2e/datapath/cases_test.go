@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/policy"
 )
 
@@ -33,7 +35,8 @@ const dialTimeout = time.Second
 
 // TestPolicyCases runs the remaining cases of the datapath on one cluster
 // and one agent, each case in a Kubernetes namespace of its own: default
-// deny on first selection, port ranges, deny precedence, CIDR with except,
+// deny on first selection, port ranges, deny precedence, VRRP and IGMP
+// datagrams under a port-less rule, CIDR with except,
 // the audit annotation, a new deny cutting established connections while
 // replies keep flowing, path stickiness of an established flow, and then,
 // restarting the agent, its audit mode and the enforcement modes always
@@ -74,6 +77,7 @@ func TestPolicyCases(t *testing.T) {
 	stickyServer, stickyClient := add("sticky", "server", 80), add("sticky", "client")
 	modeServer, modeClient := add("modes", "server", 80), add("modes", "client")
 	hostServer, hostClient := add("hostent", "server", 80), add("hostent", "client")
+	routerA, routerB, routerC := add("portless", "a"), add("portless", "b"), add("portless", "c")
 
 	e.startAgent()
 	t.Logf("cluster, pods, hosts, agent ready after %v", time.Since(begin).Round(time.Millisecond))
@@ -161,6 +165,31 @@ func TestPolicyCases(t *testing.T) {
 		e.waitEvent(t, "DROPPED a -> server:81 by policy", func(ev bpf.Event) bool {
 			return ev.Verdict == bpf.EventDrop && ev.Reason == bpf.ReasonPolicy && ev.Src.Addr() == denyA.IP && ev.Dst.String() == to(denyServer, 81)
 		})
+	})
+
+	t.Run("VRRP and IGMP without ports", func(t *testing.T) {
+		// The CRD takes a port-less VRRP rule (Cilium 1.18); the agent
+		// programs it. Before it, nothing selects b.
+		e.expectIP(t, routerA, routerB, netnstest.ProtoIGMP, true)
+		e.apply(t, "portless", "b", v1alpha1.Rule{
+			EndpointSelector: sel("app", "b"),
+			Ingress: []v1alpha1.IngressRule{{
+				IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []v1alpha1.EndpointSelector{*sel("app", "a")}},
+				ToPorts:           []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Protocol: v1alpha1.ProtoVRRP}}}},
+			}},
+		})
+		e.expectIP(t, routerA, routerB, netnstest.ProtoIGMP, false)
+		e.expectIP(t, routerA, routerB, netnstest.ProtoVRRP, true)
+		e.expectIP(t, routerC, routerB, netnstest.ProtoVRRP, false)
+		for _, d := range []struct {
+			from  *localcluster.Pod
+			proto uint8
+		}{{routerA, netnstest.ProtoIGMP}, {routerC, netnstest.ProtoVRRP}} {
+			e.waitEvent(t, fmt.Sprintf("DROPPED IP protocol %d from %s at b's ingress", d.proto, d.from.Name), func(ev bpf.Event) bool {
+				return ev.Verdict == bpf.EventDrop && ev.Direction == policy.Ingress && ev.Proto == d.proto &&
+					ev.Src.Addr() == d.from.IP && ev.Dst.Addr() == routerB.IP
+			})
+		}
 	})
 
 	t.Run("CIDR with except", func(t *testing.T) {
@@ -357,6 +386,53 @@ func (e *env) waitEvent(t *testing.T, what string, match func(bpf.Event) bool) {
 		}
 		return fmt.Errorf("none among %d events", len(e.events))
 	})
+}
+
+// expectIP sends datagrams of a port-less IP protocol (VRRP or IGMP) from
+// one pod to another until they arrive (want) or stop arriving, for up to
+// 10 s. Every datagram is new, so an old one still queued cannot count.
+func (e *env) expectIP(t *testing.T, from, to *localcluster.Pod, proto uint8, want bool) {
+	t.Helper()
+	fromNS, toNS := podNetns(t, from), podNetns(t, to)
+	c := netnstest.ListenIP(t, toNS, proto, to.IP)
+	what := fmt.Sprintf("IP protocol %d %s/%s -> %s blocked", proto, from.Namespace, from.Name, to.Name)
+	wait := 300 * time.Millisecond
+	if want {
+		what = fmt.Sprintf("IP protocol %d %s/%s -> %s delivered", proto, from.Namespace, from.Name, to.Name)
+		wait = time.Second
+	}
+	n := 0
+	harness.Eventually(t, what, 10*time.Second, func() error {
+		n++
+		payload := netnstest.VRRPAdvertisement(byte(n), 100, to.IP)
+		if proto == netnstest.ProtoIGMP {
+			payload = netnstest.IGMPReport(netip.AddrFrom4([4]byte{239, 1, 2, byte(n)}))
+		}
+		if err := netnstest.SendIP(fromNS, proto, to.IP, payload); err != nil {
+			t.Fatal(err)
+		}
+		err := netnstest.ReceiveIP(c, from.IP, payload, wait)
+		switch {
+		case want && err != nil:
+			return err
+		case !want && err == nil:
+			return errors.New("delivered")
+		case !want && !errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("want a timeout: %w", err)
+		}
+		return nil
+	})
+}
+
+// podNetns opens a pod's network namespace, closed on cleanup.
+func podNetns(t *testing.T, pod *localcluster.Pod) netns.NsHandle {
+	t.Helper()
+	h, err := netns.GetFromName(pod.NetNS)
+	if err != nil {
+		t.Fatalf("opening netns %s: %v", pod.NetNS, err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
 }
 
 // expectAudited connects from pod to addr until an AUDITED event for the

@@ -1,7 +1,7 @@
 // Package proxy holds the L7 proxy's end-to-end tests (root only): real
-// clients (curl, grpc-go) in pods' network namespaces, the kernel
-// datapath redirecting their flows to the agent's proxy, real servers
-// (internal/workloads) behind it. The environment is e2e/internal/harness's:
+// clients (curl, grpc-go, kcat, franz-go) in pods' network namespaces,
+// the kernel datapath redirecting their flows to the agent's proxy, real
+// servers (internal/workloads, a kfake Kafka broker among them) behind it. The environment is e2e/internal/harness's:
 // a local cluster, the operator's status reconcilers, agent.Run in-process
 // on a bpffs of its own with the proxy on a free port below the ephemeral
 // range, the node lock, cleanup also on failure.
@@ -34,6 +34,9 @@
 //     1 allowed; rule1 changed to GET /v1/ only; request 2 → 403, request 3
 //     (GET /v1/) → 200; rule1 restored, request 4 → 200; one connection
 //     dialled throughout.
+//
+// TestKafka (kafka_test.go) runs Cilium's Kafka demo the same way, with
+// kcat and a franz-go client against a kfake broker in a pod.
 //
 // It takes about 13 s (plus the build) on a 2-core machine.
 package proxy

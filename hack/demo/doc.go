@@ -11,7 +11,10 @@
 // monitor's lines and `portcullis policy trace --live`; then the L7 part
 // (traffic.go): curl over HTTP/1.1 and HTTP/2, a grpc-go client, the
 // header rule and a policy change under an open keep-alive connection,
-// through the agent's proxy, each row checked; then it prints
+// through the agent's proxy, each row checked; then Cilium's Kafka demo
+// (kafka.go): a kfake broker, kcat and franz-go clients, denials as
+// Kafka's "Topic authorization failed", a policy change under open
+// connections, `portcullis monitor`'s Kafka lines; then it prints
 // the verdict table of
 // hack/demo.sh (portcullis policy trace over the demo's requests, offline)
 // and tears everything down — processes, agent, datapath, bpffs, ip rule,

@@ -227,6 +227,11 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	d.section("Real Kafka traffic through the proxy: Cilium's Kafka demo with kcat and franz-go")
+	if err := d.kafkaTraffic(ctx, kubectl); err != nil {
+		return err
+	}
+
 	d.section("Verdicts: portcullis policy trace over examples/ (hack/demo.sh)")
 	cmd := exec.CommandContext(ctx, "bash", "hack/demo.sh")
 	cmd.Env = append(os.Environ(), "PORTCULLIS="+d.portcullis)

@@ -95,6 +95,9 @@ type Cluster struct {
 
 	ipam allocator
 
+	// sliceMu serializes SyncEndpointSlices.
+	sliceMu sync.Mutex
+
 	mu   sync.Mutex
 	pods map[string]*Pod // by namespace/name; nil value: being added
 	dns  *kubeDNS        // nil until StartDNS
@@ -170,6 +173,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	logf("cluster %s: temporary directory %s", strings.TrimSuffix(prefix, "-"), tempDir)
 
 	if err := enableIPForward(); err != nil {
+		return nil, err
+	}
+	if err := addServiceBlackhole(prefix); err != nil {
 		return nil, err
 	}
 	if err := c.startControlPlane(assets, crdDir, timeout, opts.Output); err != nil {

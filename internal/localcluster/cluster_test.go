@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,14 +85,17 @@ func startCluster(t *testing.T) *Cluster {
 
 // snapshot is what the package may leave on the machine.
 type snapshot struct {
-	netns, etc, links, state, temp, procs map[string]bool
+	netns, etc, links, routes, state, temp, procs map[string]bool
 }
 
 // takeSnapshot lists prefixed namespaces and links, state directories,
 // temporary directories and processes that name one.
 func takeSnapshot(t *testing.T) snapshot {
 	t.Helper()
-	s := snapshot{netns: map[string]bool{}, etc: map[string]bool{}, links: map[string]bool{}, state: map[string]bool{}, temp: map[string]bool{}, procs: map[string]bool{}}
+	s := snapshot{netns: map[string]bool{}, etc: map[string]bool{}, links: map[string]bool{}, routes: map[string]bool{}, state: map[string]bool{}, temp: map[string]bool{}, procs: map[string]bool{}}
+	for _, p := range blackholePrefixes() {
+		s.routes[p+"blackhole "+ServiceCIDR.String()] = true
+	}
 	for _, n := range netnsNames() {
 		if prefixPattern.MatchString(n) {
 			s.netns[n] = true
@@ -155,7 +159,7 @@ func (s snapshot) newSince(before snapshot) []string {
 	for _, pair := range []struct {
 		what      string
 		now, then map[string]bool
-	}{{"netns", s.netns, before.netns}, {"netns etc dir", s.etc, before.etc}, {"link", s.links, before.links}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
+	}{{"netns", s.netns, before.netns}, {"netns etc dir", s.etc, before.etc}, {"link", s.links, before.links}, {"route", s.routes, before.routes}, {"state dir", s.state, before.state}, {"temp dir", s.temp, before.temp}, {"process", s.procs, before.procs}} {
 		for k := range pair.now {
 			if !pair.then[k] && !ownedElsewhere(k) {
 				out = append(out, pair.what+" "+k)
@@ -365,16 +369,6 @@ func TestClusterPodsTalk(t *testing.T) {
 	}
 }
 
-// podReady reports whether pod's Ready condition is True.
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // startHelper runs the test binary as a TCP server on addr inside pod and
 // waits until it listens.
 func startHelper(t *testing.T, pod *Pod, addr string) (stop func()) {
@@ -537,6 +531,9 @@ func TestCleanLeftovers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("plumbPod: %v", err)
 		}
+		if err := addServiceBlackhole(prefix); err != nil {
+			t.Fatal(err)
+		}
 		inPod := exec.Command("ip", "netns", "exec", f.pl.netns, "sleep", "60")
 		naming := exec.Command("bash", "-c", "sleep 60; true", f.tempDir)
 		for _, cmd := range []*exec.Cmd{inPod, naming} {
@@ -577,6 +574,9 @@ func TestCleanLeftovers(t *testing.T) {
 		if _, err := os.Stat(f.tempDir); err == nil {
 			there = append(there, "temp dir "+f.tempDir)
 		}
+		if slices.Contains(blackholePrefixes(), f.prefix) {
+			there = append(there, "blackhole route of "+f.prefix)
+		}
 		if _, err := os.Stat(stateDirOf(f.prefix)); err == nil {
 			there = append(there, "state dir "+stateDirOf(f.prefix))
 		}
@@ -590,7 +590,7 @@ func TestCleanLeftovers(t *testing.T) {
 	if there := gone(deadOne); len(there) > 0 {
 		t.Errorf("dead cluster's leftovers still there: %v", there)
 	}
-	if there := gone(liveOne); len(there) != 6 {
+	if there := gone(liveOne); len(there) != 7 {
 		t.Errorf("live cluster lost some of its things, only these remain: %v", there)
 	}
 }

@@ -21,20 +21,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
-// Addresses and names of cluster DNS, as kubeadm sets them up.
-var (
-	// ServiceCIDR is the apiserver's Service ClusterIP range. The node's
-	// namespace blackholes it, so that a ClusterIP the datapath did not
-	// translate never leaves the machine.
-	ServiceCIDR = netip.MustParsePrefix("10.96.0.0/12")
-	// KubeDNSIP is the ClusterIP of kube-system/kube-dns, every pod's
-	// nameserver.
-	KubeDNSIP = netip.MustParseAddr("10.96.0.10")
-)
+// KubeDNSIP is the ClusterIP of kube-system/kube-dns, every pod's
+// nameserver, as kubeadm sets it up.
+var KubeDNSIP = netip.MustParseAddr("10.96.0.10")
 
 // ClusterDomain is the cluster's DNS domain.
 const ClusterDomain = "cluster.local"
@@ -195,7 +187,7 @@ func (c *Cluster) StartDNS(ctx context.Context) (*DNS, error) {
 	}
 	go func() { _ = d.cmd.Wait(); _ = log.Close(); close(d.done) }()
 
-	svc, err := c.createKubeDNSService(ctx, pod)
+	svc, err := c.createKubeDNSService(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -307,44 +299,18 @@ func (c *Cluster) writeCoreDNSKubeconfig(path string, relayAddr netip.AddrPort) 
 }
 
 // createKubeDNSService creates Service kube-system/kube-dns at KubeDNSIP
-// and its EndpointSlice with the CoreDNS pod.
-func (c *Cluster) createKubeDNSService(ctx context.Context, pod *Pod) (*corev1.Service, error) {
-	ports := []corev1.ServicePort{
-		{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromString("dns")},
-		{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString("dns-tcp")},
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns", Labels: map[string]string{"k8s-app": "kube-dns"}},
-		Spec: corev1.ServiceSpec{
-			ClusterIP: KubeDNSIP.String(),
-			Selector:  map[string]string{"k8s-app": "kube-dns"},
-			Ports:     ports,
+// in front of the CoreDNS pod.
+func (c *Cluster) createKubeDNSService(ctx context.Context) (*corev1.Service, error) {
+	return c.AddService(ctx, ServiceSpec{
+		Namespace: "kube-system", Name: "kube-dns",
+		Labels:    map[string]string{"k8s-app": "kube-dns"},
+		Selector:  map[string]string{"k8s-app": "kube-dns"},
+		ClusterIP: KubeDNSIP.String(),
+		Ports: []corev1.ServicePort{
+			{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromString("dns")},
+			{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString("dns-tcp")},
 		},
-	}
-	svc, err := c.clientset.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("creating Service kube-system/kube-dns: %w", err)
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: "kube-system", Name: "kube-dns-" + pod.Name,
-			Labels: map[string]string{discoveryv1.LabelServiceName: "kube-dns", discoveryv1.LabelManagedBy: "localcluster.portcullis.dev"},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{pod.IP.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true)},
-			NodeName:   ptr.To(c.nodeName),
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name},
-		}},
-	}
-	for _, p := range ports {
-		slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Port: ptr.To[int32](53), Protocol: ptr.To(p.Protocol)})
-	}
-	if _, err := c.clientset.DiscoveryV1().EndpointSlices(slice.Namespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		return nil, fmt.Errorf("creating EndpointSlice %s/%s: %w", slice.Namespace, slice.Name, err)
-	}
-	return svc, nil
+	})
 }
 
 // hostsFile is the zone file of names outside the cluster.

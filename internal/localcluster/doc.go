@@ -47,6 +47,17 @@
 // 10.244.0.0/16 and outside the links and namespaces the cluster made is
 // touched; the host's other interfaces, routes and addresses never are.
 //
+// # Services
+//
+// The apiserver hands out ClusterIPs from 10.96.0.0/12 ([ServiceCIDR]), and
+// the root namespace routes that range to a blackhole (one route per
+// cluster, told apart by its metric), so a ClusterIP packet that the
+// datapath did not translate is dropped here and never leaves the machine.
+// [Cluster.AddService] creates a Service; the cluster plays the
+// EndpointSlice controller for Services with a selector
+// ([Cluster.SyncEndpointSlices]), resolving named target ports per pod, and
+// keeps the slices current as AddPod and DeletePod come and go.
+//
 // # Cluster DNS
 //
 // [Cluster.StartDNS] runs kube-dns the way kubeadm clusters do: CoreDNS

@@ -27,18 +27,9 @@ func (c *Cluster) AddHost(name string) (_ *Pod, err error) {
 	// A pod's namespace is never empty, so this key, and the names derived
 	// from it, cannot collide with a pod's.
 	key := podKey("", name)
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		return nil, ErrStopped
+	if err := c.reserve(key); err != nil {
+		return nil, fmt.Errorf("adding host %s: %w", name, err)
 	}
-	if _, ok := c.pods[key]; ok {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("adding host %s: %w", name, ErrPodExists)
-	}
-	c.pods[key] = nil // reserved
-	c.mu.Unlock()
-
 	// Runs after the host is registered below: cluster DNS knows its name.
 	defer func() {
 		if err == nil {
@@ -46,15 +37,7 @@ func (c *Cluster) AddHost(name string) (_ *Pod, err error) {
 		}
 	}()
 	var p *Pod
-	defer func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err != nil {
-			delete(c.pods, key)
-			return
-		}
-		c.pods[key] = p
-	}()
+	defer func() { c.settle(key, p, err) }()
 	pl, err := plumbPod(c.netnsName("", name), c.vethName("", name), c.ipam.alloc)
 	if err != nil {
 		return nil, fmt.Errorf("adding host %s: %w", name, err)

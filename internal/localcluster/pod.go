@@ -81,7 +81,8 @@ func podKey(namespace, name string) string { return namespace + "/" + name }
 // AddPod makes a pod: its namespace and service account if missing, a
 // network namespace with a veth pair and an address, the Pod object bound to
 // the cluster's node, and the Pod's status (Running, Ready, with the pod's
-// and the host's IP). On error nothing of the pod is left.
+// and the host's IP), and the EndpointSlices of the Services that select
+// it. On error nothing of the pod is left.
 func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) {
 	if spec.Namespace == "" {
 		spec.Namespace = "default"
@@ -96,28 +97,11 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		return nil, fmt.Errorf("pod namespace %q: %s", spec.Namespace, strings.Join(msgs, "; "))
 	}
 	key := podKey(spec.Namespace, spec.Name)
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		return nil, ErrStopped
+	if err := c.reserve(key); err != nil {
+		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
-	if _, ok := c.pods[key]; ok {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("adding pod %s: %w", key, ErrPodExists)
-	}
-	c.pods[key] = nil // reserved
-	c.mu.Unlock()
-
 	var p *Pod
-	defer func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err != nil {
-			delete(c.pods, key)
-			return
-		}
-		c.pods[key] = p
-	}()
+	defer func() { c.settle(key, p, err) }()
 
 	if err := c.ensureNamespace(ctx, spec.Namespace); err != nil {
 		return nil, err
@@ -141,6 +125,10 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	}
 	obj, err := c.createPodObject(ctx, spec, pl)
 	if err != nil {
+		return nil, fmt.Errorf("adding pod %s: %w", key, err)
+	}
+	if err := c.SyncEndpointSlices(ctx, spec.Namespace); err != nil {
+		_ = c.clientset.CoreV1().Pods(spec.Namespace).Delete(context.WithoutCancel(ctx), spec.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
 	p = &Pod{Namespace: spec.Namespace, Name: spec.Name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, Object: obj, plumbing: pl}
@@ -238,6 +226,10 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting Pod object: %w", err))
 		}
+		// The pod leaves its Services' backends before its address goes.
+		if err := c.SyncEndpointSlices(ctx, namespace); err != nil {
+			errs = append(errs, err)
+		}
 	} else if err := c.writeHostsFile(); err != nil {
 		errs = append(errs, err)
 	}
@@ -248,6 +240,33 @@ func (c *Cluster) DeletePod(ctx context.Context, namespace, name string) error {
 		return fmt.Errorf("deleting pod %s: %w", key, err)
 	}
 	return nil
+}
+
+// reserve claims key for a pod or host being added: ErrStopped after
+// Stop, ErrPodExists if the key is taken (or being added).
+func (c *Cluster) reserve(key string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return ErrStopped
+	}
+	if _, ok := c.pods[key]; ok {
+		return ErrPodExists
+	}
+	c.pods[key] = nil
+	return nil
+}
+
+// settle ends what reserve began: it records p, or frees key if adding
+// failed.
+func (c *Cluster) settle(key string, p *Pod, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		delete(c.pods, key)
+		return
+	}
+	c.pods[key] = p
 }
 
 // Pod returns the pod namespace/name made by AddPod, or nil.

@@ -1,16 +1,16 @@
 package localcluster
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"sync"
 
 	"github.com/vishvananda/netns"
+
+	"portcullis.dev/portcullis/internal/netnstest"
 )
 
 // relay accepts TCP connections on the loopback of a pod's network
@@ -48,40 +48,13 @@ func startRelay(nsName, target string) (*relay, error) {
 }
 
 // listenIn opens a listener inside ns; the socket stays in ns after the
-// thread that made it returns to the root namespace.
-func listenIn(ns netns.NsHandle, network, addr string) (net.Listener, error) {
-	type res struct {
-		ln  net.Listener
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			c <- res{err: err}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			c <- res{err: err}
-			return
-		}
-		ln, lerr := net.Listen(network, addr)
-		if err := netns.Set(orig); err != nil {
-			if ln != nil {
-				_ = ln.Close()
-			}
-			c <- res{err: errors.Join(lerr, err)}
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		c <- res{ln, lerr}
-	}()
-	r := <-c
-	return r.ln, r.err
+// thread that made it is gone.
+func listenIn(ns netns.NsHandle, network, addr string) (ln net.Listener, err error) {
+	err = netnstest.Run(ns, func() error {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
 }
 
 func (r *relay) serve(target string) {

@@ -175,6 +175,9 @@ func cleanLeftovers(logf func(format string, args ...any)) error {
 			prefixes[m] = true
 		}
 	}
+	for _, p := range blackholePrefixes() {
+		prefixes[p] = true
+	}
 	if links, err := rootLinkNames(); err == nil {
 		for _, n := range links {
 			if m := prefixPattern.FindString(n); m != "" {
@@ -210,6 +213,9 @@ func removeAll(prefix, tempDir string) error {
 		killProcessesNaming(tempDir)
 	}
 	if err := deleteLinksWithPrefix(prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteServiceBlackhole(prefix); err != nil {
 		errs = append(errs, err)
 	}
 	for _, n := range netnsNames() {

@@ -1,6 +1,7 @@
 // Package netnstest gives tests throwaway network namespaces, a way to run
-// code inside one, and a node with pods on veths, for the kernel tests of
-// bpf and proxy.
+// code inside one, a node with pods on veths, and raw IP sockets for
+// protocols without ports (VRRP, IGMP), for the kernel tests of bpf and
+// proxy.
 package netnstest
 
 import (

@@ -32,6 +32,13 @@ const (
 	// RoleHTTPClient makes one HTTP/1.1 request per [Command] with one
 	// keep-alive transport, and counts the connections it dialled.
 	RoleHTTPClient = "http-client"
+	// RoleKafkaBroker serves a kfake broker on the address given (IP:PORT,
+	// which it advertises) with the topics that follow.
+	RoleKafkaBroker = "kafka-broker"
+	// RoleKafkaClient runs the Kafka commands (KafkaProduce, ...) against
+	// the broker given, with franz-go; it counts the connections it
+	// dialled for produces.
+	RoleKafkaClient = "kafka-client"
 )
 
 // envRole names the role (and its arguments, as a JSON array) of a child.
@@ -54,11 +61,15 @@ type Seen struct {
 
 // Command is one request for a client child: Method and URL (and Header)
 // for the HTTP client, Method alone (a door manager method) for the gRPC
-// client.
+// client, Method and Topic (and Value, Group) for the Kafka client.
 type Command struct {
 	Method string            `json:"method"`
 	URL    string            `json:"url,omitempty"`
 	Header map[string]string `json:"header,omitempty"`
+	// Topic, Value and Group are a Kafka command's.
+	Topic string `json:"topic,omitempty"`
+	Value string `json:"value,omitempty"`
+	Group string `json:"group,omitempty"`
 }
 
 // Result is a client child's answer to a Command.
@@ -69,7 +80,8 @@ type Result struct {
 	// Conns is how many connections the client has dialled so far.
 	Conns int64 `json:"conns"`
 	// Code and Message are the gRPC status of a call (Code "OK" on
-	// success); Reply is its answer as text.
+	// success), or the Kafka error of a Kafka command (its name, such as
+	// TOPIC_AUTHORIZATION_FAILED); Reply is a gRPC call's answer as text.
 	Code    string `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
 	Reply   string `json:"reply,omitempty"`
@@ -207,6 +219,10 @@ func runChild(role string, args []string) error {
 		for c := range commands {
 			out.write(line{Result: httpDo(hc, c, &conns)})
 		}
+	case RoleKafkaBroker:
+		return runKafkaBroker(out, commands, args)
+	case RoleKafkaClient:
+		return runKafkaClient(out, commands, args)
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}

@@ -2,8 +2,9 @@
 // clients, written to run inside a pod (a network namespace) as a re-exec
 // of the calling binary: the Star Wars deathstar (HTTP/1.1 and h2c, as in
 // Cilium's Star Wars demo), the Cloud City door manager (gRPC, the service
-// of Cilium's gRPC guide, defined by hand: no protoc) and its client, and a
-// keep-alive HTTP client that counts its connections.
+// of Cilium's gRPC guide, defined by hand: no protoc) and its client, a
+// keep-alive HTTP client that counts its connections, and a Kafka broker
+// (franz-go's kfake) with a franz-go client.
 //
 // The deathstar answers POST /v1/request-landing with 200 "Ship landed",
 // PUT /v1/exhaust-port with 503 "Panic: deathstar exploded" and GET /v1/,

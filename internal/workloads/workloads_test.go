@@ -9,6 +9,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
@@ -107,5 +110,34 @@ func TestDoorManager(t *testing.T) {
 	err = cc.Invoke(context.Background(), "/cloudcity.DoorManager/OpenAllDoors", wrapperspb.UInt32(1), &wrapperspb.BoolValue{})
 	if code := status.Code(err); code != codes.Unimplemented {
 		t.Errorf("OpenAllDoors: %v, want Unimplemented", err)
+	}
+}
+
+// TestKafkaRead: the Kafka workloads' read, on a kfake broker on the
+// loopback: plain, and as a group whose commit a second read resumes
+// from.
+func TestKafkaRead(t *testing.T) {
+	cl, err := NewKafkaBroker("127.0.0.1:0", "announce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	addr := cl.ListenAddrs()[0]
+	pc, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := pc.ProduceSync(context.Background(), &kgo.Record{Topic: "announce", Value: []byte("a")}, &kgo.Record{Topic: "announce", Value: []byte("b")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if vals, err := kafkaRead(addr, "announce", "", brokerWait); err != nil || strings.Join(vals, ",") != "a,b" {
+		t.Errorf("read: %q, %v; want a,b", vals, err)
+	}
+	if vals, err := kafkaRead(addr, "announce", "g", kafkaWait); err != nil || strings.Join(vals, ",") != "a,b" {
+		t.Errorf("group read: %q, %v; want a,b", vals, err)
+	}
+	if vals, err := kafkaRead(addr, "announce", "g", 2*time.Second); err != nil || len(vals) != 0 {
+		t.Errorf("group read after the commit: %q, %v; want nothing", vals, err)
 	}
 }

@@ -38,6 +38,22 @@ var unsupportedCiliumFields = map[string]string{
 	"log":               "per-policy flow logging (log) is not implemented",
 }
 
+// refusedEntities are entity names that are not Cilium entities but that
+// policies written for Cilium use, with what to write instead. Cilium 1.18
+// has no kube-dns entity (pkg/policy/api/entity.go lists all, world,
+// world-ipv4, world-ipv6, cluster, host, init, ingress, unmanaged,
+// remote-node, health, none and kube-apiserver, and later versions add
+// none by that name); its own examples (examples/hubble) reach DNS with
+// toEndpoints on k8s-app: kube-dns. Guessing a meaning for it would let a
+// typo'd policy allow more than its author meant, so it is refused by
+// name rather than as a mere unsupported value.
+var refusedEntities = map[string]string{
+	"kube-dns": `kube-dns is not a Cilium entity (Cilium 1.18 has none by that name); select the DNS pods instead: toEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": kube-system, "k8s:k8s-app": kube-dns}}]`,
+}
+
+// entityLists are the rule fields whose values are entity names.
+var entityLists = map[string]bool{"fromEntities": true, "toEntities": true}
+
 // opaqueRuleFields hold user data (label keys) and are not searched for
 // unsupported field names.
 var opaqueRuleFields = map[string]bool{
@@ -110,11 +126,28 @@ func findUnsupported(path *field.Path, v any) []fieldErr {
 			if opaqueRuleFields[k] {
 				continue
 			}
+			if entityLists[k] {
+				errs = append(errs, refusedEntityValues(path.Child(k), v[k])...)
+				continue
+			}
 			errs = append(errs, findUnsupported(path.Child(k), v[k])...)
 		}
 	case []any:
 		for i, e := range v {
 			errs = append(errs, findUnsupported(path.Index(i), e)...)
+		}
+	}
+	return errs
+}
+
+// refusedEntityValues reports the refused names in an entity list.
+func refusedEntityValues(path *field.Path, v any) []fieldErr {
+	list, _ := v.([]any)
+	var errs []fieldErr
+	for i, e := range list {
+		name, _ := e.(string)
+		if why, bad := refusedEntities[name]; bad {
+			errs = append(errs, fieldErr{path.Index(i).String(), fmt.Errorf("%w: %s", ErrUnsupportedField, why)})
 		}
 	}
 	return errs
@@ -172,6 +205,16 @@ func findExtensions(path *field.Path, v any) []fieldErr {
 type RefusedField struct {
 	Name   string
 	Reason string
+}
+
+// RefusedEntities lists the entity names the loader refuses by name (as
+// RefusedField.Name), sorted, for documentation that must stay complete.
+func RefusedEntities() []RefusedField {
+	out := make([]RefusedField, 0, len(refusedEntities))
+	for _, k := range slices.Sorted(maps.Keys(refusedEntities)) {
+		out = append(out, RefusedField{Name: k, Reason: refusedEntities[k]})
+	}
+	return out
 }
 
 // RefusedCiliumFields lists the Cilium fields refused by name, sorted by

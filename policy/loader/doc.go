@@ -26,7 +26,10 @@
 //     fields are the same, so the conversion re-types the object and drops
 //     its status. Cilium fields that Portcullis does not implement (such as
 //     toGroups, fromRequires, authentication, listener or l7proto) are errors
-//     naming the field, never silently dropped.
+//     naming the field, never silently dropped. Entity names that Cilium
+//     does not have but that policies written for it use (kube-dns) are
+//     errors saying what to write instead (RefusedEntities), in Cilium
+//     documents and TrafficPolicies alike.
 //   - v1 Namespace supplies namespace labels to the engine.
 //   - Kinds that cannot change a policy verdict and that commonly share a
 //     directory with policies (Pods, Deployments, Services, ConfigMaps, ...;

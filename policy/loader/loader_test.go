@@ -168,6 +168,14 @@ func TestLoadErrors(t *testing.T) {
 			`testdata/bad/unsupported.yaml: document 2 (CiliumClusterwideNetworkPolicy nodes): specs[0].egress[0].toNodes: not supported by Portcullis: node peers (toNodes) are not implemented; use toEntities host/remote-node`,
 		},
 	}, {
+		name:   "the kube-dns entity, which Cilium does not have",
+		paths:  []string{"testdata/bad/kube-dns.yaml"},
+		wantIs: ErrUnsupportedField,
+		want: []string{
+			`testdata/bad/kube-dns.yaml: document 1 (CiliumNetworkPolicy kube-system/hubble-relay): spec.egress[1].toEntities[0]: not supported by Portcullis: kube-dns is not a Cilium entity (Cilium 1.18 has none by that name); select the DNS pods instead: toEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": kube-system, "k8s:k8s-app": kube-dns}}]`,
+			`testdata/bad/kube-dns.yaml: document 2 (TrafficPolicy kube-system/dns): spec.ingress[0].fromEntities[1]: not supported by Portcullis: kube-dns is not a Cilium entity (Cilium 1.18 has none by that name); select the DNS pods instead: toEndpoints: [{matchLabels: {"k8s:io.kubernetes.pod.namespace": kube-system, "k8s:k8s-app": kube-dns}}]`,
+		},
+	}, {
 		name:   "a Portcullis extension in a Cilium policy",
 		paths:  []string{"testdata/bad/cilium-header-regex.yaml"},
 		wantIs: ErrUnknownField,

@@ -21,3 +21,16 @@ func TestRefusedFieldsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// The same document lists the entity names refused by name.
+func TestRefusedEntitiesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/design/evaluation.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range loader.RefusedEntities() {
+		if !strings.Contains(string(doc), "| `"+e.Name+"` |") {
+			t.Errorf("docs/design/evaluation.md does not list the refused entity %q (%s)", e.Name, e.Reason)
+		}
+	}
+}

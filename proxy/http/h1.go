@@ -68,7 +68,7 @@ func (h *h1conn) serve(ctx context.Context) {
 		h.lingerClose()
 	}
 	if h.br != nil {
-		putReader(h.br)
+		readers.Put(h.br)
 		h.br = nil
 	}
 }
@@ -100,7 +100,7 @@ func (h *h1conn) await() error {
 	if h.br.Buffered() > 0 || h.pr.off < h.pr.end {
 		return nil
 	}
-	putReader(h.br)
+	readers.Put(h.br)
 	h.br = nil
 	n, err := h.dc.Read(h.pr.buf[:])
 	if n == 0 {
@@ -110,7 +110,7 @@ func (h *h1conn) await() error {
 		return err
 	}
 	h.pr.off, h.pr.end, h.pr.r = 0, n, h.dc
-	h.br = getReader(&h.pr)
+	h.br = readers.Get(&h.pr)
 	return nil
 }
 
@@ -133,9 +133,9 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 	if err := h.await(); err != nil {
 		return false
 	}
-	h.bw = getWriter(h.dc)
+	h.bw = writers.Get(h.dc)
 	defer func() {
-		putWriter(h.bw)
+		writers.Put(h.bw)
 		h.bw = nil
 	}()
 	start := time.Now()

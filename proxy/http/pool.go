@@ -41,8 +41,8 @@ type upConn struct {
 // pooled, then costs its socket only.
 func (u *upConn) park() {
 	if u.br != nil {
-		putReader(u.br)
-		putWriter(u.bw)
+		readers.Put(u.br)
+		writers.Put(u.bw)
 		u.br, u.bw = nil, nil
 	}
 }
@@ -50,7 +50,7 @@ func (u *upConn) park() {
 // unpark gives a connection taken for a request its buffers.
 func (u *upConn) unpark() {
 	if u.br == nil {
-		u.br, u.bw = getReader(u.dc), getWriter(u.dc)
+		u.br, u.bw = readers.Get(u.dc), writers.Get(u.dc)
 	}
 }
 

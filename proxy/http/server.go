@@ -55,7 +55,7 @@ type Options struct {
 	// destination). Upstream connections are pooled per (source address,
 	// destination), so a connection dialled for one client port may carry
 	// the requests of another connection from the same source address:
-	// Dial must not depend on src's port. nil: a plain net.Dialer to dst.
+	// Dial must not depend on src's port. nil: proxy.DialDestination.
 	Dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
 	// Record receives one access event per request. It must not block.
 	// nil: none.
@@ -162,10 +162,7 @@ func (o *Options) setDefaults() {
 		o.StreamIdleTimeout = DefaultStreamIdleTimeout
 	}
 	if o.Dial == nil {
-		var d net.Dialer
-		o.Dial = func(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", dst.String())
-		}
+		o.Dial = proxy.DialDestination
 	}
 }
 
@@ -275,7 +272,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 	headDeadline := time.Now().Add(s.o.ReadHeaderTimeout)
 	dc := &dconn{Conn: c, idle: s.o.IdleTimeout, mode: modeFixed}
 	c.SetReadDeadline(headDeadline)
-	br := getReader(dc)
+	br := readers.Get(dc)
 	switch proto, err := sniff(br); proto {
 	case sniffH2:
 		// br is never given back to the pool: x/net's frame-reader
@@ -293,7 +290,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		return
 	case sniffTLS:
 		s.refuseConn(dc, br, src, dst, "http/1.1", 400, "TLS on a plain HTTP port", reasonTLS)
-		putReader(br)
+		readers.Put(br)
 		return
 	case sniffNone:
 		// The deadline or the end came before a decision: the client was
@@ -303,7 +300,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		if isTimeout(err) {
 			s.refuseConn(dc, br, src, dst, "http/1.1", 0, "request header timeout", reasonHeaderTimeout)
 		}
-		putReader(br)
+		readers.Put(br)
 		return
 	}
 	// The HTTP/1.1 connection owns br from here (it swaps it while idle).
@@ -358,11 +355,11 @@ func (s *Server) refuseConn(dc *dconn, br *bufio.Reader, src, dst netip.AddrPort
 		return
 	}
 	dc.mode = modeIdle
-	bw := getWriter(dc)
+	bw := writers.Get(dc)
 	body := statusText(status) + ": " + msg + "\r\n"
 	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, statusText(status), len(body), body)
 	bw.Flush()
-	putWriter(bw)
+	writers.Put(bw)
 	closeWrite(dc.Conn)
 	dc.mode = modeFixed
 	dc.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -404,36 +401,17 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// The buffer pools. Whoever takes a buffer gives it back only when no
-// other goroutine can still use it: HTTP/1.1 connections are served by one
-// goroutine (splice waits for its second one before giving anything back),
-// the HTTP/2 read buffer is never given back (see ServeConn), and copy
-// buffers go back after their loop.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-
-func getReader(r io.Reader) *bufio.Reader {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return br
-}
-
-func putReader(br *bufio.Reader) {
-	br.Reset(nil)
-	readerPool.Put(br)
-}
-
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
-
-func getWriter(w io.Writer) *bufio.Writer {
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-func putWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	writerPool.Put(bw)
-}
+// readers and writers are the buffers of client and upstream
+// connections, held only while a request or response is under way. Whoever
+// takes a buffer gives it back only when no other goroutine can still use
+// it: HTTP/1.1 connections are served by one goroutine (splice waits for
+// its second one before giving anything back), the HTTP/2 read buffer is
+// never given back (see ServeConn), and copy buffers go back after their
+// loop.
+var (
+	readers = proxy.NewReaderPool(4096)
+	writers = proxy.NewWriterPool(4096)
+)
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 

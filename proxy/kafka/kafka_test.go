@@ -87,14 +87,25 @@ func newEnv(t *testing.T) *env {
 	e := &env{broker: cl.ListenAddrs()[0]}
 	upstream := netip.MustParseAddrPort(e.broker)
 
+	store := &proxy.Store{}
+	store.Set(snapshot(t, kafkaPolicy, upstream.Port()))
+	e.addr = serve(t, kafka.Options{Resolver: store}, true, upstream)
+	return e
+}
+
+// serve runs a kafka.Server with o on 127.0.0.1 until the test ends;
+// each connection is a flow from the client's address to upstream. With
+// advertise, the server rewrites advertised brokers to its own address.
+func serve(t testing.TB, o kafka.Options, advertise bool, upstream netip.AddrPort) (addr string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.addr = ln.Addr().String()
-	store := &proxy.Store{}
-	store.Set(snapshot(t, kafkaPolicy, upstream.Port()))
-	srv, err := kafka.New(kafka.Options{Resolver: store, Advertise: e.addr})
+	if advertise {
+		o.Advertise = ln.Addr().String()
+	}
+	srv, err := kafka.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +133,7 @@ func newEnv(t *testing.T) *env {
 		srv.Close()
 		wg.Wait()
 	})
-	return e
+	return ln.Addr().String()
 }
 
 // proxied is a client that talks to the broker through the proxy from

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,8 +44,8 @@ type Options struct {
 	// request on an open connection. A nil ConnPolicy denies the request.
 	Resolver proxy.Resolver
 	// Dial opens the upstream connection of a client connection (one
-	// each: Kafka connections are long-lived). nil: a plain net.Dialer
-	// to dst.
+	// each: Kafka connections are long-lived). nil:
+	// proxy.DialDestination.
 	Dial func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error)
 	// Record receives one event per request. It must not block. nil: none.
 	Record func(monitor.Event)
@@ -82,10 +83,7 @@ func (o *Options) setDefaults() {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
 	if o.Dial == nil {
-		var d net.Dialer
-		o.Dial = func(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", dst.String())
-		}
+		o.Dial = proxy.DialDestination
 	}
 }
 
@@ -138,9 +136,11 @@ type conn struct {
 	upstream net.Conn
 	src, dst netip.AddrPort
 	br       *bufio.Reader
-	uw       *bufio.Writer
-	pending  chan *inflight
-	once     sync.Once
+	// uw buffers the requests forwarded while more are pipelined behind
+	// them; it comes from writers and goes back once flushed.
+	uw      *bufio.Writer
+	pending chan *inflight
+	once    sync.Once
 	// ended is set when the connection is being torn down on an error.
 	ended chan struct{}
 }
@@ -208,7 +208,6 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 	default:
 	}
 	k.br = bufio.NewReaderSize(c, 16<<10)
-	k.uw = bufio.NewWriterSize(up, 16<<10)
 	k.pending = make(chan *inflight, s.o.MaxInFlight)
 	done := make(chan struct{})
 	go func() {
@@ -281,18 +280,22 @@ func (c *conn) readRequests() {
 	}
 }
 
+// writers are the write buffers of connections with something to send:
+// an idle connection, or one waiting for the rest of a request, holds
+// none (16 KiB each way saved per connection).
+var writers = proxy.NewWriterPool(16 << 10)
+
 // readFrame reads a request of size bytes after its size prefix. The
-// buffer grows with the bytes that arrive, not with the size announced:
-// a client that announces 100 MiB and stalls holds what it sent.
+// buffer grows with the bytes that arrive (at most double them plus
+// 4 KiB), not with the size announced: a client that announces 100 MiB
+// and stalls holds what it sent.
 func readFrame(r io.Reader, hdr [4]byte, size int) ([]byte, error) {
-	const chunk = 64 << 10
-	frame := make([]byte, 4, 4+min(size, chunk))
+	const first = 4 << 10
+	frame := make([]byte, 4, 4+min(size, first))
 	copy(frame, hdr[:])
 	for len(frame) < 4+size {
-		n := min(4+size-len(frame), max(chunk, len(frame)))
-		if cap(frame)-len(frame) < n {
-			frame = append(frame[:cap(frame)], make([]byte, len(frame)+n-cap(frame))...)[:len(frame)]
-		}
+		n := min(4+size-len(frame), max(first, len(frame)))
+		frame = slices.Grow(frame, n)
 		m, err := io.ReadFull(r, frame[len(frame):len(frame)+n])
 		frame = frame[:len(frame)+m]
 		if err != nil {
@@ -356,13 +359,19 @@ func (c *conn) handle(frame []byte, start time.Time) error {
 			return err
 		}
 	}
+	if c.uw == nil {
+		c.uw = writers.Get(c.upstream)
+	}
 	if _, err := c.uw.Write(frame); err != nil {
 		return fmt.Errorf("writing to the broker: %w", err)
 	}
 	if c.br.Buffered() == 0 {
+		// Nothing pipelined behind this request: send what is buffered.
 		if err := c.uw.Flush(); err != nil {
 			return fmt.Errorf("writing to the broker: %w", err)
 		}
+		writers.Put(c.uw)
+		c.uw = nil
 	}
 	if r.noResponse {
 		c.s.record(ev)
@@ -439,8 +448,11 @@ func (c *conn) queue(f *inflight) error {
 // requests and the proxy's own answers: an answer waits until the
 // responses of the requests before it have been relayed.
 func (c *conn) respond() {
-	cw := bufio.NewWriterSize(c.client, 16<<10)
+	var cw *bufio.Writer
 	for f := range c.pending {
+		if cw == nil {
+			cw = writers.Get(c.client)
+		}
 		if err := c.respondOne(cw, f); err != nil {
 			if !errors.Is(err, errClosed) && !isClosed(err) {
 				c.s.record(c.connEvent(monitor.VerdictError, err.Error()))
@@ -457,13 +469,17 @@ func (c *conn) respond() {
 				}
 				return
 			}
+			writers.Put(cw)
+			cw = nil
 		}
 		if f.ev.L7 != nil {
 			f.ev.L7.Latency = time.Since(f.start)
 		}
 		c.s.record(f.ev)
 	}
-	_ = cw.Flush()
+	if cw != nil {
+		_ = cw.Flush()
+	}
 }
 
 func (c *conn) respondOne(cw *bufio.Writer, f *inflight) error {
@@ -509,7 +525,17 @@ func (c *conn) respondOne(cw *bufio.Writer, f *inflight) error {
 	if _, err := cw.Write(hdr[:]); err != nil {
 		return err
 	}
-	if _, err := io.CopyN(cw, c.upstream, int64(size)-4); err != nil {
+	var dst io.Writer = cw
+	if int(size)-4 > cw.Available() {
+		// A response larger than the buffer (a fetch's records) goes
+		// straight from socket to socket (splice(2) on Linux) instead of
+		// through the buffer in 16 KiB pieces.
+		if err := cw.Flush(); err != nil {
+			return err
+		}
+		dst = c.client
+	}
+	if _, err := io.CopyN(dst, c.upstream, int64(size)-4); err != nil {
 		return fmt.Errorf("relaying the broker's %s response: %w", l7.KafkaAPIKeyName(f.r.key), err)
 	}
 	return nil

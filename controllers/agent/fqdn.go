@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"portcullis.dev/portcullis/proxy/dns"
+)
+
+// fqdnLearner is the agent's side of the DNS proxy: it takes what allowed
+// answers teach (dns.Observer), keeps it per endpoint and name in a
+// dns.Cache, feeds the union of each name's addresses to the engine
+// (Repository.ObserveDNS) and waits until a sync pass has written the
+// policy entries and ipcache entries that follow, so that the proxy
+// releases the answer only when the client's first connection to a new
+// address is allowed.
+type fqdnLearner struct {
+	a     *Agent
+	cache *dns.Cache
+	// mu orders cache updates with the engine's: two answers for one name
+	// must not leave the engine with the older union.
+	mu sync.Mutex
+	// changedRev is the repository revision of the last change made here;
+	// an answer that taught nothing new still waits until it is synced (an
+	// earlier hold for the same address may have run out).
+	changedRev uint64
+}
+
+func newFQDNLearner(a *Agent, minTTL time.Duration, maxIPs int) *fqdnLearner {
+	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs)}
+}
+
+// Observe implements dns.Observer.
+func (l *fqdnLearner) Observe(ctx context.Context, o dns.Observation) ([]string, error) {
+	var names []string
+	for _, n := range o.Names {
+		if len(l.a.repo.FQDNSelectors(o.Identity, n)) > 0 {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	ep := o.Endpoint.Namespace + "/" + o.Endpoint.Name
+	now := time.Now()
+	l.mu.Lock()
+	changed := false
+	for _, n := range names {
+		if l.cache.Update(ep, n, o.Addrs, o.TTL, now) {
+			l.a.repo.ObserveDNS(n, l.cache.Addrs(n))
+			changed = true
+		}
+	}
+	if changed {
+		l.changedRev = l.a.repo.Revision()
+	}
+	rev := l.changedRev
+	l.mu.Unlock()
+	return names, l.a.waitSynced(ctx, rev)
+}
+
+// expire forgets what has expired and teaches the engine the names whose
+// addresses changed.
+func (l *fqdnLearner) expire(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	names := l.cache.Expire(now)
+	for _, n := range names {
+		l.a.repo.ObserveDNS(n, l.cache.Addrs(n))
+	}
+	if len(names) > 0 {
+		l.changedRev = l.a.repo.Revision()
+		l.a.kick()
+	}
+}
+
+// fqdnExpiry runs the learner's expiry every second.
+type fqdnExpiry struct{ l *fqdnLearner }
+
+func (e *fqdnExpiry) Start(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			e.l.expire(now)
+		}
+	}
+}
+
+// FQDNCache lists what the DNS proxy's answers taught, by name, endpoint
+// and address.
+func (a *Agent) FQDNCache() []dns.CacheEntry {
+	if a.fqdn == nil {
+		return nil
+	}
+	return a.fqdn.cache.Entries()
+}
+
+// syncNotifier tells waiters which repository revision the last sync pass
+// wrote.
+type syncNotifier struct {
+	mu   sync.Mutex
+	rev  uint64
+	done chan struct{}
+}
+
+// passed records that a pass wrote the repository as of rev.
+func (n *syncNotifier) passed(rev uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if rev > n.rev {
+		n.rev = rev
+	}
+	if n.done != nil {
+		close(n.done)
+	}
+	n.done = make(chan struct{})
+}
+
+func (n *syncNotifier) state() (uint64, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.done == nil {
+		n.done = make(chan struct{})
+	}
+	return n.rev, n.done
+}
+
+// waitSynced returns once a sync pass has written the repository as of
+// revision rev (asking for one), or with ctx's error.
+func (a *Agent) waitSynced(ctx context.Context, rev uint64) error {
+	for {
+		have, done := a.syncs.state()
+		if have >= rev {
+			return nil
+		}
+		a.kick()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
