@@ -228,7 +228,9 @@ func TestProxyMaxConns(t *testing.T) {
 	c1 := f.dial(t)
 	_, _ = io.WriteString(c1, "block")
 	deadline := time.Now().Add(2 * time.Second)
-	for f.p.Active() != 1 {
+	// Served, and past its first request (else its slot would be
+	// reclaimed for the second).
+	for f.p.Active() != 1 || f.p.Pending() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("first connection not served")
 		}

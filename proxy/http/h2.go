@@ -209,11 +209,7 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		h.deny(w, a, &d)
 		return
 	}
-	if r.Context().Err() != nil {
-		// The client reset the stream already: nothing goes upstream.
-		h.evMu.Lock()
-		h.canceled++
-		h.evMu.Unlock()
+	if h.resetByClient(r) {
 		return
 	}
 	host := r.Host
@@ -228,6 +224,19 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		}
 	}
 	h.forward(w, r, p, host, a)
+}
+
+// resetByClient reports whether the client has reset r's stream: then
+// the request is not forwarded, and it is only counted (in the summary
+// of a connection that exceeds its event budget).
+func (h *h2handler) resetByClient(r *nethttp.Request) bool {
+	if r.Context().Err() == nil {
+		return false
+	}
+	h.evMu.Lock()
+	h.canceled++
+	h.evMu.Unlock()
+	return true
 }
 
 // refuse answers a request the proxy cannot judge.
@@ -349,6 +358,11 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	cc, err := h.s.h2pool.get(r.Context(), h.key, func(ctx context.Context) (net.Conn, error) {
 		return h.s.o.Dial(ctx, h.src, h.dst)
 	})
+	if h.resetByClient(r) {
+		// While the upstream connection was dialled (requests wait for the
+		// dial in progress): still nothing sent.
+		return
+	}
 	var res *nethttp.Response
 	if err == nil {
 		res, err = cc.RoundTrip(out)
