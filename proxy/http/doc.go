@@ -197,7 +197,10 @@
 //   - MaxHeaderCount (100): header fields (431).
 //   - ReadHeaderTimeout (10 s): one absolute deadline from the accept for
 //     the protocol sniffing and the first request head (HTTP/2: the
-//     preface and the client's first SETTINGS frame); no trickle of bytes
+//     preface and the client's first SETTINGS frame; then each header
+//     block, HEADERS to END_HEADERS, which x/net leaves unbounded and
+//     during which nothing else passes the connection: cut with GOAWAY
+//     ENHANCE_YOUR_CALM); no trickle of bytes
 //     extends it and the first byte does not restart it. A head begun
 //     and not finished gets 408 and the close; a connection silent until
 //     then (or stopped inside the HTTP/2 preface) is closed without an

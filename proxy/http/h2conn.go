@@ -54,13 +54,19 @@ type h2Conn struct {
 	// refuse reports a connection the proxy cuts (the event).
 	refuse func(msg, refused string)
 
-	maxStream          uint32
+	maxStream          atomic.Uint32
 	opened             [256]streamOpen
 	streams, premature int
 	empty              int
 	ctlWindow          time.Time
 	settings, pings    int
-	abused             bool
+	abused             atomic.Bool
+	// headTimeout bounds a header block (HEADERS to END_HEADERS): x/net
+	// has no deadline for one, and none but CONTINUATION frames may come
+	// in between.
+	headTimeout time.Duration
+	blockTimer  *time.Timer
+	closed      atomic.Bool
 
 	wmu sync.Mutex
 	// w431 collects a DATA frame the size of x/net's own 431 body: x/net
@@ -77,17 +83,20 @@ type streamOpen struct {
 	at time.Time
 }
 
-func newH2Conn(c net.Conn, br *bufio.Reader) *h2Conn {
-	return &h2Conn{Conn: c, r: br, rd: frameScanner{skip: len(h2Preface)}}
+func newH2Conn(c net.Conn, br *bufio.Reader, headTimeout time.Duration) *h2Conn {
+	return &h2Conn{Conn: c, r: br, rd: frameScanner{skip: len(h2Preface)}, headTimeout: headTimeout}
 }
 
 func (c *h2Conn) Read(p []byte) (int, error) {
-	if c.abused {
+	if c.abused.Load() {
 		return 0, errH2Abuse
 	}
 	n, err := c.r.Read(p)
 	c.rd.scan(p[:n], c.frame, c.frameDone)
-	if c.abused {
+	if c.abused.Load() {
+		if c.blockTimer != nil {
+			c.blockTimer.Stop()
+		}
 		// Drain what the client still sends for a moment, so that the
 		// close does not reset the connection before it reads the GOAWAY.
 		c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -98,6 +107,12 @@ func (c *h2Conn) Read(p []byte) (int, error) {
 		c.refuse("request header timeout (HTTP/2 preface and SETTINGS)", reasonHeaderTimeout)
 	}
 	return n, err
+}
+
+// Close closes the connection; a header block's timer then does nothing.
+func (c *h2Conn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
 
 func (c *h2Conn) Write(p []byte) (int, error) {
@@ -139,13 +154,29 @@ func (c *h2Conn) wdone() {
 func (c *h2Conn) frame(typ, flags byte, stream uint32, length int) {
 	const (
 		data, headers, rst, settings, ping, continuation = 0, 1, 3, 4, 6, 9
-		endStream, ack                                   = 1, 1
+		endStream, ack, endHeaders                       = 1, 1, 4
 	)
 	now := time.Now()
+	if (typ == continuation || typ == headers) && flags&endHeaders != 0 && c.blockTimer != nil {
+		c.blockTimer.Stop()
+		c.blockTimer = nil
+	}
 	switch typ {
 	case headers:
-		if stream > c.maxStream && stream&1 == 1 {
-			c.maxStream = stream
+		if flags&endHeaders == 0 && c.blockTimer == nil {
+			// A header block begins: it must end within the head
+			// timeout, whatever the pace of its CONTINUATION frames (a
+			// stalled block is cut by the timer, the reads then end).
+			c.blockTimer = time.AfterFunc(c.headTimeout, func() {
+				if c.closed.Load() {
+					return
+				}
+				c.abuseAs(fmt.Sprintf("request header timeout: a header block not completed within %s", c.headTimeout), reasonHeaderTimeout)
+				c.Conn.SetReadDeadline(time.Now())
+			})
+		}
+		if stream > c.maxStream.Load() && stream&1 == 1 {
+			c.maxStream.Store(stream)
 			c.streams++
 			c.opened[(stream>>1)%uint32(len(c.opened))] = streamOpen{stream, now}
 		}
@@ -186,14 +217,17 @@ func (c *h2Conn) frame(typ, flags byte, stream uint32, length int) {
 // abuse cuts the connection: GOAWAY ENHANCE_YOUR_CALM (now if x/net's
 // writes are between frames, else right after the frame being written),
 // an event, and the reads end.
-func (c *h2Conn) abuse(msg string) {
-	if c.abused {
+func (c *h2Conn) abuse(msg string) { c.abuseAs(msg, reasonH2Abuse) }
+
+// abuseAs is abuse with the refusal class of the event. It may run on a
+// timer's goroutine too.
+func (c *h2Conn) abuseAs(msg, refused string) {
+	if !c.abused.CompareAndSwap(false, true) {
 		return
 	}
-	c.abused = true
 	var b bytes.Buffer
 	fr := http2.NewFramer(&b, nil)
-	fr.WriteGoAway(c.maxStream, http2.ErrCodeEnhanceYourCalm, []byte(msg))
+	fr.WriteGoAway(c.maxStream.Load(), http2.ErrCodeEnhanceYourCalm, []byte(msg))
 	// A client that does not read must not hold the frame reader.
 	c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	c.wmu.Lock()
@@ -204,7 +238,10 @@ func (c *h2Conn) abuse(msg string) {
 	}
 	c.wmu.Unlock()
 	if c.refuse != nil {
-		c.refuse("HTTP/2 abuse: "+msg, reasonH2Abuse)
+		if refused == reasonH2Abuse {
+			msg = "HTTP/2 abuse: " + msg
+		}
+		c.refuse(msg, refused)
 	}
 }
 

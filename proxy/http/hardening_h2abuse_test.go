@@ -283,3 +283,52 @@ func TestH2DeniedEventsBounded(t *testing.T) {
 		t.Fatalf("%d events for %d denied streams (summaries %q): want at most %d and a summary", events, denied, summaries, limit)
 	}
 }
+
+// TestH2HeaderBlockDeadline: an HTTP/2 header block (HEADERS to the
+// CONTINUATION with END_HEADERS) must end within ReadHeaderTimeout,
+// stalled or trickled: x/net has no deadline for one and lets nothing else
+// through the connection meanwhile.
+func TestH2HeaderBlockDeadline(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.ReadHeaderTimeout = 300 * time.Millisecond })
+	block := headerBlock("GET", "/public/x")
+	for _, trickle := range []bool{false, true} {
+		a := newH2Attacker(t, e)
+		start := time.Now()
+		if err := a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:1], EndStream: true}); err != nil {
+			t.Fatal(err)
+		}
+		if trickle {
+			go func() {
+				for i := 1; i < len(block); i++ {
+					time.Sleep(100 * time.Millisecond)
+					if a.fr.WriteContinuation(1, i == len(block)-1, block[i:i+1]) != nil {
+						return
+					}
+				}
+			}()
+		}
+		code, err := a.goAway()
+		if err != nil || code != http2.ErrCodeEnhanceYourCalm {
+			t.Fatalf("trickle %v: GOAWAY %v, %v", trickle, code, err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("trickle %v: cut after %s", trickle, took)
+		}
+	}
+	// The event follows the GOAWAY.
+	n := 0
+	for deadline := time.Now().Add(2 * time.Second); n < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n = 0
+		e.rec.mu.Lock()
+		for _, ev := range e.rec.events {
+			if ev.L7 != nil && ev.L7.Refused == "header-timeout" {
+				n++
+			}
+		}
+		e.rec.mu.Unlock()
+	}
+	if n != 2 || up.requests.Load() != 0 {
+		t.Fatalf("%d header-timeout events, %d upstream requests", n, up.requests.Load())
+	}
+}

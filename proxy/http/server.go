@@ -282,7 +282,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		// behind it, or hand this client's bytes to another connection.
 		// The read deadline stays until the client's first frame is in.
 		dc.mode = modeNone
-		hc := newH2Conn(c, br)
+		hc := newH2Conn(c, br, s.o.ReadHeaderTimeout)
 		hc.refuse = func(msg, refused string) {
 			s.refuseConn(dc, br, src, dst, "h2", 0, msg, refused)
 		}
