@@ -197,15 +197,15 @@
 //   - MaxHeaderCount (100): header fields (431).
 //   - ReadHeaderTimeout (10 s): one absolute deadline from the accept for
 //     the protocol sniffing and the first request head (HTTP/2: the
-//     preface and the client's first SETTINGS frame; then each header
-//     block, HEADERS to END_HEADERS, which x/net leaves unbounded and
-//     during which nothing else passes the connection: cut with GOAWAY
-//     ENHANCE_YOUR_CALM); no trickle of bytes
+//     preface and the client's first SETTINGS frame); no trickle of bytes
 //     extends it and the first byte does not restart it. A head begun
 //     and not finished gets 408 and the close; a connection silent until
 //     then (or stopped inside the HTTP/2 preface) is closed without an
 //     answer. Later requests of a keep-alive connection: from their first
-//     byte. Each cut is an ERROR event (L7.Refused "header-timeout").
+//     byte. On HTTP/2 each header block too (HEADERS to END_HEADERS,
+//     which x/net leaves unbounded while nothing else may pass the
+//     connection), stalled or trickled: GOAWAY ENHANCE_YOUR_CALM. Each
+//     cut is an ERROR event (L7.Refused "header-timeout").
 //   - BodyTimeout (30 s) and MinBodyRate (1 KiB/s): a request body,
 //     allowed or denied, HTTP/1.1 or HTTP/2, must be in by the end of its
 //     head plus BodyTimeout plus one second per MinBodyRate bytes
