@@ -315,6 +315,20 @@
 // Transfer-Encoding leaving the framing intact; no User-Agent added on
 // HTTP/2.
 //
+// Hostile peers (hardening_*_test.go, the attack clients written with
+// x/net's Framer against the real proxy on loopback): rapid reset without
+// a crash; head deadlines from the accept (HTTP/1.1 trickle, a late first
+// byte, the HTTP/2 preface and SETTINGS trickled, a silent connection, a
+// stalled or trickled HTTP/2 header block); body deadlines on both
+// protocols; slots reclaimed at the core's connection limit; path
+// normalization judged and forwarded alike, Host and field-name checks;
+// no Accept-Encoding added; TLS on the plain port; premature resets,
+// empty frames, SETTINGS and PING floods cut with ENHANCE_YOUR_CALM;
+// denied stream events summarized; reset streams not forwarded; refusals
+// counted by reason (x/net's own 431 included); bounded per-stream
+// buffering, memory under 500 stalled streams, coalesced upstream dials,
+// the stream idle timeout.
+//
 // Fuzz targets: FuzzServeConn (raw bytes as a client connection; the
 // upstream parses what it receives with net/http and fails on any request
 // the policy denies, so a smuggled request would be seen; every upstream
