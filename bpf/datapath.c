@@ -218,7 +218,10 @@ struct event {
 	__u8 dir;
 	__u8 verdict;
 	__u8 reason;
-	__u8 pad[6];
+	// The Service address and port the client sent to, for a translated
+	// flow (0: none); daddr, dport are the backend's.
+	__be16 svc_port;
+	__be32 svc_addr;
 };
 
 // Sizes are set from Go at load time; these are defaults.
@@ -489,6 +492,8 @@ static __always_inline void emit(struct flow *f, struct decision *d, __u8 verdic
 	e->dir = d->dir;
 	e->verdict = verdict;
 	e->reason = d->reason;
+	e->svc_addr = f->nat_addr;
+	e->svc_port = f->nat_port;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -740,6 +745,15 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 	if (!svc)
 		return 0;
 	__u16 count = svc->count, svc_id = svc->svc_id;
+	if (svc_id == 0) {
+		// Read while the agent replaced it and the element went to another
+		// key (see below): read it again.
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc)
+			return 0;
+		count = svc->count;
+		svc_id = svc->svc_id;
+	}
 	struct ct_key fk = {.saddr = f->saddr, .daddr = f->daddr, .sport = f->sport, .dport = f->dport, .proto = f->proto};
 	struct lb_flow *lb = bpf_map_lookup_elem(&lb_flows, &fk);
 	struct backend *be = 0;
@@ -757,19 +771,36 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 		return 1;
 	}
 	if (!be) {
-		if (count == 0) {
-			*reason = REASON_NO_BACKEND;
-			*act = refuse(skb, f);
-			return 1;
-		}
-		sk.slot = bpf_get_prandom_u32() % count + 1;
-		struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
-		if (slot) {
-			backend_id = slot->backend_id;
-			be = bpf_map_lookup_elem(&backends, &backend_id);
+		// The agent may be changing the Service meanwhile: the count read
+		// may be stale (a slot or backend gone since), and an element it
+		// replaced may be recycled for another key while it is read (a
+		// service's id is never 0). Each try reads the Service again; a
+		// few make a miss as unlikely as the agent finishing several
+		// updates between two lookups. A Service with no backends is
+		// refused at once.
+		for (int i = 0; i < 4; i++) {
+			if (i > 0) {
+				sk.slot = 0;
+				svc = bpf_map_lookup_elem(&services, &sk);
+				if (!svc)
+					break;
+				count = svc->count;
+				svc_id = svc->svc_id;
+			}
+			if (svc_id == 0)
+				continue;
+			if (count == 0)
+				break;
+			sk.slot = bpf_get_prandom_u32() % count + 1;
+			struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
+			if (slot) {
+				backend_id = slot->backend_id;
+				be = bpf_map_lookup_elem(&backends, &backend_id);
+			}
+			if (be)
+				break;
 		}
 		if (!be) {
-			// The agent is between two writes of this service.
 			*reason = REASON_NO_BACKEND;
 			*act = refuse(skb, f);
 			return 1;

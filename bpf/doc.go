@@ -55,7 +55,7 @@
 //   - events: ring buffer, 1 MiB; {time, endpoint id, direction, verdict
 //     (DROPPED, REDIRECTED, AUDITED, FORWARDED), reason, src/dst IPv4 and
 //     ports (ICMP: the type as dst port), proto, src and dst identity, rule
-//     id, proxy port}.
+//     id, proxy port, and the ClusterIP and port of a translated flow}.
 //   - services: hash, 65536; (ClusterIP, port, protocol, slot) → slot 0:
 //     the number of backends and the port's id, slots 1..n: backend ids.
 //   - backends: hash, 65536; id → pod address and target port.

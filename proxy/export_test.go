@@ -9,17 +9,3 @@ func QuietPanics(t testing.TB) {
 	logPanic = func(any) {}
 	t.Cleanup(func() { logPanic = orig })
 }
-
-// Pending counts the connections that have not reported a first request
-// (Started) yet.
-func (p *Proxy) Pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, sl := range p.conns {
-		if !sl.reclaimed && !sl.started.Load() {
-			n++
-		}
-	}
-	return n
-}

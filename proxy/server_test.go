@@ -49,6 +49,8 @@ func (e *eventLog) wait(t *testing.T) monitor.Event {
 // until released.
 type echoServer struct {
 	release chan struct{}
+	// blocked gets a value when a "block" request has started.
+	blocked chan struct{}
 }
 
 func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
@@ -63,6 +65,10 @@ func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.A
 	case "panic":
 		panic("boom")
 	case "block":
+		select {
+		case s.blocked <- struct{}{}:
+		default:
+		}
 		select {
 		case <-s.release:
 		case <-ctx.Done():
@@ -86,7 +92,7 @@ type proxyFixture struct {
 // datapath; see transparent_test.go).
 func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), kafka ...proxy.ConnServer) *proxyFixture {
 	t.Helper()
-	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{})}}
+	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{}), blocked: make(chan struct{}, 16)}}
 	o := proxy.Options{
 		Resolver: &f.store, HTTP: f.srv, Record: f.ev.record, MaxConns: maxConns, Dial: dial,
 		Flow: func(net.Conn) (netip.AddrPort, netip.AddrPort) {
@@ -227,14 +233,15 @@ func TestProxyMaxConns(t *testing.T) {
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressHTTP))
 	c1 := f.dial(t)
 	_, _ = io.WriteString(c1, "block")
-	deadline := time.Now().Add(2 * time.Second)
-	// Served, and past its first request (else its slot would be
-	// reclaimed for the second).
-	for f.p.Active() != 1 || f.p.Pending() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("first connection not served")
-		}
-		time.Sleep(time.Millisecond)
+	// Wait until its request has started: until then its slot could be
+	// reclaimed for the next client instead of that one being refused.
+	select {
+	case <-f.srv.blocked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first connection not served")
+	}
+	if n := f.p.Active(); n != 1 {
+		t.Fatalf("%d active connections, want 1", n)
 	}
 	f.wantRefused(t)
 	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") || e.L7.Refused != proxy.RefusedConnLimit {

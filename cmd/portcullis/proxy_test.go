@@ -277,6 +277,7 @@ func TestProxyBadInput(t *testing.T) {
 		{"bad max connections", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--max-connections", "0"}, exitUsage, "--max-connections: 0, want at least 1"},
 		{"bad escaped slashes", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--escaped-slashes", "decode"}, exitUsage, `--escaped-slashes: "decode", want reject or keep`},
 		{"bad advertise", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--advertise", ":0"}, exitUsage, `--advertise: ":0" has no host`},
+		{"bad kafka bound", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--kafka-max-request-bytes", "0"}, exitUsage, "--kafka-max-request-bytes: 0, want at least 1"},
 		{"missing file", []string{"--policy", "testdata/nope.yaml", "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "testdata/nope.yaml"},
 		{"bad listen", []string{"--policy", starwars, "--listen", "127.0.0.1:99999", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "--listen 127.0.0.1:99999"},
 	}
