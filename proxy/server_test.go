@@ -244,7 +244,7 @@ func TestProxyMaxConns(t *testing.T) {
 		t.Fatalf("%d active connections, want 1", n)
 	}
 	f.wantRefused(t)
-	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") {
+	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") || e.L7.Refused != proxy.RefusedConnLimit {
 		t.Errorf("event %+v", e)
 	}
 }
@@ -264,9 +264,9 @@ func TestProxyRelaysL4Allow(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	var dialed netip.AddrPort
+	dialed := make(chan netip.AddrPort, 1) // written by the proxy's goroutine
 	f := newProxyFixture(t, 0, func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
-		dialed = dst
+		dialed <- dst
 		return net.Dial("tcp4", up.Addr().String())
 	})
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressL4))
@@ -277,8 +277,8 @@ func TestProxyRelaysL4Allow(t *testing.T) {
 	if err != nil || string(got) != "ping" {
 		t.Fatalf("relay: %q, %v", got, err)
 	}
-	if dialed != netip.AddrPortFrom(serverIP, 80) {
-		t.Errorf("dialed %s", dialed)
+	if d := <-dialed; d != netip.AddrPortFrom(serverIP, 80) {
+		t.Errorf("dialed %s", d)
 	}
 	if e := f.ev.wait(t); e.Verdict != monitor.VerdictForwarded {
 		t.Errorf("event %+v", e)

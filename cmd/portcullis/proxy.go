@@ -47,6 +47,10 @@ type proxyFlags struct {
 	dport       uint16
 	maxConns    int
 	kafkaMax    int
+	// How paths and field names are interpreted (proxyhttp.Options).
+	escapedSlashes         string
+	noNormalize, noMerge   bool
+	allowHeaderUnderscores bool
 }
 
 // standalone is a parsed `portcullis proxy` command line.
@@ -65,6 +69,9 @@ type standalone struct {
 	kafkaMax int
 	// dport is the flow's destination port: --dport, else the upstream's.
 	dport uint16
+	// interp carries the path and field-name flags into the HTTP server's
+	// Options.
+	interp proxyhttp.Options
 }
 
 func newProxyCommand() *cobra.Command {
@@ -111,7 +118,11 @@ JSON flow events (-o json). It runs until interrupted.`,
 	fl.StringVar(&f.advertise, "advertise", "", "Kafka: broker address given to clients, HOST:PORT (default: the --listen address; 127.0.0.1 for a wildcard host)")
 	fl.IntVar(&f.kafkaMax, "kafka-max-request-bytes", proxykafka.DefaultMaxRequestBytes, "Kafka: largest request accepted; a larger one (or a negative size) closes the connection (Kafka's socket.request.max.bytes)")
 	fl.StringVarP(&f.output, "output", "o", "text", "access log format: text or json")
-	fl.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConns, "connections served at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection)")
+	fl.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConns, "connections served at once; at the limit the oldest one without a request is reset to make room, else new ones are (about 15 KiB and two file descriptors per idle connection)")
+	fl.StringVar(&f.escapedSlashes, "escaped-slashes", "reject", "HTTP paths with %2F or %5C: reject (400) or keep (judged and forwarded as they are)")
+	fl.BoolVar(&f.noNormalize, "no-normalize-path", false, "HTTP: judge and forward the path without decoding unreserved escapes or removing dot segments")
+	fl.BoolVar(&f.noMerge, "no-merge-slashes", false, "HTTP: keep runs of slashes in the path")
+	fl.BoolVar(&f.allowHeaderUnderscores, "allow-header-underscores", false, "HTTP: forward header fields whose names hold an underscore (default: 400)")
 	for _, name := range []string{"policy", "listen", "upstream", "src", "dst"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -161,6 +172,14 @@ func parseProxyFlags(f *proxyFlags) (*standalone, error) {
 		return nil, fmt.Errorf("--max-connections: %d, want at least 1", f.maxConns)
 	}
 	in.maxConns = f.maxConns
+	switch f.escapedSlashes {
+	case "reject":
+	case "keep":
+		in.interp.EscapedSlashes = proxyhttp.EscapedSlashesKeep
+	default:
+		return nil, fmt.Errorf("--escaped-slashes: %q, want reject or keep", f.escapedSlashes)
+	}
+	in.interp.NoNormalizePath, in.interp.NoMergeSlashes, in.interp.AllowHeaderUnderscores = f.noNormalize, f.noMerge, f.allowHeaderUnderscores
 	switch f.output {
 	case "text":
 	case "json":
@@ -239,7 +258,9 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 	dial := func(ctx context.Context, _, _ netip.AddrPort) (net.Conn, error) {
 		return dialer.DialContext(ctx, "tcp", in.upstream.String())
 	}
-	hs := proxyhttp.New(proxyhttp.Options{Resolver: &store, Dial: dial, Record: record})
+	ho := in.interp
+	ho.Resolver, ho.Dial, ho.Record = &store, dial, record
+	hs := proxyhttp.New(ho)
 	defer hs.Close()
 	l, err := net.Listen("tcp", in.listen)
 	if err != nil {
