@@ -32,8 +32,9 @@ type Config struct {
 	EnforcementMode string
 	// AuditMode turns every denial on this node into an audited allow.
 	AuditMode bool
-	// SecretsNamespace holds the TLS material (read by the proxy, which is
-	// not wired yet); "" means portcullis-secrets.
+	// SecretsNamespace holds the TLS material the proxy intercepts with
+	// (the operator's copies; the only Secrets the agent reads); ""
+	// means portcullis-secrets.
 	SecretsNamespace string
 	// SystemNamespace holds the agent's Lease; "" means portcullis-system.
 	SystemNamespace string
@@ -152,6 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 		trigger:       make(chan struct{}, 1),
 		reportTrigger: make(chan struct{}, 1),
 		hub:           monitor.NewHub(),
+		tls:           newTLSSecrets(),
 	}
 	prev, err := dp.Endpoints()
 	if err != nil {

@@ -24,6 +24,10 @@ import (
 const (
 	// RoleDeathstar serves [Deathstar] on the address given as argument.
 	RoleDeathstar = "deathstar"
+	// RoleHTTPSServer serves HTTPS (h2 and HTTP/1.1) on the address given
+	// first, with the certificate and key in the two files that follow;
+	// every answer is "upstream PROTO PATH sni=NAME".
+	RoleHTTPSServer = "https-server"
 	// RoleDoorManager serves the gRPC door manager on the address given.
 	RoleDoorManager = "doormanager"
 	// RoleGRPCClient dials the door manager at the address given (one
@@ -167,6 +171,11 @@ func runChild(role string, args []string) error {
 			}
 			out.write(line{Seen: s})
 		}))
+	case RoleHTTPSServer:
+		if len(args) != 3 {
+			return fmt.Errorf("want an address, a certificate file and a key file, got %q", args)
+		}
+		return serveHTTPS(out, args[0], args[1], args[2])
 	case RoleDoorManager:
 		addr, err := arg()
 		if err != nil {
