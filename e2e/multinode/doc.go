@@ -17,5 +17,12 @@
 // object on another node); the xwing's own node reports no drop. The
 // deathstar's agent stopped entirely leaves its pinned enforcement in
 // place (the tiefighter still lands, the xwing is still dropped), and a
-// restarted agent takes over its pins.
+// restarted agent takes over its pins. Then Cilium's L7 policy (POST
+// /v1/request-landing only): the deathstar's node redirects the
+// tiefighter's connection at its uplink to its own proxy, which answers
+// 200 to the landing and 403 to PUT /v1/exhaust-port (a DENIED event with
+// the tiefighter's labels on the deathstar's agent, no
+// redirect-unsupported drop), while the xwing is still dropped at L3/L4.
+// The first node's agent (the router of the underlay) stopped and
+// restarted does not disturb the tiefighter's traffic to the deathstar.
 package multinode

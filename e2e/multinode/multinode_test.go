@@ -11,7 +11,9 @@ import (
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
@@ -140,4 +142,44 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	check("deathstar's agent stopped")
 	agents[2].Start(t)
 	check("deathstar's agent restarted")
+
+	// Cilium's sw_l3_l4_l7_policy: the deathstar's node redirects the
+	// tiefighter's connection (from another node) to its own proxy at its
+	// uplink, which lands the ship and refuses the exhaust port.
+	waitDS = agents[2].Follow(t)
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		p.Spec.Ingress[0].ToPorts[0].Rules = &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "POST", Path: "/v1/request-landing"}}}
+		return k8s.Update(ctx, p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, p)
+	check("L7 policy in force")
+	if r := harness.Curl(t, pods["tiefighter"], "-XPUT", "http://"+pods["deathstar"].IP.String()+"/v1/exhaust-port"); r.Code != http.StatusForbidden {
+		t.Errorf("tiefighter on %s -> PUT /v1/exhaust-port on %s: %v, want 403 from the deathstar's node's proxy", pods["tiefighter"].Node, pods["deathstar"].Node, r)
+	}
+	denied, ok := waitDS(func(e agentclient.Event) bool {
+		return e.Type == "l7" && e.Verdict == "DENIED" && e.Source.IP == pods["tiefighter"].IP.String()
+	}, 10*time.Second)
+	if !ok {
+		t.Fatalf("no DENIED L7 event for the tiefighter on %s's agent", pods["deathstar"].Node)
+	}
+	if denied.Node != pods["deathstar"].Node || denied.L7 == nil || denied.L7.Method != "PUT" || !slices.Contains(denied.Source.Labels, "class=tiefighter") {
+		t.Errorf("DENIED event %+v: want node %s, PUT, the tiefighter's labels", denied, pods["deathstar"].Node)
+	}
+	if ev, ok := waitDS(func(e agentclient.Event) bool { return e.Reason == "redirect-unsupported" }, 0); ok {
+		t.Errorf("a remote client's L7 flow was dropped as unsupported: %+v", ev)
+	}
+
+	// The first node's agent (the xwing's node, and the underlay's router)
+	// restarted: traffic between the other two nodes goes on as before,
+	// through its pinned uplink programs, which pass transit traffic.
+	agents[0].Stop(t)
+	check("first node's agent stopped")
+	agents[0].Start(t)
+	check("first node's agent restarted")
 }

@@ -110,6 +110,23 @@ func (c *Cluster) Node(name string) *Node {
 	return nil
 }
 
+// Uplinks returns the interfaces of n's namespace that lead to the other
+// nodes, where an agent on n attaches its program for their traffic: eth0
+// for an extra node; for the first node (the router of the underlay) the
+// root ends of every extra node's uplink.
+func (c *Cluster) Uplinks(n *Node) []string {
+	if n.NetNS != "" {
+		return []string{uplinkName}
+	}
+	var out []string
+	for _, o := range c.Nodes() {
+		if o.Uplink != "" {
+			out = append(out, o.Uplink)
+		}
+	}
+	return out
+}
+
 // nodeFor returns the node called name, the first node for "".
 func (c *Cluster) nodeFor(name string) (*Node, error) {
 	c.mu.Lock()

@@ -50,6 +50,7 @@ type NodeAgent struct {
 	API *agentclient.Client
 
 	bin, kubeconfig, log string
+	uplinks              []string
 	cmd                  *exec.Cmd
 	done                 chan error
 }
@@ -57,14 +58,14 @@ type NodeAgent struct {
 // StartNodeAgent runs the agent binary bin on node n: in the node's
 // namespace (`ip netns exec`) with the node's bpffs and kubeconfig, or,
 // on the first node, in the root namespace with a bpffs of MountBPFFS and
-// the cluster's kubeconfig. It waits until the agent's API answers; the
+// the cluster's kubeconfig; its uplinks are the cluster's Uplinks(n). It waits until the agent's API answers; the
 // agent is stopped (SIGTERM) when t ends, and its log is shown if t
 // failed.
 func StartNodeAgent(t testing.TB, c *localcluster.Cluster, n *localcluster.Node, bin string) *NodeAgent {
 	t.Helper()
 	dir := t.TempDir()
 	a := &NodeAgent{Node: n, BPFFS: n.BPFFS, ProxyPort: FreePort(t), bin: bin, kubeconfig: n.Kubeconfig,
-		log: filepath.Join(dir, "agent.log")}
+		log: filepath.Join(dir, "agent.log"), uplinks: c.Uplinks(n)}
 	if n.NetNS == "" {
 		a.BPFFS, a.kubeconfig = MountBPFFS(t), c.KubeconfigPath()
 	}
@@ -88,10 +89,14 @@ func (a *NodeAgent) Start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.cmd = a.Node.Command(a.bin,
-		"--node-name="+a.Node.Name, "--kubeconfig="+a.kubeconfig, "--bpffs="+a.BPFFS,
-		"--proxy-port="+strconv.Itoa(int(a.ProxyPort)), "--api-socket="+a.API.Socket(),
-		"--metrics-bind-address=0", "--health-probe-bind-address=0")
+	argv := []string{a.bin,
+		"--node-name=" + a.Node.Name, "--kubeconfig=" + a.kubeconfig, "--bpffs=" + a.BPFFS,
+		"--proxy-port=" + strconv.Itoa(int(a.ProxyPort)), "--api-socket=" + a.API.Socket(),
+		"--metrics-bind-address=0", "--health-probe-bind-address=0"}
+	if len(a.uplinks) > 0 {
+		argv = append(argv, "--uplink="+strings.Join(a.uplinks, ","))
+	}
+	a.cmd = a.Node.Command(argv...)
 	a.cmd.Stdout, a.cmd.Stderr = log, log
 	if err := a.cmd.Start(); err != nil {
 		_ = log.Close()
