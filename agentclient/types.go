@@ -72,8 +72,12 @@ type Event struct {
 	Destination FlowEndpoint `json:"destination"`
 	// Policy names the policy (and rule) that decided; for a default-deny
 	// drop, the policies selecting the endpoint and "(default deny)".
-	Policy string  `json:"policy,omitempty"`
-	L7     *FlowL7 `json:"l7,omitempty"`
+	Policy string `json:"policy,omitempty"`
+	// Service is the Service the source called, for a flow the datapath
+	// translated to the destination backend: "namespace/name
+	// clusterIP:port" (the address alone if the agent has no name for it).
+	Service string  `json:"service,omitempty"`
+	L7      *FlowL7 `json:"l7,omitempty"`
 }
 
 // FlowEndpoint is one side of a flow event.

@@ -32,7 +32,7 @@ func wireFixtures() map[string]any {
 		}},
 		"monitor-event": MonitorLine{Event: Event{
 			Time: at, Node: "node-1", Type: "l7", Verdict: "DENIED", Reason: "http", Direction: "ingress", Protocol: "TCP",
-			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/rule1 spec.ingress[0]",
+			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/rule1 spec.ingress[0]", Service: "empire/deathstar 10.96.0.20:80",
 			L7: &FlowL7{Protocol: "grpc", Method: "POST", Path: "/empire.Deathstar/Exhaust", Host: "deathstar",
 				Status: 403, GRPCStatus: &grpc, Latency: 1500 * time.Microsecond},
 		}},

@@ -218,7 +218,10 @@ struct event {
 	__u8 dir;
 	__u8 verdict;
 	__u8 reason;
-	__u8 pad[6];
+	// The Service address and port the client sent to, for a translated
+	// flow (0: none); daddr, dport are the backend's.
+	__be16 svc_port;
+	__be32 svc_addr;
 };
 
 // Sizes are set from Go at load time; these are defaults.
@@ -489,6 +492,8 @@ static __always_inline void emit(struct flow *f, struct decision *d, __u8 verdic
 	e->dir = d->dir;
 	e->verdict = verdict;
 	e->reason = d->reason;
+	e->svc_addr = f->nat_addr;
+	e->svc_port = f->nat_port;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -740,6 +745,15 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 	if (!svc)
 		return 0;
 	__u16 count = svc->count, svc_id = svc->svc_id;
+	if (svc_id == 0) {
+		// Read while the agent replaced it and the element went to another
+		// key (see below): read it again.
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc)
+			return 0;
+		count = svc->count;
+		svc_id = svc->svc_id;
+	}
 	struct ct_key fk = {.saddr = f->saddr, .daddr = f->daddr, .sport = f->sport, .dport = f->dport, .proto = f->proto};
 	struct lb_flow *lb = bpf_map_lookup_elem(&lb_flows, &fk);
 	struct backend *be = 0;
@@ -757,19 +771,36 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 		return 1;
 	}
 	if (!be) {
-		if (count == 0) {
-			*reason = REASON_NO_BACKEND;
-			*act = refuse(skb, f);
-			return 1;
-		}
-		sk.slot = bpf_get_prandom_u32() % count + 1;
-		struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
-		if (slot) {
-			backend_id = slot->backend_id;
-			be = bpf_map_lookup_elem(&backends, &backend_id);
+		// The agent may be changing the Service meanwhile: the count read
+		// may be stale (a slot or backend gone since), and an element it
+		// replaced may be recycled for another key while it is read (a
+		// service's id is never 0). Each try reads the Service again; a
+		// few make a miss as unlikely as the agent finishing several
+		// updates between two lookups. A Service with no backends is
+		// refused at once.
+		for (int i = 0; i < 4; i++) {
+			if (i > 0) {
+				sk.slot = 0;
+				svc = bpf_map_lookup_elem(&services, &sk);
+				if (!svc)
+					break;
+				count = svc->count;
+				svc_id = svc->svc_id;
+			}
+			if (svc_id == 0)
+				continue;
+			if (count == 0)
+				break;
+			sk.slot = bpf_get_prandom_u32() % count + 1;
+			struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
+			if (slot) {
+				backend_id = slot->backend_id;
+				be = bpf_map_lookup_elem(&backends, &backend_id);
+			}
+			if (be)
+				break;
 		}
 		if (!be) {
-			// The agent is between two writes of this service.
 			*reason = REASON_NO_BACKEND;
 			*act = refuse(skb, f);
 			return 1;
@@ -1019,4 +1050,68 @@ int to_pod(struct __sk_buff *skb)
 {
 	struct flow f = {};
 	return handle(skb, 0, &f);
+}
+
+// from_uplink runs at TC ingress of a node's uplink, for traffic from other
+// nodes to this node's pods. It only takes the flows that an ingress L7
+// rule of the destination selects and hands them to the node's proxy,
+// here where bpf_sk_assign works (at to_pod, TC egress of the pod's veth,
+// it does not). Everything else passes unchanged to to_pod, which judges
+// it as before (its drops and their events included): transit traffic,
+// the node's own traffic, replies, and flows without a redirect.
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	struct decision d = {};
+	struct flow f = {};
+	struct endpoint_info *ep;
+	__u32 src_id;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || (skb->mark & MARK_MASK) == MARK_FROM_PROXY)
+		return TC_ACT_OK;
+	// A packet that does not parse reaches to_pod, which drops it.
+	if (parse(skb, &f) < 0)
+		return TC_ACT_OK;
+	ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
+	if (!ep || (ep->flags & EP_LOCKDOWN) || !(ep->flags & EP_ENFORCE_INGRESS))
+		return TC_ACT_OK;
+	d.dir = DIR_INGRESS;
+	d.ep_id = ep->ep_id;
+	src_id = identity_of(f.saddr);
+
+	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
+	int established = ct && !(f.proto == IPPROTO_TCP && f.syn && !f.ack);
+	if (established) {
+		if (ct->path != PATH_PROXIED)
+			return TC_ACT_OK;
+		// The policy is checked on every packet, as in to_pod: a new deny
+		// stops the flow (to_pod drops it with the event).
+		policy_check(&d, ep, DIR_INGRESS, src_id, &f);
+		if (d.verdict == VERDICT_DENY)
+			return TC_ACT_OK;
+		ct->last_seen = bpf_ktime_get_ns();
+		if (redirect(skb, &f, ct->proxy_port) < 0) {
+			d.reason = REASON_NO_PROXY;
+			d.proxy_port = ct->proxy_port;
+			return drop(&f, &d, src_id, identity_of(f.daddr));
+		}
+		return TC_ACT_OK;
+	}
+	if (!ct) {
+		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		if (bpf_map_lookup_elem(&conntrack, &rk))
+			return TC_ACT_OK; // a reply: to_pod lets it ride its flow
+	}
+	policy_check(&d, ep, DIR_INGRESS, src_id, &f);
+	if (d.verdict != VERDICT_REDIRECT)
+		return TC_ACT_OK;
+	if (redirect(skb, &f, d.proxy_port) < 0) {
+		d.reason = REASON_NO_PROXY;
+		return drop(&f, &d, src_id, identity_of(f.daddr));
+	}
+	ct_create(&k, &f, PATH_PROXIED, d.audited, d.proxy_port);
+	d.reason = REASON_POLICY;
+	emit(&f, &d, EV_REDIRECT, src_id, identity_of(f.daddr));
+	return TC_ACT_OK;
 }

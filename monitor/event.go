@@ -141,7 +141,12 @@ type Event struct {
 	// default-deny drop, the policies selecting the endpoint followed by
 	// "(default deny)"; empty when no policy is involved.
 	Policy string `json:"policy,omitempty"`
-	L7     *L7    `json:"l7,omitempty"`
+	// Service is the Service the source called, for a flow the datapath
+	// translated to the Destination backend: "namespace/name
+	// clusterIP:port", or the address alone if the agent has no Service
+	// for it.
+	Service string `json:"service,omitempty"`
+	L7      *L7    `json:"l7,omitempty"`
 }
 
 // Labels renders identity labels for an Endpoint: "key=value" for

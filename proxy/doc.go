@@ -102,8 +102,12 @@
 //
 // Every record (the protocol servers' one per request, the core's
 // refusals) is published on the agent's monitor hub with Node set and
-// counted ([Metrics]): portcullis_proxy_requests_total{protocol,verdict}
-// and the histogram portcullis_proxy_request_duration_seconds{protocol}
+// counted ([Metrics]): portcullis_proxy_requests_total{protocol,verdict},
+// portcullis_proxy_refused_total{reason} (the events whose L7.Refused
+// says the proxy refused to protect itself: header-timeout, body-timeout,
+// header-too-large, tls-on-plain-port, bad-request, connection-limit,
+// slot-reclaimed, h2-abuse) and the histogram
+// portcullis_proxy_request_duration_seconds{protocol}
 // (from the event's latency), on controller-runtime's registry in the
 // agent, on a registry of its own in the standalone proxy.
 //

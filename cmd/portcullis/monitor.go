@@ -84,8 +84,9 @@ func formatMonitorLine(l agentclient.MonitorLine) string {
 }
 
 // formatEvent renders a flow event on one line: time, verdict, source →
-// destination:port with their labels, direction, protocol, reason,
-// policy, and the L7 request if any.
+// destination:port with their labels, direction, protocol, the L7
+// request if any, reason, policy, and the Service called (the destination
+// is then its backend).
 func formatEvent(e agentclient.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-10s %s -> %s %s %s", e.Time.Format("15:04:05.000"), e.Verdict,
@@ -123,6 +124,9 @@ func formatEvent(e agentclient.Event) string {
 	}
 	if e.Policy != "" {
 		fmt.Fprintf(&b, " policy=%q", e.Policy)
+	}
+	if e.Service != "" {
+		fmt.Fprintf(&b, " service=%q", e.Service)
 	}
 	return b.String()
 }

@@ -391,7 +391,7 @@ func wireEvent(e monitor.Event) agentclient.Event {
 		Time: e.Time, Node: e.Node, Type: e.Type, Verdict: e.Verdict, Reason: e.Reason,
 		Direction: e.Direction, Protocol: e.Protocol,
 		Source: wireFlowEndpoint(e.Source), Destination: wireFlowEndpoint(e.Destination),
-		Policy: e.Policy,
+		Policy: e.Policy, Service: e.Service,
 	}
 	if l := e.L7; l != nil {
 		out.L7 = &agentclient.FlowL7{

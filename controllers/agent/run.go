@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -45,8 +46,14 @@ type Config struct {
 	BPFFS string
 	// ProxyPort is the port of redirect entries.
 	ProxyPort uint16
+	// Uplinks name the node's interfaces to other nodes; from_uplink is
+	// attached at their TC ingress so that an ingress L7 rule redirects a
+	// remote client's flow to this node's proxy. None: remote clients of
+	// an L7 rule are dropped (redirect-unsupported), as on one node.
+	Uplinks []string
 	// ProxyMaxConnections bounds the connections the L7 proxy serves at
-	// once (beyond it new ones are reset with an event); zero keeps
+	// once (at the limit the oldest connection without a request is
+	// reset to make room, else new ones are, with an event); zero keeps
 	// proxy.DefaultMaxConns.
 	ProxyMaxConnections int
 	// DNSRejectResponseCode answers denied DNS queries: "refused" (also
@@ -170,7 +177,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.proxy.stop()
-	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode)
+	for _, name := range cfg.Uplinks {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("uplink %s: %w", name, err)
+		}
+		if err := dp.AttachUplink(l.Attrs().Index); err != nil {
+			return fmt.Errorf("uplink %s: %w", name, err)
+		}
+	}
+	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode, "uplinks", cfg.Uplinks)
 
 	if cfg.Started != nil {
 		cfg.Started(a)

@@ -89,7 +89,7 @@ func TestServices(t *testing.T) {
 			}
 			seen := map[netip.Addr]bool{}
 			for _, ev := range e.eventsSnapshot() {
-				if ev.Verdict == bpf.EventAllow && ev.Src.Addr() == clientPod.IP && ev.Dst.Port() == 8080 {
+				if ev.Verdict == bpf.EventAllow && ev.Src.Addr() == clientPod.IP && ev.Dst.Port() == 8080 && ev.Service.String() == vip {
 					seen[ev.Dst.Addr()] = true
 				}
 			}

@@ -168,7 +168,25 @@
 // new one (the server may have closed it while idle; other methods get
 // 502, as the server may have acted). HTTP/2: at most
 // MaxIdleUpstreamPerKey multiplexed connections per key, the same key
-// bound. Dial therefore must not depend on the source port.
+// bound; requests that find no connection with room wait for the dial in
+// progress for their key instead of dialling their own, so a burst of
+// streams opens one connection (then one more each time the upstream's
+// stream limit is reached), not one each. Dial therefore must not depend
+// on the source port.
+//
+// HTTP/2 memory: flow-control windows of 64 KiB a stream and 1 MiB a
+// connection on both legs (client request bodies; upstream responses,
+// where x/net's transport defaults to 4 MiB a stream and 1 GiB a
+// connection): a client that stops reading holds its upstream back by
+// flow control, and each stream costs at most its window, a 32 KiB copy
+// buffer and x/net's write buffer. Five clients with 100 stalled streams
+// each on a large response grow the heap by about 30 MiB
+// (TestH2MemoryBounded). The upstream connection's window is shared by the
+// streams of one (source address, destination): a source that stalls its
+// own streams slows its other streams to that destination, no one
+// else's. Options.StreamIdleTimeout (5 min, Envoy's stream_idle_timeout)
+// resets a stream on which nothing moved for that long (504 before the
+// response head; gRPC included).
 //
 // # Limits
 //
@@ -184,7 +202,10 @@
 //     and not finished gets 408 and the close; a connection silent until
 //     then (or stopped inside the HTTP/2 preface) is closed without an
 //     answer. Later requests of a keep-alive connection: from their first
-//     byte. Each cut is an ERROR event (L7.Refused "header-timeout").
+//     byte. On HTTP/2 each header block too (HEADERS to END_HEADERS,
+//     which x/net leaves unbounded while nothing else may pass the
+//     connection), stalled or trickled: GOAWAY ENHANCE_YOUR_CALM. Each
+//     cut is an ERROR event (L7.Refused "header-timeout").
 //   - BodyTimeout (30 s) and MinBodyRate (1 KiB/s): a request body,
 //     allowed or denied, HTTP/1.1 or HTTP/2, must be in by the end of its
 //     head plus BodyTimeout plus one second per MinBodyRate bytes
@@ -224,26 +245,41 @@
 //
 // # Defaults beside Envoy's and haproxy's
 //
-//	what                     portcullis                  Envoy (defaults)                   haproxy (defaults)
-//	request head             10 s from accept, 408       request_headers_timeout: none      timeout http-request (absolute), 408
-//	                         (sniffing included)         (edge guide: 10 s)                 (unset: timeout client)
-//	idle connection          60 s                        idle_timeout 1 h (edge guide 15m)  timeout http-keep-alive / client
-//	request body             30 s + 1 s per 1 KiB        request_timeout: none;              timeout client (idle only)
-//	                         (not gRPC), 408             stream_idle_timeout 5 min
-//	silent new connection    cut at 10 s, no answer      idle_timeout                        timeout http-request, 408
-//	connection limit         reclaims the oldest slot    overload manager / listener limit   maxconn: queued in the kernel
-//	                         without a request
-//	header size / count      64 KiB / 100 (431)          60 KiB / 100 (431)                  tune.bufsize 16 KiB / 101 (400)
-//	TLS on a plain port      400 at once, event          codec error, 400                    400
-//	path normalization       on, slashes merged,         normalize_path off, merge_slashes   none (http-request
-//	                         %2F/%5C refused (400)       off, escaped slashes kept (edge     normalize-uri opt-in)
-//	                                                     guide: on, on, unescape+redirect)
-//	underscores in names     refused (400)               allowed (edge guide: reject)        allowed
-//	h2 premature resets      >50% of >=500 in 1 s: GOAWAY same (premature_reset_*)              none built in
-//	h2 empty frames          1 consecutive: GOAWAY       1 (max_consecutive_..._empty_payload) none built in
-//	h2 SETTINGS / PING       100 a second each: GOAWAY   outbound control frames 1000 queued   none built in
+// Envoy's defaults, its edge-proxy guidance where it differs ("edge"), and
+// haproxy's; the reasons are in docs/design/proxy-limits.md.
+//
+//	what                    portcullis                   Envoy                                haproxy
+//	request head            10 s from the accept, 408    request_headers_timeout off          timeout http-request, absolute, 408
+//	silent new connection   cut at 10 s, no answer       idle_timeout (1 h)                   timeout http-request, 408
+//	idle keep-alive         60 s                         idle_timeout 1 h                     timeout http-keep-alive
+//	request body            30 s + 1 s per KiB, 408      request_timeout off                  timeout client (per read)
+//	                        (not gRPC)
+//	HTTP/2 stream idle      5 min, 504 before the head   stream_idle_timeout 5 min            timeout client / server
+//	connection limit        oldest pending slot          none by default (overload manager,   maxconn: the rest wait
+//	                        reclaimed, else reset        listener limits)                     in the kernel's backlog
+//	head size / fields      64 KiB / 100, 431            60 KiB / 100, 431                    tune.bufsize 16 KiB / 101, 400
+//	TLS on a plain port     400 at once, event           codec error, 400                     400
+//	path                    normalized, slashes merged,  normalize_path, merge_slashes off,   kept (normalize-uri
+//	                        %2F %5C refused (400)        escaped slashes kept (edge: on)      is opt-in)
+//	underscores in names    400                          allowed (edge: REJECT_REQUEST)       allowed
+//	h2 premature resets     >1/2 of >=500 within 1 s     the same rule (premature_reset_*)    counted as glitches
+//	h2 empty frames         1 in a row                   1 in a row (max_consecutive_         counted as glitches
+//	                                                     inbound_frames_with_empty_payload)
+//	h2 SETTINGS, PING       100 a second each            1000 queued control frames           counted as glitches
+//	h2 stream window        64 KiB, both legs            256 MiB (edge: 64 KiB)               64 KiB (tune.h2.initial-
+//	h2 connection window    1 MiB, both legs             256 MiB (edge: 1 MiB)                window-size), 16 KiB buffers
 //
 // # Events
+//
+// Refusals of the proxy's own (not by policy) are ERROR events with
+// L7.Refused set, counted by package proxy's metrics in
+// portcullis_proxy_refused_total{reason}: header-timeout (the head
+// deadline; HTTP/2 preface and SETTINGS included), body-timeout,
+// header-too-large (431s, also the ones x/net's HTTP/2 server answers by
+// itself, seen by their body on the way out), tls-on-plain-port,
+// bad-request (400s before a verdict, a client's malformed body), h2-abuse
+// (GOAWAY ENHANCE_YOUR_CALM, and the summaries of rate-limited stream
+// events); the core adds connection-limit and slot-reclaimed.
 //
 // One monitor.Event (TypeL7, Node from Options.Node) per request through
 // Options.Record (called synchronously: it must not block): protocol
@@ -278,6 +314,20 @@
 // retried, POST 502); header actions on Host, Content-Length and
 // Transfer-Encoding leaving the framing intact; no User-Agent added on
 // HTTP/2.
+//
+// Hostile peers (hardening_*_test.go, the attack clients written with
+// x/net's Framer against the real proxy on loopback): rapid reset without
+// a crash; head deadlines from the accept (HTTP/1.1 trickle, a late first
+// byte, the HTTP/2 preface and SETTINGS trickled, a silent connection, a
+// stalled or trickled HTTP/2 header block); body deadlines on both
+// protocols; slots reclaimed at the core's connection limit; path
+// normalization judged and forwarded alike, Host and field-name checks;
+// no Accept-Encoding added; TLS on the plain port; premature resets,
+// empty frames, SETTINGS and PING floods cut with ENHANCE_YOUR_CALM;
+// denied stream events summarized; reset streams not forwarded; refusals
+// counted by reason (x/net's own 431 included); bounded per-stream
+// buffering, memory under 500 stalled streams, coalesced upstream dials,
+// the stream idle timeout.
 //
 // Fuzz targets: FuzzServeConn (raw bytes as a client connection; the
 // upstream parses what it receives with net/http and fails on any request

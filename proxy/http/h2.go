@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -214,11 +215,7 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		h.deny(w, a, &d)
 		return
 	}
-	if r.Context().Err() != nil {
-		// The client reset the stream already: nothing goes upstream.
-		h.evMu.Lock()
-		h.canceled++
-		h.evMu.Unlock()
+	if h.resetByClient(r) {
 		return
 	}
 	host := r.Host
@@ -233,6 +230,19 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		}
 	}
 	h.forward(w, r, p, host, a)
+}
+
+// resetByClient reports whether the client has reset r's stream: then
+// the request is not forwarded, and it is only counted (in the summary
+// of a connection that exceeds its event budget).
+func (h *h2handler) resetByClient(r *nethttp.Request) bool {
+	if r.Context().Err() == nil {
+		return false
+	}
+	h.evMu.Lock()
+	h.canceled++
+	h.evMu.Unlock()
+	return true
 }
 
 // refuse answers a request the proxy cannot judge.
@@ -323,7 +333,21 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		ContentLength: r.ContentLength,
 		Trailer:       r.Trailer,
 		Host:          host,
-	}).WithContext(r.Context())
+	})
+	// The stream idle timeout: no progress for StreamIdleTimeout ends the
+	// upstream request, and the client's stream once its head went out.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var headSent atomic.Bool
+	rc := nethttp.NewResponseController(w)
+	idle := newIdleWatch(h.s.o.StreamIdleTimeout, func() {
+		cancel()
+		if headSent.Load() {
+			rc.SetWriteDeadline(time.Now().Add(-time.Second))
+		}
+	})
+	defer idle.stop()
+	out = out.WithContext(ctx)
 	if _, ok := r.Header["User-Agent"]; !ok {
 		// An empty value keeps the transport from adding its own: the
 		// upstream sees the client's fields, nothing added.
@@ -332,8 +356,12 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	var body *h2Body
 	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
 		out.Body = nil
-	} else if !a.isGRPC {
-		body = newH2Body(w, r.Body, h.s.o.BodyTimeout, h.s.o.MinBodyRate)
+	} else {
+		timeout := h.s.o.BodyTimeout
+		if a.isGRPC {
+			timeout = 0 // streams are long by design: only the idle watch
+		}
+		body = newH2Body(w, r.Body, idle, timeout, h.s.o.MinBodyRate)
 		defer body.stop()
 		out.Body = body
 	}
@@ -343,6 +371,11 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		}
 		return h.s.o.Dial(ctx, h.src, h.dst)
 	})
+	if h.resetByClient(r) {
+		// While the upstream connection was dialled (requests wait for the
+		// dial in progress): still nothing sent.
+		return
+	}
 	var res *nethttp.Response
 	if err == nil {
 		res, err = cc.RoundTrip(out)
@@ -350,6 +383,18 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	if err != nil && body != nil && body.timedOut.Load() {
 		a.status, a.verdict, a.reason, a.refused = 408, monitor.VerdictError, "request body timeout", reasonBodyTimeout
 		writeText(w, 408, statusText(408)+"\r\n")
+		h.s.record(a)
+		return
+	}
+	if err != nil && idle.fired.Load() {
+		a.verdict, a.reason = monitor.VerdictError, fmt.Sprintf("upstream: no progress for %s (stream idle timeout)", h.s.o.StreamIdleTimeout)
+		if a.isGRPC {
+			a.status, a.grpcStatus = 200, grpcUnavailable
+			writeGRPCStatus(w, grpcUnavailable, "upstream: stream idle timeout")
+		} else {
+			a.status = 504
+			writeText(w, 504, statusText(504)+"\r\n")
+		}
 		h.s.record(a)
 		return
 	}
@@ -375,6 +420,8 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 	}
 	a.status = res.StatusCode
 	w.WriteHeader(res.StatusCode)
+	headSent.Store(true)
+	idle.kick()
 	a.latency = time.Since(a.start)
 	fl, _ := w.(nethttp.Flusher)
 	if fl != nil {
@@ -387,9 +434,11 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		var n int
 		n, rerr = res.Body.Read(buf)
 		if n > 0 {
+			idle.kick()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				break
 			}
+			idle.kick()
 			if fl != nil {
 				fl.Flush()
 			}

@@ -54,15 +54,25 @@ type h2Conn struct {
 	// refuse reports a connection the proxy cuts (the event).
 	refuse func(msg, refused string)
 
-	maxStream          uint32
+	maxStream          atomic.Uint32
 	opened             [256]streamOpen
 	streams, premature int
 	empty              int
 	ctlWindow          time.Time
 	settings, pings    int
-	abused             bool
+	abused             atomic.Bool
+	// headTimeout bounds a header block (HEADERS to END_HEADERS): x/net
+	// has no deadline for one, and none but CONTINUATION frames may come
+	// in between.
+	headTimeout time.Duration
+	blockTimer  *time.Timer
+	closed      atomic.Bool
 
-	wmu    sync.Mutex
+	wmu sync.Mutex
+	// w431 collects a DATA frame the size of x/net's own 431 body: x/net
+	// answers a too large header list itself, without the handler, and
+	// this is how the proxy sees it.
+	w431   []byte
 	wr     frameScanner
 	goaway []byte // pending until the writes reach a frame boundary
 }
@@ -73,17 +83,20 @@ type streamOpen struct {
 	at time.Time
 }
 
-func newH2Conn(c net.Conn, br *bufio.Reader) *h2Conn {
-	return &h2Conn{Conn: c, r: br, rd: frameScanner{skip: len(h2Preface)}}
+func newH2Conn(c net.Conn, br *bufio.Reader, headTimeout time.Duration) *h2Conn {
+	return &h2Conn{Conn: c, r: br, rd: frameScanner{skip: len(h2Preface)}, headTimeout: headTimeout}
 }
 
 func (c *h2Conn) Read(p []byte) (int, error) {
-	if c.abused {
+	if c.abused.Load() {
 		return 0, errH2Abuse
 	}
 	n, err := c.r.Read(p)
 	c.rd.scan(p[:n], c.frame, c.frameDone)
-	if c.abused {
+	if c.abused.Load() {
+		if c.blockTimer != nil {
+			c.blockTimer.Stop()
+		}
 		// Drain what the client still sends for a moment, so that the
 		// close does not reset the connection before it reads the GOAWAY.
 		c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -96,11 +109,17 @@ func (c *h2Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the connection; a header block's timer then does nothing.
+func (c *h2Conn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
+}
+
 func (c *h2Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, err := c.Conn.Write(p)
-	c.wr.scan(p[:n], nil, nil)
+	c.wr.scan(p[:n], c.wframe, c.wdone)
 	if c.goaway != nil && c.wr.atBoundary() {
 		c.Conn.Write(c.goaway)
 		c.goaway = nil
@@ -108,17 +127,56 @@ func (c *h2Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// x431Body is the body x/net's server answers a too large header list
+// with (its handleHeaderListTooLong).
+const x431Body = "<h1>HTTP Error 431</h1><p>Request Header Field(s) Too Large</p>"
+
+// wframe sees a frame header the proxy writes.
+func (c *h2Conn) wframe(typ, _ byte, _ uint32, length int) {
+	if typ == 0 && length == len(x431Body) {
+		c.w431 = make([]byte, 0, length)
+		c.wr.capture = &c.w431
+	}
+}
+
+// wdone sees the end of a frame the proxy writes.
+func (c *h2Conn) wdone() {
+	if c.wr.capture != nil {
+		c.wr.capture = nil
+		if string(c.w431) == x431Body && c.refuse != nil {
+			c.refuse("header list too large (431 from the HTTP/2 server)", reasonHeaderSize)
+		}
+		c.w431 = nil
+	}
+}
+
 // frame sees a client frame header and keeps the abuse accounts.
 func (c *h2Conn) frame(typ, flags byte, stream uint32, length int) {
 	const (
 		data, headers, rst, settings, ping, continuation = 0, 1, 3, 4, 6, 9
-		endStream, ack                                   = 1, 1
+		endStream, ack, endHeaders                       = 1, 1, 4
 	)
 	now := time.Now()
+	if (typ == continuation || typ == headers) && flags&endHeaders != 0 && c.blockTimer != nil {
+		c.blockTimer.Stop()
+		c.blockTimer = nil
+	}
 	switch typ {
 	case headers:
-		if stream > c.maxStream && stream&1 == 1 {
-			c.maxStream = stream
+		if flags&endHeaders == 0 && c.blockTimer == nil {
+			// A header block begins: it must end within the head
+			// timeout, whatever the pace of its CONTINUATION frames (a
+			// stalled block is cut by the timer, the reads then end).
+			c.blockTimer = time.AfterFunc(c.headTimeout, func() {
+				if c.closed.Load() {
+					return
+				}
+				c.abuseAs(fmt.Sprintf("request header timeout: a header block not completed within %s", c.headTimeout), reasonHeaderTimeout)
+				c.Conn.SetReadDeadline(time.Now())
+			})
+		}
+		if stream > c.maxStream.Load() && stream&1 == 1 {
+			c.maxStream.Store(stream)
 			c.streams++
 			c.opened[(stream>>1)%uint32(len(c.opened))] = streamOpen{stream, now}
 		}
@@ -159,14 +217,17 @@ func (c *h2Conn) frame(typ, flags byte, stream uint32, length int) {
 // abuse cuts the connection: GOAWAY ENHANCE_YOUR_CALM (now if x/net's
 // writes are between frames, else right after the frame being written),
 // an event, and the reads end.
-func (c *h2Conn) abuse(msg string) {
-	if c.abused {
+func (c *h2Conn) abuse(msg string) { c.abuseAs(msg, reasonH2Abuse) }
+
+// abuseAs is abuse with the refusal class of the event. It may run on a
+// timer's goroutine too.
+func (c *h2Conn) abuseAs(msg, refused string) {
+	if !c.abused.CompareAndSwap(false, true) {
 		return
 	}
-	c.abused = true
 	var b bytes.Buffer
 	fr := http2.NewFramer(&b, nil)
-	fr.WriteGoAway(c.maxStream, http2.ErrCodeEnhanceYourCalm, []byte(msg))
+	fr.WriteGoAway(c.maxStream.Load(), http2.ErrCodeEnhanceYourCalm, []byte(msg))
 	// A client that does not read must not hold the frame reader.
 	c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	c.wmu.Lock()
@@ -177,7 +238,10 @@ func (c *h2Conn) abuse(msg string) {
 	}
 	c.wmu.Unlock()
 	if c.refuse != nil {
-		c.refuse("HTTP/2 abuse: "+msg, reasonH2Abuse)
+		if refused == reasonH2Abuse {
+			msg = "HTTP/2 abuse: " + msg
+		}
+		c.refuse(msg, refused)
 	}
 }
 
@@ -199,6 +263,8 @@ type frameScanner struct {
 	hdr     [9]byte
 	hn      int
 	payload int // what remains of the current frame's payload
+	// capture, when set, receives the current frame's payload.
+	capture *[]byte
 }
 
 func (f *frameScanner) atBoundary() bool { return f.skip == 0 && f.hn == 0 && f.payload == 0 }
@@ -214,6 +280,9 @@ func (f *frameScanner) scan(b []byte, onFrame func(typ, flags byte, stream uint3
 			b = b[k:]
 		case f.payload > 0:
 			k := min(f.payload, len(b))
+			if f.capture != nil {
+				*f.capture = append(*f.capture, b[:k]...)
+			}
 			f.payload -= k
 			b = b[k:]
 			if f.payload == 0 && onDone != nil {
@@ -238,12 +307,14 @@ func (f *frameScanner) scan(b []byte, onFrame func(typ, flags byte, stream uint3
 	}
 }
 
-// h2Body bounds an HTTP/2 request body as Options BodyTimeout and
-// MinBodyRate say. A timer checks the deadline when it would pass (not at
-// every read, which costs nothing then) and, if the body is late, makes
-// x/net end its reads with os.ErrDeadlineExceeded.
+// h2Body is an HTTP/2 request body on its way upstream: each read is
+// progress for the stream's idle watch, and, unless it is gRPC's, it is
+// bounded as Options BodyTimeout and MinBodyRate say. A timer checks that
+// deadline when it would pass (not at every read) and, if the body is
+// late, makes x/net end its reads with os.ErrDeadlineExceeded.
 type h2Body struct {
 	io.ReadCloser
+	idle     *idleWatch
 	n        atomic.Int64
 	timedOut atomic.Bool
 	base     time.Time
@@ -251,10 +322,14 @@ type h2Body struct {
 	timer    *time.Timer
 }
 
-func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, timeout time.Duration, rate int64) *h2Body {
-	b := &h2Body{ReadCloser: body, base: time.Now().Add(timeout), rate: rate}
+// newH2Body wraps body; timeout 0: no deadline (gRPC).
+func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, idle *idleWatch, timeout time.Duration, rate int64) *h2Body {
+	b := &h2Body{ReadCloser: body, idle: idle, base: time.Now().Add(timeout), rate: rate}
+	if timeout <= 0 {
+		return b
+	}
 	rc := nethttp.NewResponseController(w)
-	b.timer = time.AfterFunc(timeout, func() {
+	b.timer = time.AfterFunc(time.Hour, func() {
 		if dl := b.deadline(); time.Until(dl) > 0 {
 			b.timer.Reset(time.Until(dl))
 			return
@@ -262,6 +337,7 @@ func newH2Body(w nethttp.ResponseWriter, body io.ReadCloser, timeout time.Durati
 		b.timedOut.Store(true)
 		rc.SetReadDeadline(time.Now().Add(-time.Second))
 	})
+	b.timer.Reset(timeout)
 	return b
 }
 
@@ -272,11 +348,46 @@ func (b *h2Body) deadline() time.Time {
 func (b *h2Body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if n > 0 {
+		b.idle.kick()
+	}
 	if err != nil {
-		b.timer.Stop()
+		b.stop()
 	}
 	return n, err
 }
 
 // stop ends the bound once the request is over.
-func (b *h2Body) stop() { b.timer.Stop() }
+func (b *h2Body) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+// idleWatch calls fire once a stream has made no progress (kick) for d.
+// The timer is re-armed only when it would fire, so progress costs one
+// clock read and one atomic store.
+type idleWatch struct {
+	d     time.Duration
+	last  atomic.Int64
+	fired atomic.Bool
+	t     *time.Timer
+}
+
+func newIdleWatch(d time.Duration, fire func()) *idleWatch {
+	w := &idleWatch{d: d}
+	w.kick()
+	w.t = time.AfterFunc(time.Hour, func() {
+		if rem := time.Duration(w.last.Load() + int64(w.d) - time.Now().UnixNano()); rem > 0 {
+			w.t.Reset(rem)
+			return
+		}
+		w.fired.Store(true)
+		fire()
+	})
+	w.t.Reset(d)
+	return w
+}
+
+func (w *idleWatch) kick() { w.last.Store(time.Now().UnixNano()) }
+func (w *idleWatch) stop() { w.t.Stop() }

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
@@ -28,7 +26,7 @@ func trickle(c net.Conn, s string, gap time.Duration) {
 	}
 }
 
-// cutWithin reports how long the proxy took to end c (the client reads
+// cutAfter reports how long the proxy took to end c (the client reads
 // until EOF or a reset, answering nothing), and what it answered.
 func cutAfter(t *testing.T, c net.Conn, limit time.Duration) (time.Duration, string) {
 	t.Helper()
@@ -224,5 +222,3 @@ func TestConnectionSlotsReclaimed(t *testing.T) {
 		t.Fatalf("no slot-reclaimed event in %+v", rec.events)
 	}
 }
-
-var _ = http2.ErrCodeNo

@@ -5,12 +5,15 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyhttp "portcullis.dev/portcullis/proxy/http"
 )
 
 // h2attacker is a hand-made HTTP/2 client on one connection to the proxy.
@@ -179,10 +182,51 @@ func TestH2AbuseCut(t *testing.T) {
 		})
 	}
 	// Streams reset before they were forwarded never reached the upstream.
-	// (A stream whose handler ran before its reset arrived may; most must
-	// not.)
-	if n := up.requests.Load(); n > 300 {
+	// (A stream whose handler ran before its reset was read may, and on a
+	// loaded machine many do: 417 were seen with a load average of 20;
+	// without the check nearly all of them arrive.)
+	if n := up.requests.Load(); n > 500 {
 		t.Errorf("%d of the 600 reset streams reached the upstream", n)
+	}
+}
+
+// TestH2ResetStreamsNotForwarded: allowed streams the client resets
+// before they are forwarded never reach the upstream, nor become an
+// upstream-failure event each. The upstream dial is
+// slow, so that every stream's reset has arrived by the time its request
+// could go: none may go.
+func TestH2ResetStreamsNotForwarded(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) {
+		o.Dial = func(ctx context.Context, _, dst netip.AddrPort) (net.Conn, error) {
+			time.Sleep(500 * time.Millisecond)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	})
+	a := newH2Attacker(t, e)
+	hb := headerBlock("GET", "/public/x")
+	for range 50 {
+		id, err := a.open(hb, true, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	if n := up.requests.Load(); n != 0 {
+		t.Fatalf("%d of 50 reset streams reached the upstream", n)
+	}
+	// An allowed stream that is not reset still goes.
+	if r := do(t, e.h2client(), newReq(t, "GET", "http://server/public/after", nil)); r.status != 200 {
+		t.Fatalf("after: %+v", r)
+	}
+	// The reset streams were dropped, not reported as upstream failures
+	// one by one: the only event is the last request's.
+	if ev := e.rec.wait(t, 1)[0]; ev.L7.Path != "/public/after" {
+		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
 }
 
@@ -195,6 +239,7 @@ func TestH2DeniedEventsBounded(t *testing.T) {
 	a := newH2Attacker(t, e)
 	hb := headerBlock("GET", "/private")
 	// In batches within the proxy's stream limit, each read to its end.
+	start := time.Now()
 	denied := 0
 	for range 20 {
 		for range 50 {
@@ -238,7 +283,59 @@ func TestH2DeniedEventsBounded(t *testing.T) {
 	if denied < 300 {
 		t.Fatalf("only %d streams denied: the test needs more", denied)
 	}
-	if events > 3*100+3 || len(summaries) == 0 {
-		t.Fatalf("%d events for %d denied streams (summaries %q): want at most about 100 a second and a summary", events, denied, summaries)
+	// At most 100 a second (a loaded machine may take several seconds),
+	// and the rest summarized.
+	limit := 100*(int(time.Since(start).Seconds())+2) + len(summaries)
+	if events > limit || (limit < denied && len(summaries) == 0) {
+		t.Fatalf("%d events for %d denied streams (summaries %q): want at most %d and a summary", events, denied, summaries, limit)
+	}
+}
+
+// TestH2HeaderBlockDeadline: an HTTP/2 header block (HEADERS to the
+// CONTINUATION with END_HEADERS) must end within ReadHeaderTimeout,
+// stalled or trickled: x/net has no deadline for one and lets nothing else
+// through the connection meanwhile.
+func TestH2HeaderBlockDeadline(t *testing.T) {
+	up := startUpstream(t)
+	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.ReadHeaderTimeout = 300 * time.Millisecond })
+	block := headerBlock("GET", "/public/x")
+	for _, trickle := range []bool{false, true} {
+		a := newH2Attacker(t, e)
+		start := time.Now()
+		if err := a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:1], EndStream: true}); err != nil {
+			t.Fatal(err)
+		}
+		if trickle {
+			go func() {
+				for i := 1; i < len(block); i++ {
+					time.Sleep(100 * time.Millisecond)
+					if a.fr.WriteContinuation(1, i == len(block)-1, block[i:i+1]) != nil {
+						return
+					}
+				}
+			}()
+		}
+		code, err := a.goAway()
+		if err != nil || code != http2.ErrCodeEnhanceYourCalm {
+			t.Fatalf("trickle %v: GOAWAY %v, %v", trickle, code, err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("trickle %v: cut after %s", trickle, took)
+		}
+	}
+	// The event follows the GOAWAY.
+	n := 0
+	for deadline := time.Now().Add(2 * time.Second); n < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n = 0
+		e.rec.mu.Lock()
+		for _, ev := range e.rec.events {
+			if ev.L7 != nil && ev.L7.Refused == "header-timeout" {
+				n++
+			}
+		}
+		e.rec.mu.Unlock()
+	}
+	if n != 2 || up.requests.Load() != 0 {
+		t.Fatalf("%d header-timeout events, %d upstream requests", n, up.requests.Load())
 	}
 }

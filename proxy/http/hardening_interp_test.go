@@ -2,7 +2,6 @@ package http_test
 
 import (
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +136,4 @@ func TestTLSOnPlainPort(t *testing.T) {
 	if ev := e.rec.wait(t, 1)[0]; ev.L7.Refused != "tls-on-plain-port" {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
-	_ = http.StatusBadRequest
 }

@@ -33,6 +33,14 @@ const (
 	DefaultMaxDiscardBytes       = 64 << 10
 	DefaultBodyTimeout           = 30 * time.Second
 	DefaultMinBodyRate           = 1024
+	DefaultStreamIdleTimeout     = 5 * time.Minute
+)
+
+// HTTP/2 flow-control windows, on the client side (request bodies) and the
+// upstream side (responses): what one stream or one connection may buffer.
+const (
+	h2StreamWindow = 64 << 10
+	h2ConnWindow   = 1 << 20
 )
 
 // Options configure a Server. Zero limits take the defaults above.
@@ -73,6 +81,11 @@ type Options struct {
 	// MinBodyRate bytes received. Later is 408.
 	BodyTimeout time.Duration
 	MinBodyRate int64
+	// StreamIdleTimeout resets an HTTP/2 stream (gRPC included) with no
+	// progress, no byte of its request or response body moving and no
+	// response head, for that long (Envoy's stream_idle_timeout); before
+	// the response head it is 504.
+	StreamIdleTimeout time.Duration
 	// IdleTimeout closes a client connection idle between requests, and
 	// bounds each read or write of a body on either side (a peer that
 	// stops reading or sending for that long is cut off).
@@ -145,6 +158,9 @@ func (o *Options) setDefaults() {
 	if o.MinBodyRate <= 0 {
 		o.MinBodyRate = DefaultMinBodyRate
 	}
+	if o.StreamIdleTimeout <= 0 {
+		o.StreamIdleTimeout = DefaultStreamIdleTimeout
+	}
 	if o.Dial == nil {
 		o.Dial = proxy.DialDestination
 	}
@@ -178,21 +194,38 @@ func New(o Options) *Server {
 		MaxConcurrentStreams: o.MaxConcurrentStreams,
 		IdleTimeout:          o.IdleTimeout,
 		MaxHandlers:          int(o.MaxConcurrentStreams),
+		// What a client's request bodies may have in flight (Envoy's
+		// edge guidance: 64 KiB a stream, 1 MiB a connection).
+		MaxUploadBufferPerStream:     h2StreamWindow,
+		MaxUploadBufferPerConnection: h2ConnWindow,
 	}
-	s.h2t = &http2.Transport{
-		AllowHTTP: true,
-		// Upstream connections are dialled by the pool; the transport only
-		// runs the protocol on them.
-		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
-			return nil, errors.New("portcullis: h2 upstream connections come from the pool")
-		},
-		MaxHeaderListSize: uint32(o.MaxHeaderBytes),
-		// The proxy adds nothing: no Accept-Encoding: gzip (and no
-		// decompression of what the upstream sends).
-		DisableCompression: true,
-		ReadIdleTimeout:    o.IdleTimeout,
-		IdleConnTimeout:    o.IdleTimeout,
+	// The upstream leg buffers at most h2StreamWindow of a response per
+	// stream (x/net's default is 4 MiB) and h2ConnWindow per connection: a
+	// client that stops reading holds the upstream back through flow
+	// control instead of making the proxy buffer. These are set through
+	// the net/http Transport's HTTP2 settings, the only way x/net's
+	// Transport takes them.
+	t1 := &nethttp.Transport{HTTP2: &nethttp.HTTP2Config{
+		MaxReceiveBufferPerStream:     h2StreamWindow,
+		MaxReceiveBufferPerConnection: h2ConnWindow,
+	}, DisableCompression: true}
+	h2t, err := http2.ConfigureTransports(t1)
+	if err != nil {
+		panic("portcullis: configuring the HTTP/2 transport: " + err.Error()) // a fresh Transport: cannot happen
 	}
+	h2t.AllowHTTP = true
+	// Upstream connections are dialled by the pool; the transport only
+	// runs the protocol on them.
+	h2t.DialTLSContext = func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+		return nil, errors.New("portcullis: h2 upstream connections come from the pool")
+	}
+	h2t.MaxHeaderListSize = uint32(o.MaxHeaderBytes)
+	// The proxy adds nothing: no Accept-Encoding: gzip (and no
+	// decompression of what the upstream sends).
+	h2t.DisableCompression = true
+	h2t.ReadIdleTimeout = o.IdleTimeout
+	h2t.IdleConnTimeout = o.IdleTimeout
+	s.h2t = h2t
 	s.h2pool = newH2Pool(s.h2t, o.MaxIdleUpstreamPerKey, o.MaxUpstreamKeys)
 	return s
 }
@@ -282,7 +315,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		// behind it, or hand this client's bytes to another connection.
 		// The read deadline stays until the client's first frame is in.
 		dc.mode = modeNone
-		hc := newH2Conn(c, br)
+		hc := newH2Conn(c, br, s.o.ReadHeaderTimeout)
 		hc.refuse = func(msg, refused string) {
 			s.refuseConn(dc, br, src, dst, "h2", 0, msg, refused)
 		}
