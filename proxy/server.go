@@ -354,7 +354,8 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 			refuse(monitor.VerdictError, "no TLS proxy configured (serverNames, terminatingTLS and originatingTLS need one)", "tls", firstSide(cp))
 			return
 		}
-		p.o.TLS.ServeConn(p.ctx, newNoTimeWaitConn(c), src, dst)
+		// Reclaimable until its ClientHello is in (Started).
+		p.o.TLS.ServeConn(p.ctx, p.reclaimable(c, sl), src, dst)
 		return
 	}
 	switch parser {
@@ -365,13 +366,7 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 		}
 		// An HTTP connection's slot may be reclaimed until its first
 		// request (Started).
-		wc := newNoTimeWaitConn(c)
-		if nc, ok := wc.(*noTimeWaitConn); ok {
-			p.mu.Lock()
-			nc.slot, sl.reclaim = sl, true
-			p.mu.Unlock()
-		}
-		p.o.HTTP.ServeConn(p.ctx, wc, src, dst)
+		p.o.HTTP.ServeConn(p.ctx, p.reclaimable(c, sl), src, dst)
 	case l7.ParserKafka:
 		if p.o.Kafka == nil {
 			refuse(monitor.VerdictError, "no Kafka proxy configured", "kafka", nil)
@@ -389,6 +384,18 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 	default:
 		refuse(monitor.VerdictError, fmt.Sprintf("the %s proxy is not built yet", parser), parser.String(), firstSide(cp))
 	}
+}
+
+// reclaimable wraps c for its protocol server with its slot, which may
+// be reclaimed at the connection limit until the server reports Started.
+func (p *Proxy) reclaimable(c net.Conn, sl *slot) net.Conn {
+	wc := newNoTimeWaitConn(c)
+	if nc, ok := wc.(*noTimeWaitConn); ok {
+		p.mu.Lock()
+		nc.slot, sl.reclaim = sl, true
+		p.mu.Unlock()
+	}
+	return wc
 }
 
 func firstSide(cp *ConnPolicy) *Side {

@@ -25,6 +25,11 @@
 //     the client sent none).
 //   - not TLS at all: reset, event ERROR, L7.Refused "not-tls".
 //
+// Until its ClientHello is in, a connection's slot under the proxy's
+// connection limit may be reclaimed for a new client, as an HTTP
+// connection's until its first request (proxy.Started); the hello must
+// come within Options.HandshakeTimeout.
+//
 // Why access_denied and not unrecognized_name: the refusal is an access
 // control decision of the operator's policy, and RFC 8446 defines
 // access_denied for exactly that ("when access control was applied, the

@@ -167,6 +167,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		k.refuse(err.Error(), refused, firstSide(k.cp))
 		return
 	}
+	// A ClientHello came: the connection's slot is no longer reclaimed
+	// for new clients at the proxy's connection limit.
+	proxy.Started(c)
 	k.sni = h.ServerName
 	d := k.cp.DecideServerName(h.ServerName)
 	if !d.Allowed {
