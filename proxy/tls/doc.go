@@ -105,4 +105,28 @@
 // unparsable reference fails closed: the connection is reset with an
 // ERROR event naming the policy and the reference (L7.Refused
 // "tls-secret"). Errors name the secret and the key, never their values.
+// In the agent the store is fed from the operator's copies in the secrets
+// namespace (controllers/agent); `portcullis proxy` fills it from the
+// Secret objects of its --policy files.
+//
+// # Tests
+//
+// servernames_test.go: openssl s_client and curl against a Go TLS server
+// through the pass-through (the upstream's own certificate, verified; the
+// alert for the others; events). intercept_test.go: curl over HTTP/2 and
+// HTTP/1.1 (200, 403 over TLS, request lines and server name in events),
+// an untrusted upstream (502 with the x509 reason), client certificates
+// only with an explicit trustedCA, unusable secrets (reset, event naming
+// policy and reference, no PEM in it), rotation, the upstream's protocol
+// offered to the client. grpc_test.go: grpc-go over interception
+// (PermissionDenied naming the policy; UNAVAILABLE for an untrusted
+// upstream). fuzz_test.go: FuzzReadClientHello. End to end through the
+// datapath: e2e/tls.
+//
+// # Not done
+//
+// Kafka rules with terminatingTLS (refused); TLS origination for a
+// cleartext client (originatingTLS without terminatingTLS, refused);
+// translation between HTTP/2 and HTTP/1.1 across the two legs; applying a
+// rotation to connections already open.
 package tls
