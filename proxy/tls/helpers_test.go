@@ -192,8 +192,14 @@ func newEnv(t testing.TB, upstream netip.AddrPort, yaml string) *env {
 
 func (e *env) setPolicy(t testing.TB, yaml string, port uint16) {
 	t.Helper()
+	e.setPolicyAudit(t, yaml, port, false)
+}
+
+// setPolicyAudit is setPolicy with namespace default in audit mode or not.
+func (e *env) setPolicyAudit(t testing.TB, yaml string, port uint16, audit bool) {
+	t.Helper()
 	repo := policy.NewRepository(policy.Options{})
-	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, false)
+	repo.UpsertNamespace("default", map[string]string{"kubernetes.io/metadata.name": "default"}, audit)
 	policytest.Apply(t, repo, strings.ReplaceAll(yaml, "PORT", fmt.Sprint(port)))
 	client, server := policytest.Pod("client", clientIP), policytest.Pod("server", serverIP)
 	repo.UpsertEndpoint(client)

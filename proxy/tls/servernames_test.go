@@ -130,6 +130,23 @@ func curl(t *testing.T, e *env, caFile, name, path string, extra ...string) (str
 	return out.String(), 0
 }
 
+// TestServerNamesAudit: in audit mode a name the rules refuse passes
+// through, with an AUDITED event naming it and the policy.
+func TestServerNamesAudit(t *testing.T) {
+	upCA := newCA(t, "upstream CA")
+	up := startUpstream(t, upCA, "other.example.com")
+	e := newEnv(t, up, portRule(serverNamesPolicy))
+	e.setPolicyAudit(t, portRule(serverNamesPolicy), up.Port(), true)
+	out, err := opensslConnect(t, e, file(t, "ca.pem", upCA.PEM), "other.example.com")
+	if err != nil || !strings.Contains(out, "Verification: OK") {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	ev := e.rec.wait(t, 1)[0]
+	if ev.Verdict != monitor.VerdictAudited || ev.L7.ServerName != "other.example.com" || !strings.Contains(ev.Reason, "TrafficPolicy default/tls") {
+		t.Errorf("event %s %q %+v", ev.Verdict, ev.Reason, ev.L7)
+	}
+}
+
 // TestNotTLS: a cleartext client on a serverNames port is reset, with an
 // event saying the port takes TLS only.
 func TestNotTLS(t *testing.T) {
