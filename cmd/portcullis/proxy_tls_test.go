@@ -115,3 +115,27 @@ stringData:
 		}
 	}
 }
+
+// TestProxyBadSecret: a Secret whose data is not base64 is an input error
+// naming the file, and its bytes are not printed.
+func TestProxyBadSecret(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret.yaml")
+	writeTestFile(t, path, `apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: p, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: front, namespace: default}
+data:
+  tls.key: "not base64: sekrit!"
+`)
+	_, stderr, code := run("proxy", "--policy", path, "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--src", "app=client", "--dst", "app=server")
+	if code != exitInput || !strings.Contains(stderr, "secret.yaml") || !strings.Contains(stderr, "the Secret does not decode") || strings.Contains(stderr, "sekrit") {
+		t.Errorf("exit %d, stderr:\n%s", code, stderr)
+	}
+}
