@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"portcullis.dev/portcullis/controllers/operator"
 	proxytls "portcullis.dev/portcullis/proxy/tls"
 )
 
@@ -35,9 +35,9 @@ func newTLSSecrets() *tlsSecrets {
 // source (it is then not what a policy's reference maps to).
 func source(s *corev1.Secret) (types.NamespacedName, bool) {
 	a := s.Annotations
-	src := types.NamespacedName{Namespace: a[operator.LabelSourceNamespace], Name: a[operator.AnnotationSourceName]}
-	if s.Labels[operator.LabelManagedBy] != operator.ManagedByValue || src.Namespace == "" || src.Name == "" ||
-		operator.SecretCopyName(src.Namespace, src.Name) != s.Name {
+	src := types.NamespacedName{Namespace: a[v1alpha1.SecretCopySourceNamespace], Name: a[v1alpha1.SecretCopySourceName]}
+	if s.Labels[v1alpha1.SecretCopyManagedByLabel] != v1alpha1.SecretCopyManagedBy || src.Namespace == "" || src.Name == "" ||
+		v1alpha1.SecretCopyName(src.Namespace, src.Name) != s.Name {
 		return src, false
 	}
 	return src, true

@@ -2,13 +2,13 @@ package agent
 
 import (
 	"errors"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"portcullis.dev/portcullis/controllers/operator"
 	"portcullis.dev/portcullis/internal/tlstest"
 	"portcullis.dev/portcullis/policy/l7"
 	proxytls "portcullis.dev/portcullis/proxy/tls"
@@ -19,9 +19,9 @@ import (
 func operatorCopy(namespace, name string, data map[string][]byte) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: "portcullis-secrets", Name: operator.SecretCopyName(namespace, name),
-			Labels:      map[string]string{operator.LabelManagedBy: operator.ManagedByValue, operator.LabelSourceNamespace: namespace},
-			Annotations: map[string]string{operator.LabelSourceNamespace: namespace, operator.AnnotationSourceName: name},
+			Namespace: "portcullis-secrets", Name: v1alpha1.SecretCopyName(namespace, name),
+			Labels:      map[string]string{v1alpha1.SecretCopyManagedByLabel: v1alpha1.SecretCopyManagedBy, v1alpha1.SecretCopySourceNamespace: namespace},
+			Annotations: map[string]string{v1alpha1.SecretCopySourceNamespace: namespace, v1alpha1.SecretCopySourceName: name},
 		},
 		Data: data,
 	}
@@ -72,7 +72,7 @@ func TestTLSSecretsFromCopies(t *testing.T) {
 	// Not the operator's: a Secret someone else put in the namespace, and
 	// a copy whose name is not its source's copy name.
 	forged := operatorCopy("media", "front", map[string][]byte{"tls.crt": crt, "tls.key": key})
-	forged.Labels[operator.LabelManagedBy] = "someone"
+	forged.Labels[v1alpha1.SecretCopyManagedByLabel] = "someone"
 	ts.apply(forged.Name, forged)
 	renamed := operatorCopy("media", "front", map[string][]byte{"tls.crt": crt, "tls.key": key})
 	renamed.Name = "media.other"

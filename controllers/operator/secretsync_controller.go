@@ -2,8 +2,6 @@ package operator
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"maps"
 
@@ -21,37 +19,6 @@ import (
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 )
-
-// Labels and annotations on the copies in the secrets namespace.
-const (
-	// LabelManagedBy marks a copy as the operator's.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	// ManagedByValue is LabelManagedBy's value.
-	ManagedByValue = "portcullis-operator"
-	// LabelSourceNamespace (label and annotation) is the source's namespace.
-	LabelSourceNamespace = "policy.portcullis.dev/source-namespace"
-	// AnnotationSourceName is the source's name (an annotation: a name
-	// can be longer than a label value may be).
-	AnnotationSourceName = "policy.portcullis.dev/source-name"
-)
-
-// maxSecretName is a Secret name's limit (DNS subdomain).
-const maxSecretName = 253
-
-// SecretCopyName is the name of the copy of secret namespace/name in the
-// secrets namespace: "<namespace>.<name>", unique because a namespace has
-// no dot. When that is longer than a Secret name may be, the name is cut
-// and a hash of the full "<namespace>/<name>" appended. Agents use this
-// to find a policy's secrets.
-func SecretCopyName(namespace, name string) string {
-	n := namespace + "." + name
-	if len(n) <= maxSecretName {
-		return n
-	}
-	sum := sha256.Sum256([]byte(namespace + "/" + name))
-	h := hex.EncodeToString(sum[:8])
-	return n[:maxSecretName-len(h)-1] + "-" + h
-}
 
 // SecretSyncReconciler keeps the copies in the secrets namespace. Its
 // requests are keyed by the source secret: a copy exists iff the source
@@ -84,7 +51,7 @@ func (r *SecretSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if srcErr != nil && !apierrors.IsNotFound(srcErr) {
 		return ctrl.Result{}, fmt.Errorf("getting source secret %s: %w", req, srcErr)
 	}
-	copyKey := types.NamespacedName{Namespace: r.SecretsNamespace, Name: SecretCopyName(req.Namespace, req.Name)}
+	copyKey := types.NamespacedName{Namespace: r.SecretsNamespace, Name: v1alpha1.SecretCopyName(req.Namespace, req.Name)}
 	var cp corev1.Secret
 	cpErr := r.Client.Get(ctx, copyKey, &cp)
 	if cpErr != nil && !apierrors.IsNotFound(cpErr) {
@@ -180,12 +147,12 @@ func (r *SecretSyncReconciler) copyOf(src *corev1.Secret, name string) *corev1.S
 			Namespace: r.SecretsNamespace,
 			Name:      name,
 			Labels: map[string]string{
-				LabelManagedBy:       ManagedByValue,
-				LabelSourceNamespace: src.Namespace,
+				v1alpha1.SecretCopyManagedByLabel:  v1alpha1.SecretCopyManagedBy,
+				v1alpha1.SecretCopySourceNamespace: src.Namespace,
 			},
 			Annotations: map[string]string{
-				LabelSourceNamespace: src.Namespace,
-				AnnotationSourceName: src.Name,
+				v1alpha1.SecretCopySourceNamespace: src.Namespace,
+				v1alpha1.SecretCopySourceName:      src.Name,
 			},
 		},
 		Type: t,
@@ -194,8 +161,8 @@ func (r *SecretSyncReconciler) copyOf(src *corev1.Secret, name string) *corev1.S
 }
 
 func isCopyOf(s *corev1.Secret, namespace, name string) bool {
-	return s.Labels[LabelManagedBy] == ManagedByValue &&
-		s.Annotations[LabelSourceNamespace] == namespace && s.Annotations[AnnotationSourceName] == name
+	return s.Labels[v1alpha1.SecretCopyManagedByLabel] == v1alpha1.SecretCopyManagedBy &&
+		s.Annotations[v1alpha1.SecretCopySourceNamespace] == namespace && s.Annotations[v1alpha1.SecretCopySourceName] == name
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
@@ -231,10 +198,10 @@ func (r *SecretSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *SecretSyncReconciler) forSecret(_ context.Context, o client.Object) []reconcile.Request {
 	if o.GetNamespace() == r.SecretsNamespace {
 		a := o.GetAnnotations()
-		if o.GetLabels()[LabelManagedBy] != ManagedByValue || a[LabelSourceNamespace] == "" || a[AnnotationSourceName] == "" {
+		if o.GetLabels()[v1alpha1.SecretCopyManagedByLabel] != v1alpha1.SecretCopyManagedBy || a[v1alpha1.SecretCopySourceNamespace] == "" || a[v1alpha1.SecretCopySourceName] == "" {
 			return nil
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: a[LabelSourceNamespace], Name: a[AnnotationSourceName]}}}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: a[v1alpha1.SecretCopySourceNamespace], Name: a[v1alpha1.SecretCopySourceName]}}}
 	}
 	return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
 }

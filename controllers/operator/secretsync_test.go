@@ -44,7 +44,7 @@ func waitCopy(t *testing.T, ns, name, cert string) *corev1.Secret {
 	t.Helper()
 	var cp corev1.Secret
 	eventually(t, "copy of "+ns+"/"+name, func() error {
-		key := types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}
+		key := types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: v1alpha1.SecretCopyName(ns, name)}
 		if err := k8s.Get(testCtx, key, &cp); err != nil {
 			return err
 		}
@@ -56,8 +56,8 @@ func waitCopy(t *testing.T, ns, name, cert string) *corev1.Secret {
 	if cp.Type != corev1.SecretTypeTLS {
 		t.Errorf("copy type %s, want %s", cp.Type, corev1.SecretTypeTLS)
 	}
-	if cp.Labels[LabelManagedBy] != ManagedByValue || cp.Labels[LabelSourceNamespace] != ns ||
-		cp.Annotations[LabelSourceNamespace] != ns || cp.Annotations[AnnotationSourceName] != name {
+	if cp.Labels[v1alpha1.SecretCopyManagedByLabel] != v1alpha1.SecretCopyManagedBy || cp.Labels[v1alpha1.SecretCopySourceNamespace] != ns ||
+		cp.Annotations[v1alpha1.SecretCopySourceNamespace] != ns || cp.Annotations[v1alpha1.SecretCopySourceName] != name {
 		t.Errorf("copy not labelled with its origin: labels %v annotations %v", cp.Labels, cp.Annotations)
 	}
 	return &cp
@@ -65,7 +65,7 @@ func waitCopy(t *testing.T, ns, name, cert string) *corev1.Secret {
 
 func noCopy(ns, name string) error {
 	var cp corev1.Secret
-	err := k8s.Get(testCtx, types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}, &cp)
+	err := k8s.Get(testCtx, types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: v1alpha1.SecretCopyName(ns, name)}, &cp)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
@@ -134,7 +134,7 @@ func TestSecretSyncSameNamespace(t *testing.T) {
 
 func getCopy(ns, name string) (*corev1.Secret, error) {
 	var cp corev1.Secret
-	err := k8s.Get(testCtx, types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: SecretCopyName(ns, name)}, &cp)
+	err := k8s.Get(testCtx, types.NamespacedName{Namespace: v1alpha1.DefaultSecretsNamespace, Name: v1alpha1.SecretCopyName(ns, name)}, &cp)
 	return &cp, err
 }
 

@@ -20,11 +20,11 @@ func TestSecretCopyName(t *testing.T) {
 		{"a", "b.c", "a.b.c"},
 	}
 	for _, tt := range tests {
-		if got := SecretCopyName(tt.ns, tt.name); got != tt.want {
-			t.Errorf("SecretCopyName(%q, %q) = %q, want %q", tt.ns, tt.name, got, tt.want)
+		if got := v1alpha1.SecretCopyName(tt.ns, tt.name); got != tt.want {
+			t.Errorf("v1alpha1.SecretCopyName(%q, %q) = %q, want %q", tt.ns, tt.name, got, tt.want)
 		}
 	}
-	a, b := SecretCopyName("team-a", long), SecretCopyName("team-a", long[:252]+"m")
+	a, b := v1alpha1.SecretCopyName("team-a", long), v1alpha1.SecretCopyName("team-a", long[:252]+"m")
 	for _, n := range []string{a, b} {
 		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
 			t.Errorf("%q: %v", n, errs)
