@@ -57,9 +57,13 @@
 // server opened at the first. A connection idle for Options.IdleTimeout
 // ([DefaultIdleTimeout]) is closed.
 //
-// Sockets towards servers and answers towards clients carry Options.Mark
-// (bpf.MarkFromProxy in the agent), which the datapath passes without a
-// second policy check: the proxy has judged the query.
+// Sockets towards servers carry Options.Mark (bpf.MarkFromProxy in the
+// agent), which the datapath passes without a second policy check: the
+// proxy has judged the query. Answers towards clients carry no mark: they
+// pass the client's to_pod as replies of its flow, and when the client
+// asked a Service's ClusterIP (translated to a backend before the
+// redirect, so the proxy answers from the backend's address) the
+// datapath's reverse translation gives them the ClusterIP back.
 //
 // # Events and metrics
 //

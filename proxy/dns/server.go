@@ -59,9 +59,9 @@ type Options struct {
 	// MaxInFlight bounds the UDP queries in flight. 0 means
 	// DefaultMaxInFlight.
 	MaxInFlight int
-	// Mark is the SO_MARK of the sockets towards servers and of the
-	// answers' sockets towards clients (bpf.MarkFromProxy in the agent);
-	// 0 sets none.
+	// Mark is the SO_MARK of the sockets towards servers
+	// (bpf.MarkFromProxy in the agent); 0 sets none. Answers to clients
+	// carry none: they pass as replies of the client's flow.
 	Mark int
 	// Dial opens the TCP connection towards the server of a DNS-over-TCP
 	// client connection. nil: a plain net.Dialer with Mark.
@@ -126,7 +126,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{o: o, ctx: ctx, cancel: cancel, closers: map[interface{ Close() error }]struct{}{}, replies: newReplySockets(o.Mark)}, nil
+	return &Server{o: o, ctx: ctx, cancel: cancel, closers: map[interface{ Close() error }]struct{}{}, replies: newReplySockets()}, nil
 }
 
 // RejectCode parses the agent's --dns-reject-response-code value, as
@@ -278,10 +278,10 @@ func (s *Server) handle(ctx context.Context, raw []byte, src, dst netip.AddrPort
 	for _, ip := range a.addrs {
 		e.L7.DNS.Answers = append(e.L7.DNS.Answers, ip.String())
 	}
-	if names, err := s.observe(ctx, cp, a); err != nil {
+	names, err := s.observe(ctx, cp, a)
+	e.L7.DNS.Observed = names
+	if err != nil {
 		e.Reason += fmt.Sprintf("; released after the %s hold ran out, before the datapath had its addresses: %v", s.o.HoldTimeout, err)
-	} else {
-		e.L7.DNS.Observed = names
 	}
 	setID(resp, q.msg.Id)
 	return send(e, resp, a.rcode)

@@ -216,14 +216,19 @@ const maxReplySockets = 256
 // the addresses clients sent queries to, for answering from them. The
 // node never delivers packets to them: those addresses are not the
 // node's, and the datapath assigns redirected queries to the listener.
+//
+// They carry no mark: the answer must pass the client's to_pod like any
+// reply of the client's flow, which restores a Service's address when
+// the query went to a ClusterIP (the datapath translated it to the
+// backend before the redirect, so the proxy sees and answers from the
+// backend's address).
 type replySockets struct {
-	mark int
-	mu   sync.Mutex
+	mu sync.Mutex
 	m    map[netip.AddrPort]*net.UDPConn
 }
 
-func newReplySockets(mark int) *replySockets {
-	return &replySockets{mark: mark, m: map[netip.AddrPort]*net.UDPConn{}}
+func newReplySockets() *replySockets {
+	return &replySockets{m: map[netip.AddrPort]*net.UDPConn{}}
 }
 
 func (r *replySockets) send(from, to netip.AddrPort, b []byte) error {
@@ -264,11 +269,6 @@ func (r *replySockets) open(from netip.AddrPort) (*net.UDPConn, error) {
 				if err := unix.SetsockoptInt(int(fd), o.level, o.opt, 1); err != nil {
 					serr = fmt.Errorf("%s: %w", o.name, err)
 					return
-				}
-			}
-			if r.mark != 0 {
-				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, r.mark); err != nil {
-					serr = fmt.Errorf("SO_MARK %#x: %w", r.mark, err)
 				}
 			}
 		}); err != nil {
