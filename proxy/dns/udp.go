@@ -224,7 +224,7 @@ const maxReplySockets = 256
 // backend's address).
 type replySockets struct {
 	mu sync.Mutex
-	m    map[netip.AddrPort]*net.UDPConn
+	m  map[netip.AddrPort]*net.UDPConn
 }
 
 func newReplySockets() *replySockets {
