@@ -46,6 +46,16 @@
 // durations in portcullis_dns_hold_duration_seconds). Expired addresses
 // are forgotten once a second and the engine relearns the name.
 //
+// What was learned survives restarts: the learner writes its cache to
+// <--state-dir>/fqdn-cache.json (/var/run/portcullis, a hostPath in the
+// packaging) after every change, off the answer's path (at most every
+// 100 ms, and once more on stop), and Run restores the entries not yet
+// expired, teaching the engine every name, before the first sync pass:
+// that pass keeps the addresses' ipcache and policy entries, so
+// connections to names looked up before the restart keep working and
+// stay allowed. A state file that cannot be read fails the start, naming
+// the file.
+//
 // # What it watches
 //
 // One cache, all namespaces: Namespaces (labels, and the annotation
@@ -218,6 +228,6 @@
 // endpoint whose toFQDNs selector matches it, not only for the endpoints
 // whose lookups taught it (the cache keeps them per endpoint; the
 // engine's selection is not yet); an address is forgotten at its expiry
-// even while connections to it are open; learned names do not survive an
-// agent restart.
+// even while connections to it are open. While the agent is down its DNS
+// socket is closed, so lookups (not connections) fail until it is back.
 package agent

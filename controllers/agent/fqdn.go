@@ -25,10 +25,12 @@ type fqdnLearner struct {
 	// an answer that taught nothing new still waits until it is synced (an
 	// earlier hold for the same address may have run out).
 	changedRev uint64
+	// dirty asks the state file's saver for a write.
+	dirty chan struct{}
 }
 
 func newFQDNLearner(a *Agent, minTTL time.Duration, maxIPs int) *fqdnLearner {
-	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs)}
+	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs), dirty: make(chan struct{}, 1)}
 }
 
 // Observe implements dns.Observer.
@@ -54,6 +56,7 @@ func (l *fqdnLearner) Observe(ctx context.Context, o dns.Observation) ([]string,
 	}
 	if changed {
 		l.changedRev = l.a.repo.Revision()
+		l.changed()
 	}
 	rev := l.changedRev
 	l.mu.Unlock()
@@ -72,6 +75,7 @@ func (l *fqdnLearner) expire(now time.Time) {
 	if len(names) > 0 {
 		l.changedRev = l.a.repo.Revision()
 		l.a.kick()
+		l.changed()
 	}
 }
 

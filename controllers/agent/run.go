@@ -60,6 +60,10 @@ type Config struct {
 	// (zero: 1000), the oldest evicted first.
 	ToFQDNsMinTTL            time.Duration
 	ToFQDNsMaxIPsPerHostname int
+	// StateDir holds the agent's state files (the names and addresses the
+	// DNS proxy learned, restored before the first sync after a restart);
+	// "" means DefaultStateDir.
+	StateDir string
 	// PolicyMapSize is the policy map's capacity; zero keeps the default
 	// (65536). A pinned map of another size makes Run fail: changing it
 	// needs the pins removed (and enforcement lapses meanwhile).
@@ -95,6 +99,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.BPFFS == "" {
 		cfg.BPFFS = DefaultBPFFS
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
 	}
 	if cfg.ProxyPort == 0 {
 		cfg.ProxyPort = v1alpha1.DefaultProxyPort
@@ -163,12 +170,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	a.fqdn = newFQDNLearner(a, cfg.ToFQDNsMinTTL, cfg.ToFQDNsMaxIPsPerHostname)
+	// Before the first sync pass: its ipcache and policy entries keep the
+	// addresses learned before the restart.
+	fqdnPath := filepath.Join(cfg.StateDir, fqdnStateFile)
+	restored, err := a.fqdn.restore(fqdnPath, time.Now())
+	if err != nil {
+		return err
+	}
 	// The proxy listens before the first sync writes a redirect entry.
 	if a.proxy, err = a.startProxy(); err != nil {
 		return err
 	}
 	defer a.proxy.stop()
-	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode)
+	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode, "fqdnNamesRestored", restored)
 
 	if cfg.Started != nil {
 		cfg.Started(a)
@@ -209,6 +223,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := mgr.Add(&fqdnExpiry{l: a.fqdn}); err != nil {
+		return err
+	}
+	if err := mgr.Add(&fqdnSaver{l: a.fqdn, path: fqdnPath}); err != nil {
 		return err
 	}
 	if cfg.APISocket != "" {

@@ -27,4 +27,12 @@
 //   - the monitor events: FORWARDED over UDP from default/mediabot with
 //     the answer, the deciding policy and the learned name; DENIED with
 //     REFUSED and the reason naming the policy's side.
+//
+// TestRestart looks api.example.com up, restarts the agent (same bpffs
+// and state directory) and connects to the address with no new lookup:
+// 200, because the agent restored what it had learned before its first
+// sync pass (with an empty state directory the connection is dropped:
+// the test fails). Then a dig loop and a curl loop (one second timeouts)
+// run across a second restart; the test logs how many of each failed and
+// when, and fails if any fails half a second after the agent is ready.
 package dns

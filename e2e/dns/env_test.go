@@ -191,9 +191,15 @@ func dig(t *testing.T, pod *localcluster.Pod, args ...string) dnstest.Answer {
 // curl's error output.
 func curl(t *testing.T, pod *localcluster.Pod, url string) (int, string) {
 	t.Helper()
+	return curlTimeout(t, pod, url, 2)
+}
+
+// curlTimeout is curl with a connect timeout of seconds.
+func curlTimeout(t *testing.T, pod *localcluster.Pod, url string, seconds int) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	cmd := pod.CommandContext(ctx, "curl", "-sS", "-o", "/dev/null", "--connect-timeout", "2", "--max-time", "4", "--write-out", "%{http_code}", url)
+	cmd := pod.CommandContext(ctx, "curl", "-sS", "-o", "/dev/null", "--connect-timeout", fmt.Sprint(seconds), "--max-time", fmt.Sprint(2*seconds), "--write-out", "%{http_code}", url)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
