@@ -110,10 +110,11 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	closers map[interface{ Close() error }]struct{}
-	replies *replySockets
+	mu        sync.Mutex
+	closed    bool
+	closers   map[interface{ Close() error }]struct{}
+	replies   *replySockets
+	upstreams *udpUpstreams
 }
 
 // New returns a Server; serve UDP with ServeUDP, TCP with ServeConn.
@@ -126,7 +127,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{o: o, ctx: ctx, cancel: cancel, closers: map[interface{ Close() error }]struct{}{}, replies: newReplySockets()}, nil
+	return &Server{o: o, ctx: ctx, cancel: cancel, closers: map[interface{ Close() error }]struct{}{}, replies: newReplySockets(), upstreams: newUDPUpstreams(o.Mark)}, nil
 }
 
 // RejectCode parses the agent's --dns-reject-response-code value, as
@@ -153,6 +154,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.replies.close()
+	s.upstreams.close()
 	return nil
 }
 
