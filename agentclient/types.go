@@ -118,6 +118,9 @@ type FlowDNS struct {
 	Answers []string `json:"answers,omitempty"`
 	// Observed are the names whose addresses went to toFQDNs selectors.
 	Observed []string `json:"observed,omitempty"`
+	// Hold is how long the answer was held for the datapath, in
+	// nanoseconds.
+	Hold time.Duration `json:"hold,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or

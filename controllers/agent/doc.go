@@ -48,7 +48,8 @@
 //
 // What was learned survives restarts: the learner writes its cache to
 // <--state-dir>/fqdn-cache.json (/var/run/portcullis, a hostPath in the
-// packaging) after every change, off the answer's path (at most every
+// packaging; in-process agents on a bpffs of their own have none unless
+// Config.StateDir names one) after every change, off the answer's path (at most every
 // 100 ms, and once more on stop), and Run restores the entries not yet
 // expired, teaching the engine every name, before the first sync pass:
 // that pass keeps the addresses' ipcache and policy entries, so

@@ -61,8 +61,10 @@ type Config struct {
 	ToFQDNsMinTTL            time.Duration
 	ToFQDNsMaxIPsPerHostname int
 	// StateDir holds the agent's state files (the names and addresses the
-	// DNS proxy learned, restored before the first sync after a restart);
-	// "" means DefaultStateDir.
+	// DNS proxy learned, restored before the first sync after a restart).
+	// "" means DefaultStateDir with the default BPFFS, and no state file
+	// with another one (a test's own datapath must not read the node's
+	// state).
 	StateDir string
 	// PolicyMapSize is the policy map's capacity; zero keeps the default
 	// (65536). A pinned map of another size makes Run fail: changing it
@@ -100,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.BPFFS == "" {
 		cfg.BPFFS = DefaultBPFFS
 	}
-	if cfg.StateDir == "" {
+	if cfg.StateDir == "" && cfg.BPFFS == DefaultBPFFS {
 		cfg.StateDir = DefaultStateDir
 	}
 	if cfg.ProxyPort == 0 {
@@ -172,10 +174,13 @@ func Run(ctx context.Context, cfg Config) error {
 	a.fqdn = newFQDNLearner(a, cfg.ToFQDNsMinTTL, cfg.ToFQDNsMaxIPsPerHostname)
 	// Before the first sync pass: its ipcache and policy entries keep the
 	// addresses learned before the restart.
-	fqdnPath := filepath.Join(cfg.StateDir, fqdnStateFile)
-	restored, err := a.fqdn.restore(fqdnPath, time.Now())
-	if err != nil {
-		return err
+	var fqdnPath string
+	restored := 0
+	if cfg.StateDir != "" {
+		fqdnPath = filepath.Join(cfg.StateDir, fqdnStateFile)
+		if restored, err = a.fqdn.restore(fqdnPath, time.Now()); err != nil {
+			return err
+		}
 	}
 	// The proxy listens before the first sync writes a redirect entry.
 	if a.proxy, err = a.startProxy(); err != nil {
@@ -225,8 +230,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Add(&fqdnExpiry{l: a.fqdn}); err != nil {
 		return err
 	}
-	if err := mgr.Add(&fqdnSaver{l: a.fqdn, path: fqdnPath}); err != nil {
-		return err
+	if fqdnPath != "" {
+		if err := mgr.Add(&fqdnSaver{l: a.fqdn, path: fqdnPath}); err != nil {
+			return err
+		}
 	}
 	if cfg.APISocket != "" {
 		// Listen before the manager starts, so that a socket in use (another

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,8 @@ func TestMain(m *testing.M) {
 
 // mediabotPolicy is Cilium's DNS-based policy with example.com names: the
 // mediabot may look up *.example.com through kube-dns (UDP and TCP), and
-// connect on 443 to the addresses api.example.com resolved to.
+// connect on 443 to the addresses api.example.com and h*.example.com
+// resolved to.
 const mediabotPolicy = `
 apiVersion: policy.portcullis.dev/v1alpha1
 kind: TrafficPolicy
@@ -62,6 +64,7 @@ spec:
         - matchPattern: "*.example.com"
   - toFQDNs:
     - matchName: "api.example.com"
+    - matchPattern: "h*.example.com"
     toPorts:
     - ports:
       - {port: "443", protocol: TCP}
@@ -76,6 +79,14 @@ func TestMediabot(t *testing.T) {
 	api := e.addHTTPHost("api.example.com")
 	support := e.addHTTPHost("support.example.com")
 	other := e.addHTTPHost("www.example.org")
+	// Hosts whose first lookups measure the hold: each teaches a new
+	// address.
+	const holdHosts = 20
+	for i := range holdHosts {
+		if _, err := e.c.AddHost(fmt.Sprintf("h%02d.example.com", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	bot := e.addPod("default", "mediabot", map[string]string{"org": "alliance", "class": "mediabot"})
 	e.startAgent(agent.Config{})
 	var p v1alpha1.TrafficPolicy
@@ -147,6 +158,23 @@ func TestMediabot(t *testing.T) {
 		if code, _ := curl(t, bot, "http://support.example.com:443/v1/"); code != 0 {
 			t.Errorf("curl http://support.example.com:443/v1/ (%s): HTTP %d, want no connection", support.IP, code)
 		}
+	})
+	t.Run("holds", func(t *testing.T) {
+		var holds []time.Duration
+		for i := range holdHosts {
+			name := fmt.Sprintf("h%02d.example.com", i)
+			if a := dig(t, bot, name, "A"); a.Status != "NOERROR" {
+				t.Fatalf("dig %s: %q", name, a.Status)
+			}
+			ev := e.dnsEvent(t, name+".", "A", monitor.VerdictForwarded)
+			if strings.Contains(ev.Reason, "hold ran out") || ev.L7.DNS.Hold == 0 {
+				t.Errorf("%s: hold %s, reason %q: want a hold that did not run out", name, ev.L7.DNS.Hold, ev.Reason)
+			}
+			holds = append(holds, ev.L7.DNS.Hold)
+		}
+		slices.Sort(holds)
+		t.Logf("holds of %d first lookups (answer → datapath written): p50 %s, p90 %s, max %s", len(holds),
+			holds[len(holds)/2].Round(time.Microsecond), holds[len(holds)*9/10].Round(time.Microsecond), holds[len(holds)-1].Round(time.Microsecond))
 	})
 	t.Run("only names toFQDNs selects are learned", func(t *testing.T) {
 		ev := e.dnsEvent(t, "support.example.com.", "A", monitor.VerdictForwarded)

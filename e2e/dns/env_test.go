@@ -36,6 +36,8 @@ type env struct {
 
 	mu     sync.Mutex
 	events []monitor.Event
+	// stateDir is the agents' state directory, the test's own.
+	stateDir string
 	// drops counts the datapath's drops by destination.
 	drops map[netip.AddrPort]int
 }
@@ -52,7 +54,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := c.StartDNS(context.Background()); err != nil {
 		t.Fatalf("starting cluster DNS: %v", err)
 	}
-	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t), drops: map[netip.AddrPort]int{}}
+	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t), stateDir: t.TempDir(), drops: map[netip.AddrPort]int{}}
 }
 
 // startAgent runs agent.Run in-process with cfg's DNS settings until the
@@ -61,6 +63,9 @@ func (e *env) startAgent(cfg agent.Config) (stop func()) {
 	t := e.t
 	t.Helper()
 	cfg.RESTConfig, cfg.NodeName = e.c.RESTConfig(), e.c.NodeName()
+	if cfg.StateDir == "" {
+		cfg.StateDir = e.stateDir
+	}
 	cfg.BPFFS, cfg.ProxyPort = e.bpffs, e.port
 	cfg.MetricsBindAddress, cfg.HealthProbeBindAddress = "0", "0"
 	cfg.LeaseDuration, cfg.RenewInterval = 10*time.Second, time.Second

@@ -25,7 +25,7 @@ func TestRestart(t *testing.T) {
 	e := newEnv(t)
 	api := e.addHTTPHost("api.example.com")
 	bot := e.addPod("default", "mediabot", map[string]string{"org": "alliance", "class": "mediabot"})
-	cfg := agent.Config{StateDir: t.TempDir()}
+	cfg := agent.Config{StateDir: e.stateDir}
 	stop := e.startAgent(cfg)
 	var p v1alpha1.TrafficPolicy
 	if err := yaml.UnmarshalStrict([]byte(mediabotPolicy), &p); err != nil {

@@ -62,8 +62,8 @@ func TestAnswerHeld(t *testing.T) {
 			t.Errorf("observation %+v: want www.example.com,api2.example.com → 10.96.1.2, TTL 42s, from default/client", o)
 		}
 		ev := e.events.query(t, "www.example.com.", monitor.VerdictForwarded)
-		if strings.Join(ev.L7.DNS.Observed, ",") != "www.example.com,api2.example.com" {
-			t.Errorf("event observed %v", ev.L7.DNS.Observed)
+		if strings.Join(ev.L7.DNS.Observed, ",") != "www.example.com,api2.example.com" || ev.L7.DNS.Hold < 200*time.Millisecond {
+			t.Errorf("event observed %v after a hold of %s: want both names and at least 200ms", ev.L7.DNS.Observed, ev.L7.DNS.Hold)
 		}
 		var hm dto.Metric
 		if err := m.Holds.Write(&hm); err != nil || hm.GetHistogram().GetSampleCount() != 1 || hm.GetHistogram().GetSampleSum() < 0.2 {

@@ -280,8 +280,8 @@ func (s *Server) handle(ctx context.Context, raw []byte, src, dst netip.AddrPort
 	for _, ip := range a.addrs {
 		e.L7.DNS.Answers = append(e.L7.DNS.Answers, ip.String())
 	}
-	names, err := s.observe(ctx, cp, a)
-	e.L7.DNS.Observed = names
+	names, hold, err := s.observe(ctx, cp, a)
+	e.L7.DNS.Observed, e.L7.DNS.Hold = names, hold
 	if err != nil {
 		e.Reason += fmt.Sprintf("; released after the %s hold ran out, before the datapath had its addresses: %v", s.o.HoldTimeout, err)
 	}
@@ -291,9 +291,9 @@ func (s *Server) handle(ctx context.Context, raw []byte, src, dst netip.AddrPort
 
 // observe hands an allowed answer's addresses to the Observer and waits
 // (at most HoldTimeout) until they are in force.
-func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) ([]string, error) {
+func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) ([]string, time.Duration, error) {
 	if s.o.Observer == nil || cp.Source.Endpoint == nil || a.rcode != mdns.RcodeSuccess || len(a.addrs) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	o := Observation{Endpoint: cp.Source.Endpoint, Addrs: a.addrs, TTL: time.Duration(a.ttl) * time.Second}
 	switch {
@@ -310,15 +310,16 @@ func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) (
 	defer cancel()
 	names, err := s.o.Observer.Observe(hctx, o)
 	if len(names) == 0 && err == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
+	hold := time.Since(start)
 	if m := s.o.Metrics; m != nil {
-		m.Holds.Observe(time.Since(start).Seconds())
+		m.Holds.Observe(hold.Seconds())
 		if err != nil {
 			m.HoldTimeouts.Inc()
 		}
 	}
-	return names, err
+	return names, hold, err
 }
 
 func firstSide(cp *proxy.ConnPolicy) *proxy.Side {
