@@ -7,6 +7,7 @@
 //	portcullis policy validate -f FILE_OR_DIR ...
 //	portcullis policy convert  -f FILE_OR_DIR ...
 //	portcullis endpoint list   [-o json] [--socket PATH]
+//	portcullis fqdn cache list [-o json] [--socket PATH]
 //	portcullis monitor         [-o json] [--verdict V,...] [--socket PATH]
 //	portcullis proxy           --policy FILE_OR_DIR --listen ADDR --upstream IP:PORT --src LABELS --dst LABELS
 //
@@ -28,13 +29,16 @@
 //
 // # The agent's API
 //
-// endpoint list, monitor and trace --live ask the agent on this node
+// endpoint list, fqdn cache list, monitor and trace --live ask the agent on this node
 // through its unix socket (portcullis-agent --api-socket; client and wire
 // types in package agentclient). endpoint list prints a table ENDPOINT ID,
 // NAMESPACE/POD, IP, IDENTITY, STATE, ENFORCEMENT (ingress, egress,
-// ingress+egress, none, (audit)), MESSAGE. monitor prints one line per
+// ingress+egress, none, (audit)), MESSAGE. fqdn cache list prints NAME,
+// ENDPOINT, IP, TTL (seconds left): what the DNS proxy's answers taught
+// for toFQDNs, per endpoint. monitor prints one line per
 // event — time, verdict, `ns/pod (labels)` → `ns/pod:port (labels)`,
-// direction, protocol, the L7 request if any, reason, policy — or one JSON
+// direction, protocol, the L7 request if any (a DNS query's name, type,
+// rcode and answers), reason, policy — or one JSON
 // object per line; Ctrl-C ends it with status 0. trace --live traces
 // against the agent's engine instead of files (peers by --src/--dst
 // labels, --src-ip/--dst-ip or entities; the mode and audit setting are

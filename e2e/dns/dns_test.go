@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/yaml"
 
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/harness"
@@ -175,6 +176,27 @@ func TestMediabot(t *testing.T) {
 		slices.Sort(holds)
 		t.Logf("holds of %d first lookups (answer → datapath written): p50 %s, p90 %s, max %s", len(holds),
 			holds[len(holds)/2].Round(time.Microsecond), holds[len(holds)*9/10].Round(time.Microsecond), holds[len(holds)-1].Round(time.Microsecond))
+	})
+	t.Run("fqdn cache list", func(t *testing.T) {
+		es, err := agentclient.NewClient(e.apiSocket).FQDNCache(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		for _, c := range es {
+			if c.Name == "support.example.com" || c.Name == "www.example.org" {
+				t.Errorf("cache lists %s, which no toFQDNs selector takes", c.Name)
+			}
+			if c.Name == "api.example.com" {
+				found = true
+				if c.Endpoint != "default/mediabot" || c.IP != api.IP.String() || c.TTL < 3500 {
+					t.Errorf("api.example.com entry %+v: want default/mediabot, %s, about an hour left (the minimum TTL)", c, api.IP)
+				}
+			}
+		}
+		if !found || len(es) != 1+holdHosts {
+			t.Errorf("cache %+v: want api.example.com and the %d h*.example.com names", es, holdHosts)
+		}
 	})
 	t.Run("only names toFQDNs selects are learned", func(t *testing.T) {
 		ev := e.dnsEvent(t, "support.example.com.", "A", monitor.VerdictForwarded)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -36,8 +37,9 @@ type env struct {
 
 	mu     sync.Mutex
 	events []monitor.Event
-	// stateDir is the agents' state directory, the test's own.
-	stateDir string
+	// stateDir is the agents' state directory, the test's own, and
+	// apiSocket their API socket.
+	stateDir, apiSocket string
 	// drops counts the datapath's drops by destination.
 	drops map[netip.AddrPort]int
 }
@@ -54,7 +56,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := c.StartDNS(context.Background()); err != nil {
 		t.Fatalf("starting cluster DNS: %v", err)
 	}
-	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t), stateDir: t.TempDir(), drops: map[netip.AddrPort]int{}}
+	return &env{t: t, c: c, k8s: k8s, bpffs: harness.MountBPFFS(t), port: harness.FreePort(t), stateDir: t.TempDir(), apiSocket: filepath.Join(t.TempDir(), "agent.sock"), drops: map[netip.AddrPort]int{}}
 }
 
 // startAgent runs agent.Run in-process with cfg's DNS settings until the
@@ -66,6 +68,7 @@ func (e *env) startAgent(cfg agent.Config) (stop func()) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = e.stateDir
 	}
+	cfg.APISocket = e.apiSocket
 	cfg.BPFFS, cfg.ProxyPort = e.bpffs, e.port
 	cfg.MetricsBindAddress, cfg.HealthProbeBindAddress = "0", "0"
 	cfg.LeaseDuration, cfg.RenewInterval = 10*time.Second, time.Second
