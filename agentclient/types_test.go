@@ -42,7 +42,7 @@ func wireFixtures() map[string]any {
 			L7: &FlowL7{Protocol: "dns", Latency: 300 * time.Microsecond, DNS: &FlowDNS{Query: "api.example.com.", Type: "A", RCode: "NOERROR",
 				Answers: []string{"10.96.1.1"}, Observed: []string{"api.example.com"}, Hold: 400 * time.Microsecond}},
 		}},
-		"fqdn-cache": []FQDNCacheEntry{{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.96.1.1", Expires: at, TTL: 3599}},
+		"fqdn-cache":   []FQDNCacheEntry{{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.96.1.1", Expires: at, TTL: 3599}},
 		"monitor-lost": MonitorLine{Event: Event{Time: at, Node: "node-1", Type: TypeLost}, Lost: 17},
 		"trace-request": TraceRequest{
 			Src: TracePeer{Labels: []Label{{Source: "k8s", Key: "class", Value: "tiefighter"}, {Source: "k8s", Key: "org", Value: "empire"}}},
