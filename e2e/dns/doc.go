@@ -24,6 +24,12 @@
 //   - support.example.com resolves under the pattern but no toFQDNs
 //     selector takes it: its address stays dropped on 443, and the event
 //     says nothing was learned; www.example.org's address stays dropped;
+//   - the holds: the first lookups of 20 names that a toFQDNs pattern
+//     takes each hold the answer until the datapath has the address, none
+//     runs out; the test logs p50, p90 and max;
+//   - portcullis fqdn cache list's API (the agent's socket): api.example.com
+//     and the 20 names for default/mediabot, about an hour left (the
+//     minimum TTL); nothing for names no toFQDNs selector takes;
 //   - the monitor events: FORWARDED over UDP from default/mediabot with
 //     the answer, the deciding policy and the learned name; DENIED with
 //     REFUSED and the reason naming the policy's side.
