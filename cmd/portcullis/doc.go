@@ -62,13 +62,18 @@
 // --metrics-addr/metrics. HTTP (HTTP/1.1, h2c, gRPC) and Kafka are served;
 // for Kafka the broker addresses in Metadata and FindCoordinator answers
 // become --advertise, so that every connection of a client passes the
-// proxy.
+// proxy. DNS too: when the --dport's UDP rules are DNS rules, --listen
+// also takes queries over UDP (a plain socket), and DNS over TCP comes
+// through the TCP listener; each query is judged by name (proxy/dns) and
+// allowed ones go to --upstream.
 // TestProxyStandalone sends real HTTP under examples/starwars
 // (request-landing 200 from the upstream, exhaust-port 403 "Access
 // denied", golden access lines, metrics); TestProxyStandaloneJSON,
 // TestProxyStandaloneL4Denied (the xwing is reset with a DENIED line) and
 // the bad-flag and bad-file cases complete it; the Kafka tests put it in
-// front of a kfake broker with kcat and a franz-go consumer group.
+// front of a kfake broker with kcat and a franz-go consumer group;
+// TestProxyStandaloneDNS puts it in front of dnsmasq with dig over UDP and
+// TCP (allowed NOERROR, denied REFUSED, access lines).
 //
 // # Exit status
 //
