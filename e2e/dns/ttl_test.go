@@ -1,0 +1,63 @@
+package dns
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"portcullis.dev/portcullis/agentclient"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/controllers/agent"
+	"portcullis.dev/portcullis/e2e/internal/harness"
+)
+
+// TestTTLExpiry: with --tofqdns-min-ttl below the answer's TTL (CoreDNS
+// gives the hosts 5 s), a learned address stops being selected when the
+// TTL runs out: a new connection is dropped and the cache is empty; a new
+// lookup opens it again.
+func TestTTLExpiry(t *testing.T) {
+	e := newEnv(t)
+	api := e.addHTTPHost("api.example.com")
+	bot := e.addPod("default", "mediabot", map[string]string{"org": "alliance", "class": "mediabot"})
+	e.startAgent(agent.Config{ToFQDNsMinTTL: time.Second})
+	var p v1alpha1.TrafficPolicy
+	if err := yaml.UnmarshalStrict([]byte(mediabotPolicy), &p); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.k8s.Create(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammed(t, e.c, e.k8s, &p)
+	byIP := fmt.Sprintf("http://%s:443/v1/", api.IP)
+	if a := dig(t, bot, "api.example.com", "A"); a.Status != "NOERROR" {
+		t.Fatalf("dig: %q", a.Status)
+	}
+	learned := time.Now()
+	if code, msg := curl(t, bot, byIP); code != 200 {
+		t.Fatalf("after the lookup: HTTP %d (%s), want 200", code, msg)
+	}
+	cache := func() []agentclient.FQDNCacheEntry {
+		es, err := agentclient.NewClient(e.apiSocket).FQDNCache(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	if es := cache(); len(es) != 1 || es[0].TTL > 5 {
+		t.Errorf("cache %+v: want api.example.com with at most the answer's 5 s", es)
+	}
+	// TTL 5 s, expiry checked every second, then a sync pass.
+	time.Sleep(time.Until(learned.Add(7 * time.Second)))
+	if es := cache(); len(es) != 0 {
+		t.Errorf("cache after the TTL: %+v, want empty", es)
+	}
+	if code, _ := curl(t, bot, byIP); code != 0 {
+		t.Errorf("after the TTL ran out: HTTP %d, want no connection", code)
+	}
+	if code, msg := curl(t, bot, "http://api.example.com:443/v1/"); code != 200 {
+		t.Errorf("after a new lookup: HTTP %d (%s), want 200", code, msg)
+	}
+}
