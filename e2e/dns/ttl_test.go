@@ -17,12 +17,14 @@ import (
 // TestTTLExpiry: with --tofqdns-min-ttl below the answer's TTL (CoreDNS
 // gives the hosts 5 s), a learned address stops being selected when the
 // TTL runs out: a new connection is dropped and the cache is empty; a new
-// lookup opens it again.
+// lookup opens it again. The agent runs with
+// --dns-reject-response-code=nameError: a denied name gets NXDOMAIN.
 func TestTTLExpiry(t *testing.T) {
 	e := newEnv(t)
 	api := e.addHTTPHost("api.example.com")
 	bot := e.addPod("default", "mediabot", map[string]string{"org": "alliance", "class": "mediabot"})
-	e.startAgent(agent.Config{ToFQDNsMinTTL: time.Second})
+	other := e.addHTTPHost("www.example.org")
+	e.startAgent(agent.Config{ToFQDNsMinTTL: time.Second, DNSRejectResponseCode: "nameError"})
 	var p v1alpha1.TrafficPolicy
 	if err := yaml.UnmarshalStrict([]byte(mediabotPolicy), &p); err != nil {
 		t.Fatal(err)
@@ -31,6 +33,9 @@ func TestTTLExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	harness.WaitProgrammed(t, e.c, e.k8s, &p)
+	if a := dig(t, bot, "www.example.org", "A"); a.Status != "NXDOMAIN" || len(a.Addrs) != 0 {
+		t.Errorf("denied www.example.org (%s) under nameError: %q %v, want NXDOMAIN and no address", other.IP, a.Status, a.Addrs)
+	}
 	byIP := fmt.Sprintf("http://%s:443/v1/", api.IP)
 	if a := dig(t, bot, "api.example.com", "A"); a.Status != "NOERROR" {
 		t.Fatalf("dig: %q", a.Status)
