@@ -73,8 +73,12 @@ type Event struct {
 	Destination FlowEndpoint `json:"destination"`
 	// Policy names the policy (and rule) that decided; for a default-deny
 	// drop, the policies selecting the endpoint and "(default deny)".
-	Policy string  `json:"policy,omitempty"`
-	L7     *FlowL7 `json:"l7,omitempty"`
+	Policy string `json:"policy,omitempty"`
+	// Service is the Service the source called, for a flow the datapath
+	// translated to the destination backend: "namespace/name
+	// clusterIP:port" (the address alone if the agent has no name for it).
+	Service string  `json:"service,omitempty"`
+	L7      *FlowL7 `json:"l7,omitempty"`
 }
 
 // FlowEndpoint is one side of a flow event.
@@ -105,8 +109,21 @@ type FlowL7 struct {
 	// Latency is from the request's first byte to the response's headers,
 	// in nanoseconds.
 	Latency time.Duration `json:"latency,omitempty"`
+	// Kafka is set for a Kafka request.
+	Kafka *FlowKafka `json:"kafka,omitempty"`
 	// DNS describes a DNS query and its answer.
 	DNS *FlowDNS `json:"dns,omitempty"`
+}
+
+// FlowKafka is what an event shows of one Kafka request.
+type FlowKafka struct {
+	// APIKey is the request's API key name ("produce", "fetch", ...).
+	APIKey     string   `json:"apiKey"`
+	APIVersion int16    `json:"apiVersion"`
+	ClientID   string   `json:"clientID,omitempty"`
+	Topics     []string `json:"topics,omitempty"`
+	// ErrorCode is the Kafka error code the proxy answered a denial with.
+	ErrorCode int16 `json:"errorCode,omitempty"`
 }
 
 // FlowDNS is what an event shows of one DNS query.

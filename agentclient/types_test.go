@@ -32,7 +32,7 @@ func wireFixtures() map[string]any {
 		}},
 		"monitor-event": MonitorLine{Event: Event{
 			Time: at, Node: "node-1", Type: "l7", Verdict: "DENIED", Reason: "http", Direction: "ingress", Protocol: "TCP",
-			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/rule1 spec.ingress[0]",
+			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/rule1 spec.ingress[0]", Service: "empire/deathstar 10.96.0.20:80",
 			L7: &FlowL7{Protocol: "grpc", Method: "POST", Path: "/empire.Deathstar/Exhaust", Host: "deathstar",
 				Status: 403, GRPCStatus: &grpc, Latency: 1500 * time.Microsecond},
 		}},
@@ -42,7 +42,13 @@ func wireFixtures() map[string]any {
 			L7: &FlowL7{Protocol: "dns", Latency: 300 * time.Microsecond, DNS: &FlowDNS{Query: "api.example.com.", Type: "A", RCode: "NOERROR",
 				Answers: []string{"10.96.1.1"}, Observed: []string{"api.example.com"}, Hold: 400 * time.Microsecond}},
 		}},
-		"fqdn-cache":   []FQDNCacheEntry{{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.96.1.1", Expires: at, TTL: 3599}},
+		"fqdn-cache": []FQDNCacheEntry{{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.96.1.1", Expires: at, TTL: 3599}},
+		"monitor-event-kafka": MonitorLine{Event: Event{
+			Time: at, Node: "node-1", Type: "l7", Verdict: "DENIED", Reason: "topics not allowed: deathstar-plans", Direction: "ingress", Protocol: "TCP",
+			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/secure-empire-kafka",
+			L7: &FlowL7{Protocol: "kafka", Latency: 250 * time.Microsecond,
+				Kafka: &FlowKafka{APIKey: "fetch", APIVersion: 12, ClientID: "rdkafka", Topics: []string{"deathstar-plans"}, ErrorCode: 29}},
+		}},
 		"monitor-lost": MonitorLine{Event: Event{Time: at, Node: "node-1", Type: TypeLost}, Lost: 17},
 		"trace-request": TraceRequest{
 			Src: TracePeer{Labels: []Label{{Source: "k8s", Key: "class", Value: "tiefighter"}, {Source: "k8s", Key: "org", Value: "empire"}}},

@@ -218,7 +218,10 @@ struct event {
 	__u8 dir;
 	__u8 verdict;
 	__u8 reason;
-	__u8 pad[6];
+	// The Service address and port the client sent to, for a translated
+	// flow (0: none); daddr, dport are the backend's.
+	__be16 svc_port;
+	__be32 svc_addr;
 };
 
 // Sizes are set from Go at load time; these are defaults.
@@ -320,6 +323,10 @@ struct flow {
 	// translated (nat_addr 0: not a Service).
 	__be32 nat_addr;
 	__be16 nat_port;
+	// The Service's backend is the client itself; proxied: the packet was
+	// handed to the proxy.
+	__u8 hairpin;
+	__u8 proxied;
 };
 
 // decision is the outcome of the policy checks for one packet.
@@ -485,6 +492,8 @@ static __always_inline void emit(struct flow *f, struct decision *d, __u8 verdic
 	e->dir = d->dir;
 	e->verdict = verdict;
 	e->reason = d->reason;
+	e->svc_addr = f->nat_addr;
+	e->svc_port = f->nat_port;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -721,9 +730,10 @@ static __always_inline int refuse(struct __sk_buff *skb, struct flow *f)
 // 0 for a packet that is not for a Service or was translated (f then holds
 // the backend, and the Service in nat_addr, nat_port), 1 when the packet
 // was answered or dropped instead (*act is the TC verdict, *reason why).
-// A connection keeps its backend; a new TCP connection (a pure SYN) or a
-// UDP flow whose backend is gone gets a new one, chosen at random; an
-// established TCP connection whose backend is gone is reset.
+// A flow (its tuple) keeps its backend while that backend is in the
+// Service; a flow without one, or a TCP SYN or UDP datagram whose backend
+// is gone, gets a new one, chosen at random; an established TCP
+// connection whose backend is gone is reset.
 static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, int *act, __u8 *reason)
 {
 	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
@@ -735,34 +745,62 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 	if (!svc)
 		return 0;
 	__u16 count = svc->count, svc_id = svc->svc_id;
+	if (svc_id == 0) {
+		// Read while the agent replaced it and the element went to another
+		// key (see below): read it again.
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc)
+			return 0;
+		count = svc->count;
+		svc_id = svc->svc_id;
+	}
 	struct ct_key fk = {.saddr = f->saddr, .daddr = f->daddr, .sport = f->sport, .dport = f->dport, .proto = f->proto};
 	struct lb_flow *lb = bpf_map_lookup_elem(&lb_flows, &fk);
 	struct backend *be = 0;
 	__u32 backend_id = 0;
-	int new_conn = !lb || (f->proto == IPPROTO_TCP && f->syn && !f->ack);
-	if (!new_conn && lb->svc_id == svc_id) {
+	// A tuple keeps its backend while the backend is in the Service, SYNs
+	// included: a retransmitted SYN must meet the backend that may have
+	// answered the first one.
+	if (lb && lb->svc_id == svc_id) {
 		backend_id = lb->backend_id;
 		be = bpf_map_lookup_elem(&backends, &backend_id);
 	}
-	if (!be && !new_conn && f->proto == IPPROTO_TCP) {
+	if (!be && lb && f->proto == IPPROTO_TCP && !(f->syn && !f->ack)) {
 		*reason = REASON_BACKEND_GONE;
 		*act = refuse(skb, f);
 		return 1;
 	}
 	if (!be) {
-		if (count == 0) {
-			*reason = REASON_NO_BACKEND;
-			*act = refuse(skb, f);
-			return 1;
-		}
-		sk.slot = bpf_get_prandom_u32() % count + 1;
-		struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
-		if (slot) {
-			backend_id = slot->backend_id;
-			be = bpf_map_lookup_elem(&backends, &backend_id);
+		// The agent may be changing the Service meanwhile: the count read
+		// may be stale (a slot or backend gone since), and an element it
+		// replaced may be recycled for another key while it is read (a
+		// service's id is never 0). Each try reads the Service again; a
+		// few make a miss as unlikely as the agent finishing several
+		// updates between two lookups. A Service with no backends is
+		// refused at once.
+		for (int i = 0; i < 4; i++) {
+			if (i > 0) {
+				sk.slot = 0;
+				svc = bpf_map_lookup_elem(&services, &sk);
+				if (!svc)
+					break;
+				count = svc->count;
+				svc_id = svc->svc_id;
+			}
+			if (svc_id == 0)
+				continue;
+			if (count == 0)
+				break;
+			sk.slot = bpf_get_prandom_u32() % count + 1;
+			struct service_value *slot = bpf_map_lookup_elem(&services, &sk);
+			if (slot) {
+				backend_id = slot->backend_id;
+				be = bpf_map_lookup_elem(&backends, &backend_id);
+			}
+			if (be)
+				break;
 		}
 		if (!be) {
-			// The agent is between two writes of this service.
 			*reason = REASON_NO_BACKEND;
 			*act = refuse(skb, f);
 			return 1;
@@ -779,6 +817,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct flow *f, i
 	}
 	f->nat_addr = f->daddr;
 	f->nat_port = f->dport;
+	f->hairpin = baddr == f->saddr;
 	f->daddr = baddr;
 	f->dport = bport;
 	f->policy_port = bpf_ntohs(bport);
@@ -812,9 +851,8 @@ static __always_inline void ct_create(struct ct_key *k, struct flow *f, __u8 pat
 // handle is the whole program. from_pod: the packet leaves the pod (TC
 // ingress on the host veth, the pod's egress); else it enters the pod (TC
 // egress on the host veth, the pod's ingress).
-static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
+static __always_inline int handle(struct __sk_buff *skb, const int from_pod, struct flow *fp)
 {
-	struct flow f = {};
 	struct decision d = {};
 	struct endpoint_info *ep, *peer_ep = 0;
 	__u32 src_id, dst_id;
@@ -826,75 +864,90 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 		// without events (neighbour discovery would flood the ring).
 		return TC_ACT_SHOT;
 	}
-	if (parse(skb, &f) < 0)
+	if (parse(skb, fp) < 0)
 		return TC_ACT_SHOT;
 
 	if (from_pod) {
-		ep = bpf_map_lookup_elem(&endpoints, &f.saddr);
+		ep = bpf_map_lookup_elem(&endpoints, &fp->saddr);
 	} else {
 		// The proxy's upstream legs: the proxy enforced both sides' policy.
 		// Remember the flow so that the pod's replies pass.
 		if ((skb->mark & MARK_MASK) == MARK_FROM_PROXY) {
-			struct ct_key lk = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+			struct ct_key lk = {.saddr = fp->saddr, .daddr = fp->daddr, .sport = fp->sport, .dport = fp->dport, .proto = fp->proto};
 			struct ct_value *lv = bpf_map_lookup_elem(&conntrack, &lk);
 			if (lv)
 				lv->last_seen = bpf_ktime_get_ns();
 			else
-				ct_create(&lk, &f, PATH_PROXY_LEG, 0, 0);
+				ct_create(&lk, fp, PATH_PROXY_LEG, 0, 0);
 			return TC_ACT_OK;
 		}
-		ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
+		ep = bpf_map_lookup_elem(&endpoints, &fp->daddr);
 	}
 	d.dir = from_pod ? DIR_EGRESS : DIR_INGRESS;
 	if (!ep) {
 		// A source address that is not the pod's (spoofing), or a packet for
 		// an address that is no longer an endpoint: fail closed.
 		d.reason = from_pod ? REASON_UNKNOWN_SOURCE : REASON_UNKNOWN_DESTINATION;
-		return drop(&f, &d, 0, 0);
+		return drop(fp, &d, 0, 0);
 	}
 	d.ep_id = ep->ep_id;
 	if (ep->flags & EP_LOCKDOWN) {
 		d.reason = REASON_LOCKDOWN;
-		return drop(&f, &d, identity_of(f.saddr), identity_of(f.daddr));
+		return drop(fp, &d, identity_of(fp->saddr), identity_of(fp->daddr));
 	}
 	// Services are translated before policy: the checks, the redirect,
 	// conntrack and the events see the backend.
 	if (from_pod) {
 		int act = TC_ACT_SHOT;
 		__u8 reason = 0;
-		if (lb_translate(skb, &f, &act, &reason)) {
+		if (lb_translate(skb, fp, &act, &reason)) {
 			d.reason = reason;
-			emit(&f, &d, EV_DROP, identity_of(f.saddr), IDENTITY_WORLD);
+			emit(fp, &d, EV_DROP, identity_of(fp->saddr), IDENTITY_WORLD);
 			return act;
 		}
 	}
-	src_id = identity_of(f.saddr);
-	dst_id = identity_of(f.daddr);
+	src_id = identity_of(fp->saddr);
+	dst_id = identity_of(fp->daddr);
 
-	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+	struct ct_key k = {.saddr = fp->saddr, .daddr = fp->daddr, .sport = fp->sport, .dport = fp->dport, .proto = fp->proto};
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
 	// A pure SYN starts a new connection even if the tuple is reused.
-	int established = ct && !(f.proto == IPPROTO_TCP && f.syn && !f.ack);
+	int established = ct && !(fp->proto == IPPROTO_TCP && fp->syn && !fp->ack);
 	// No entry at all: the first packet of a flow (a reused tuple or a SYN
 	// retransmission finds the entry and reports nothing new).
 	int new_flow = !ct;
 	// to_pod never translates: a SYN that rewrites the entry keeps the
 	// Service address that from_pod recorded in it.
 	if (ct && !from_pod) {
-		f.nat_addr = ct->nat_addr;
-		f.nat_port = ct->nat_port;
+		fp->nat_addr = ct->nat_addr;
+		fp->nat_port = ct->nat_port;
 	}
 	if (!ct) {
-		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		struct ct_key rk = {.saddr = fp->daddr, .daddr = fp->saddr, .sport = fp->dport, .dport = fp->sport, .proto = fp->proto};
 		struct ct_value *rv = bpf_map_lookup_elem(&conntrack, &rk);
 		if (rv) {
 			// A reply rides its flow's entry.
 			rv->last_seen = bpf_ktime_get_ns();
 			if (from_pod && rv->path == PATH_PROXY_LEG)
-				assign_proxy_leg(skb, &f);
+				assign_proxy_leg(skb, fp);
 			if (!from_pod && rv->nat_addr)
-				lb_reverse(skb, &f, rv);
+				lb_reverse(skb, fp, rv);
 			return TC_ACT_OK;
+		}
+		if (from_pod && (fp->proto == IPPROTO_TCP || fp->proto == IPPROTO_UDP) && fp->l4off) {
+			// A reply inside a hairpin flow: it left the pod for the
+			// Service address; it goes back in from the Service.
+			struct ct_key hk = {.saddr = fp->saddr, .daddr = fp->saddr, .sport = fp->dport, .dport = fp->sport, .proto = fp->proto};
+			struct ct_value *hv = bpf_map_lookup_elem(&conntrack, &hk);
+			if (hv && hv->nat_addr == fp->daddr) {
+				__be32 vip = hv->nat_addr;
+				__be16 vport = hv->nat_port;
+				hv->last_seen = bpf_ktime_get_ns();
+				if (rewrite(skb, fp, 0, fp->saddr, vip, fp->sport, vport) < 0 ||
+				    rewrite(skb, fp, 1, vip, fp->saddr, fp->dport, fp->dport) < 0)
+					return TC_ACT_SHOT;
+				return bpf_redirect_peer(skb->ifindex, 0);
+			}
 		}
 	}
 
@@ -902,10 +955,10 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 	// stops established flows.
 	if (from_pod) {
 		if (ep->flags & EP_ENFORCE_EGRESS)
-			policy_check(&d, ep, DIR_EGRESS, dst_id, &f);
+			policy_check(&d, ep, DIR_EGRESS, dst_id, fp);
 		// A local destination's ingress policy is checked here too, so that
 		// its redirects can be done at TC ingress, where sk_assign works.
-		peer_ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
+		peer_ep = bpf_map_lookup_elem(&endpoints, &fp->daddr);
 		if (peer_ep && d.verdict != VERDICT_DENY) {
 			if (peer_ep->flags & EP_LOCKDOWN) {
 				d.verdict = VERDICT_DENY;
@@ -914,23 +967,24 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 				d.ep_id = peer_ep->ep_id;
 				d.rule_id = 0;
 			} else if (peer_ep->flags & EP_ENFORCE_INGRESS) {
-				policy_check(&d, peer_ep, DIR_INGRESS, src_id, &f);
+				policy_check(&d, peer_ep, DIR_INGRESS, src_id, fp);
 			}
 		}
 	} else if (ep->flags & EP_ENFORCE_INGRESS) {
-		policy_check(&d, ep, DIR_INGRESS, src_id, &f);
+		policy_check(&d, ep, DIR_INGRESS, src_id, fp);
 	}
 	if (d.verdict == VERDICT_DENY)
-		return drop(&f, &d, src_id, dst_id);
+		return drop(fp, &d, src_id, dst_id);
 
 	if (established) {
 		ct->last_seen = bpf_ktime_get_ns();
 		// The flow keeps its path for its whole life (switching resets it).
 		if (ct->path == PATH_PROXIED && from_pod) {
-			if (redirect(skb, &f, ct->proxy_port) < 0) {
+			fp->proxied = 1;
+			if (redirect(skb, fp, ct->proxy_port) < 0) {
 				d.reason = REASON_NO_PROXY;
 				d.proxy_port = ct->proxy_port;
-				return drop(&f, &d, src_id, dst_id);
+				return drop(fp, &d, src_id, dst_id);
 			}
 		}
 		return TC_ACT_OK;
@@ -941,21 +995,22 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 			// sk_assign works at TC ingress only; a flow from a source that is
 			// not a local pod cannot be redirected here yet: fail closed.
 			d.reason = REASON_REDIRECT_UNSUPPORTED;
-			return drop(&f, &d, src_id, dst_id);
+			return drop(fp, &d, src_id, dst_id);
 		}
-		if (redirect(skb, &f, d.proxy_port) < 0) {
+		fp->proxied = 1;
+		if (redirect(skb, fp, d.proxy_port) < 0) {
 			d.reason = REASON_NO_PROXY;
-			return drop(&f, &d, src_id, dst_id);
+			return drop(fp, &d, src_id, dst_id);
 		}
-		ct_create(&k, &f, PATH_PROXIED, d.audited, d.proxy_port);
+		ct_create(&k, fp, PATH_PROXIED, d.audited, d.proxy_port);
 		d.reason = REASON_POLICY;
-		emit(&f, &d, EV_REDIRECT, src_id, dst_id);
+		emit(fp, &d, EV_REDIRECT, src_id, dst_id);
 		return TC_ACT_OK;
 	}
-	ct_create(&k, &f, PATH_DIRECT, d.audited, 0);
+	ct_create(&k, fp, PATH_DIRECT, d.audited, 0);
 	if (d.audited) {
 		d.reason = REASON_POLICY;
-		emit(&f, &d, EV_AUDIT, src_id, dst_id);
+		emit(fp, &d, EV_AUDIT, src_id, dst_id);
 	} else if (new_flow) {
 		// One event per allowed flow, when its entry is created (as
 		// Cilium's policy-verdict events): the entry that allowed it, or
@@ -968,7 +1023,7 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 		} else {
 			d.reason = REASON_NOT_ENFORCED;
 		}
-		emit(&f, &d, EV_ALLOW, src_id, dst_id);
+		emit(fp, &d, EV_ALLOW, src_id, dst_id);
 	}
 	return TC_ACT_OK;
 }
@@ -976,11 +1031,23 @@ static __always_inline int handle(struct __sk_buff *skb, const int from_pod)
 SEC("tc")
 int from_pod(struct __sk_buff *skb)
 {
-	return handle(skb, 1);
+	struct flow f = {};
+	int ret = handle(skb, 1, &f);
+
+	// A pod that reached itself through a Service (hairpin): the packet
+	// goes straight back in, from the Service address, so that the pod's
+	// replies leave it again and are translated back above.
+	if (ret == TC_ACT_OK && f.hairpin && !f.proxied) {
+		if (rewrite(skb, &f, 0, f.saddr, f.nat_addr, f.sport, f.sport) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect_peer(skb->ifindex, 0);
+	}
+	return ret;
 }
 
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
-	return handle(skb, 0);
+	struct flow f = {};
+	return handle(skb, 0, &f);
 }

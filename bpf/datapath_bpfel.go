@@ -89,7 +89,8 @@ type datapathEvent struct {
 	Dir         uint8
 	Verdict     uint8
 	Reason      uint8
-	Pad         [6]uint8
+	SvcPort     uint16
+	SvcAddr     uint32
 }
 
 type datapathEventReason uint32

@@ -49,11 +49,13 @@
 //     redirect 2), proxy port be16, rule id u32}.
 //   - conntrack: LRU hash, 262144; {saddr, daddr, sport, dport, proto} of
 //     the flow's first packet → {created, last seen (ns, monotonic), path
-//     (direct, proxied, proxy leg), audited, proxy port}.
+//     (direct, proxied, proxy leg), audited, proxy port, and for a flow
+//     translated from a Service the ClusterIP and port that replies get
+//     back as their source}.
 //   - events: ring buffer, 1 MiB; {time, endpoint id, direction, verdict
 //     (DROPPED, REDIRECTED, AUDITED, FORWARDED), reason, src/dst IPv4 and
 //     ports (ICMP: the type as dst port), proto, src and dst identity, rule
-//     id, proxy port}.
+//     id, proxy port, and the ClusterIP and port of a translated flow}.
 //   - services: hash, 65536; (ClusterIP, port, protocol, slot) → slot 0:
 //     the number of backends and the port's id, slots 1..n: backend ids.
 //   - backends: hash, 65536; id → pod address and target port.
@@ -173,9 +175,9 @@
 // random; a Service without ready backends answers TCP with a reset and
 // UDP with ICMP port unreachable; connections to a removed backend are
 // reset on their next packet. Only traffic that leaves a local pod is
-// translated, and hairpin (a pod calling a Service whose backend is
-// itself) is not supported yet. The reasons and the details are in
-// docs/design/services.md.
+// translated; a pod calling a Service whose backend is itself (hairpin)
+// gets the packets back from the Service address. The reasons and the
+// details are in docs/design/services.md.
 //
 // # Restart safety
 //

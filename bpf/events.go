@@ -71,6 +71,10 @@ type Event struct {
 	RuleID                   uint32
 	// ProxyPort is set for redirects.
 	ProxyPort uint16
+	// Service is the Service address and port the client sent to, for a
+	// flow the datapath translated (Dst is then the backend); zero
+	// otherwise.
+	Service netip.AddrPort
 }
 
 // EventReader reads verdict events from the ring buffer. Only one reader
@@ -114,7 +118,15 @@ func (e *EventReader) Read() (Event, error) {
 		DstIdentity: policy.NumericIdentity(raw.DstIdentity),
 		RuleID:      raw.RuleId,
 		ProxyPort:   htons(raw.ProxyPort),
+		Service:     serviceAddr(raw.SvcAddr, raw.SvcPort),
 	}, nil
+}
+
+func serviceAddr(addr uint32, port uint16) netip.AddrPort {
+	if addr == 0 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(u32Addr(addr), htons(port))
 }
 
 // Close stops the reader; a blocked Read returns.

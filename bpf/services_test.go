@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"portcullis.dev/portcullis/internal/netnstest"
 	"portcullis.dev/portcullis/policy"
 )
@@ -211,8 +213,8 @@ func TestServiceTranslation(t *testing.T) {
 		e := lf.ev.wait(t, "allow through the Service", func(e Event) bool {
 			return e.Verdict == EventAllow && e.Direction == policy.Ingress && e.Dst.Port() == 8080 && e.Src.Addr() == lf.a.ip
 		})
-		if name := lbNames[e.Dst.Addr()]; name == "" || e.DstIdentity != lf.eng.ids[name] {
-			t.Errorf("event %+v: want a backend and its identity", e)
+		if name := lbNames[e.Dst.Addr()]; name == "" || e.DstIdentity != lf.eng.ids[name] || e.Service != netip.AddrPortFrom(vip, 80) {
+			t.Errorf("event %+v: want a backend and its identity, and the Service %s", e, addr(vip, 80))
 		}
 		if n := lf.ev.count(func(e Event) bool { return e.Dst.Addr() == vip }); n != 0 {
 			t.Errorf("%d events name the Service address, want the backends only", n)
@@ -282,6 +284,58 @@ func TestServiceTranslation(t *testing.T) {
 			if name, err := lf.queryService(time.Second); err != nil || name != "server2" {
 				t.Fatalf("udp query: %q, %v; want server2", name, err)
 			}
+		}
+	})
+
+	t.Run("a pod reaches itself through its Service", func(t *testing.T) {
+		self := lf.servers[0]
+		lf.eng.apply(t, `
+apiVersion: policy.portcullis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: server}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}, {port: "5353", protocol: UDP}]
+`)
+		lf.eng.sync(t, lf.d, lf.tn.pods, lf.epIDs)
+		lf.setBackends(t, self)
+		defer lf.setBackends(t, lf.servers...)
+		for range 3 {
+			c, err := dial(self.ns, "tcp4", addr(vip, 80), time.Second)
+			if err != nil {
+				t.Fatalf("%s -> its own Service %s: %v", self.name, addr(vip, 80), err)
+			}
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			name, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || strings.TrimSpace(name) != self.name {
+				t.Fatalf("greeting %q, %v; want %s", name, err, self.name)
+			}
+			if err := roundTrip(c, "hairpin", time.Second); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.Close()
+		}
+		var answer string
+		err := netnstest.Run(self.ns, func() error {
+			c, err := net.DialTimeout("udp4", addr(vip, 53), time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte("q")); err != nil {
+				return err
+			}
+			buf := make([]byte, 64)
+			n, err := c.Read(buf)
+			answer = string(buf[:n])
+			return err
+		})
+		if err != nil || answer != self.name {
+			t.Fatalf("udp to its own Service: %q, %v", answer, err)
 		}
 	})
 
@@ -424,4 +478,78 @@ func BenchmarkConnect(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
 		})
 	}
+}
+
+// TestServiceUpdateIsAtomic runs from_pod on new connections to a Service
+// while another goroutine switches the Service between two disjoint
+// backend sets of different sizes: every packet must be translated to a
+// backend of one of them, none refused (no lookup meets a half-written
+// Service).
+func TestServiceUpdateIsAtomic(t *testing.T) {
+	d := loadDP(t, Options{})
+	src := netip.MustParseAddr(clientIP)
+	k := addrU32(src)
+	if err := d.objs.Endpoints.Put(&k, &datapathEndpointInfo{EpId: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var setA, setB []Backend
+	valid := map[netip.Addr]bool{}
+	for i := range 5 {
+		b := Backend{Addr: netip.AddrFrom4([4]byte{10, 244, 2, byte(10 + i)}), Port: 8080}
+		valid[b.Addr] = true
+		if i < 2 {
+			setA = append(setA, b)
+		} else {
+			setB = append(setB, b)
+		}
+	}
+	if err := d.SetService(tcpSvc, setA); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	flips := make(chan int)
+	go func() {
+		n := 0
+		defer func() { flips <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			set := setB
+			if n%2 == 1 {
+				set = setA
+			}
+			if err := d.SetService(tcpSvc, set); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	bad := 0
+	const runs = 20000
+	for i := range runs {
+		pkt := tcpPacket(src, vip, uint16(1024+i%60000), 80, 0x02)
+		out := make([]byte, len(pkt))
+		opts := ebpf.RunOptions{Data: pkt, DataOut: out, Repeat: 1}
+		ret, err := d.objs.FromPod.Run(&opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := netip.AddrFrom4([4]byte(out[30:34]))
+		if ret != 0 || !valid[dst] {
+			if bad == 0 {
+				t.Logf("first miss: verdict %d, destination %s", ret, dst)
+			}
+			bad++
+		}
+	}
+	close(stop)
+	n := <-flips
+	if bad > 0 {
+		t.Errorf("%d of %d new connections were not translated to a backend while the Service changed %d times", bad, runs, n)
+	}
+	t.Logf("%d connections, %d Service updates", runs, n)
 }

@@ -63,6 +63,12 @@ type L7 struct {
 	Latency time.Duration `json:"latency,omitempty"`
 	// Kafka describes a Kafka request.
 	Kafka *Kafka `json:"kafka,omitempty"`
+	// Refused classifies a request or connection the proxy refused to
+	// protect itself, not by policy: "header-timeout", "body-timeout",
+	// "header-too-large", "tls-on-plain-port", "connection-limit",
+	// "slot-reclaimed", "h2-abuse", "bad-request"; counted in
+	// portcullis_proxy_refused_total{reason}.
+	Refused string `json:"refused,omitempty"`
 	// DNS describes a DNS query and its answer.
 	DNS *DNS `json:"dns,omitempty"`
 }
@@ -135,7 +141,12 @@ type Event struct {
 	// default-deny drop, the policies selecting the endpoint followed by
 	// "(default deny)"; empty when no policy is involved.
 	Policy string `json:"policy,omitempty"`
-	L7     *L7    `json:"l7,omitempty"`
+	// Service is the Service the source called, for a flow the datapath
+	// translated to the Destination backend: "namespace/name
+	// clusterIP:port", or the address alone if the agent has no Service
+	// for it.
+	Service string `json:"service,omitempty"`
+	L7      *L7    `json:"l7,omitempty"`
 }
 
 // Labels renders identity labels for an Endpoint: "key=value" for

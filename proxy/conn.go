@@ -36,6 +36,9 @@ type noTimeWaitConn struct {
 	mu      sync.Mutex
 	peerEOF bool
 	once    sync.Once
+	// slot is the connection's place under the Proxy's MaxConns (nil for
+	// upstream connections).
+	slot *slot
 }
 
 // newNoTimeWaitConn wraps c if it is a TCP connection.

@@ -29,8 +29,12 @@
 //
 // At most Options.MaxConns ([DefaultMaxConns]; the agent's
 // --proxy-max-connections, the standalone's --max-connections)
-// connections are served at once; beyond, new ones are reset with an
-// event. A panic while serving one connection is recovered: that
+// connections are served at once. A connection handed to the HTTP server
+// is pending until that server reports its first request ([Started]); at
+// the bound the oldest pending connection is reset to make room (event,
+// L7.Refused [RefusedSlotReclaimed]), so sockets that never send a
+// request cannot starve new clients; with none pending, new ones are
+// reset with an event ([RefusedConnLimit]). A panic while serving one connection is recovered: that
 // connection is reset and reported, the proxy goes on.
 //
 // # Closing without TIME_WAIT
@@ -97,8 +101,12 @@
 //
 // Every record (the protocol servers' one per request, the core's
 // refusals) is published on the agent's monitor hub with Node set and
-// counted ([Metrics]): portcullis_proxy_requests_total{protocol,verdict}
-// and the histogram portcullis_proxy_request_duration_seconds{protocol}
+// counted ([Metrics]): portcullis_proxy_requests_total{protocol,verdict},
+// portcullis_proxy_refused_total{reason} (the events whose L7.Refused
+// says the proxy refused to protect itself: header-timeout, body-timeout,
+// header-too-large, tls-on-plain-port, bad-request, connection-limit,
+// slot-reclaimed, h2-abuse) and the histogram
+// portcullis_proxy_request_duration_seconds{protocol}
 // (from the event's latency), on controller-runtime's registry in the
 // agent, on a registry of its own in the standalone proxy.
 //

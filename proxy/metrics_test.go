@@ -26,6 +26,11 @@ func TestMetricsRegisterTwice(t *testing.T) {
 	m2.Observe(monitor.Event{Verdict: monitor.VerdictForwarded, L7: &monitor.L7{Protocol: "grpc", Latency: 3 * time.Millisecond}})
 	m2.Observe(monitor.Event{Verdict: monitor.VerdictDenied, L7: &monitor.L7{Protocol: "grpc"}})
 	m2.Observe(monitor.Event{Verdict: monitor.VerdictDropped}) // not an L7 event: not counted
+	m2.Observe(monitor.Event{Verdict: monitor.VerdictError, L7: &monitor.L7{Protocol: "h2", Refused: "h2-abuse"}})
+	var rm dto.Metric
+	if err := m1.Refused.WithLabelValues("h2-abuse").Write(&rm); err != nil || rm.GetCounter().GetValue() != 1 {
+		t.Errorf("refused{h2-abuse} = %v (%v), want 1", rm.GetCounter().GetValue(), err)
+	}
 	counter := func(verdict string) float64 {
 		var m dto.Metric
 		if err := m1.Requests.WithLabelValues("grpc", verdict).Write(&m); err != nil {
@@ -52,7 +57,7 @@ func TestMetricsRegisterTwice(t *testing.T) {
 			}
 		}
 	}
-	if series["portcullis_proxy_requests_total"] != 2 || series["portcullis_proxy_request_duration_seconds"] != 1 {
+	if series["portcullis_proxy_requests_total"] != 3 || series["portcullis_proxy_request_duration_seconds"] != 1 || series["portcullis_proxy_refused_total"] != 1 {
 		t.Errorf("series %v", series)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,15 +71,17 @@ type Options struct {
 // judged: no policy snapshot, an L4 denial, a parser that is not built.
 type Proxy struct {
 	o      Options
-	sem    chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	closed    bool
-	wg        sync.WaitGroup
+	conns     map[net.Conn]*slot
+	// live counts the connections holding a slot (the reclaimed ones
+	// still closing hold none).
+	live   int
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // New returns a Proxy; Serve starts it on a listener.
@@ -91,8 +94,8 @@ func New(o Options) (*Proxy, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Proxy{
-		o: o, sem: make(chan struct{}, o.MaxConns), ctx: ctx, cancel: cancel,
-		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{},
+		o: o, ctx: ctx, cancel: cancel,
+		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]*slot{},
 	}, nil
 }
 
@@ -158,29 +161,94 @@ func (p *Proxy) Serve(l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		select {
-		case p.sem <- struct{}{}:
-		default:
-			// Over the bound: refuse at once rather than queue.
-			src, dst := p.flow(c)
-			cp := &ConnPolicy{Source: Peer{Addr: src}, Destination: Peer{Addr: dst}}
-			p.record(cp.Event(monitor.VerdictError, fmt.Sprintf("too many connections (limit %d)", p.o.MaxConns), "tcp", nil))
-			resetConn(c)
+		sl, ok := p.admit(c)
+		if !ok {
+			if sl == nil {
+				resetConn(c)
+				return nil // closed
+			}
+			// Over the bound with no slot to reclaim: refuse at once
+			// rather than queue.
+			p.refuseConn(c, fmt.Sprintf("too many connections (limit %d)", p.o.MaxConns), RefusedConnLimit)
 			continue
-		}
-		if !p.track(c) {
-			<-p.sem
-			resetConn(c)
-			return nil
 		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			defer func() { <-p.sem }()
-			defer p.untrack(c)
-			p.handle(c)
+			defer p.untrack(c, sl)
+			p.handle(c, sl)
 		}()
 	}
+}
+
+// Refusal classes of the proxy core (monitor.L7.Refused).
+const (
+	RefusedConnLimit     = "connection-limit"
+	RefusedSlotReclaimed = "slot-reclaimed"
+)
+
+// slot is one served connection's place under MaxConns. A connection
+// holds it "pending" from the accept until its protocol server reports
+// (Started) that a first request has come: at the bound, the oldest
+// pending connection is reset to make room, so that sockets which never
+// send a request cannot starve new clients.
+type slot struct {
+	c         net.Conn
+	since     time.Time
+	started   atomic.Bool
+	reclaim   bool // TCP: only wrapped connections can report Started
+	reclaimed bool
+}
+
+// Started reports that the connection c, as handed to a ConnServer, has
+// completed its first request head (or, HTTP/2, its preface): its slot
+// is no longer reclaimed for new clients.
+func Started(c net.Conn) {
+	if nc, ok := c.(*noTimeWaitConn); ok && nc.slot != nil {
+		nc.slot.started.Store(true)
+	}
+}
+
+// admit gives c a slot, reclaiming the oldest pending one at the bound.
+// It returns nil, false once the proxy is closed.
+func (p *Proxy) admit(c net.Conn) (*slot, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, false
+	}
+	sl := &slot{c: c, since: time.Now()}
+	if p.live >= p.o.MaxConns {
+		var old *slot
+		for _, o := range p.conns {
+			if o.reclaim && !o.reclaimed && !o.started.Load() && (old == nil || o.since.Before(old.since)) {
+				old = o
+			}
+		}
+		if old == nil {
+			return sl, false
+		}
+		old.reclaimed = true
+		p.live--
+		resetConn(old.c)
+		src, dst := p.flow(old.c)
+		cp := &ConnPolicy{Source: Peer{Addr: src}, Destination: Peer{Addr: dst}}
+		e := cp.Event(monitor.VerdictError, fmt.Sprintf("connection reset to make room: no request in %s at the connection limit (%d)", time.Since(old.since).Round(time.Millisecond), p.o.MaxConns), "tcp", nil)
+		e.L7.Refused = RefusedSlotReclaimed
+		p.record(e)
+	}
+	p.live++
+	p.conns[c] = sl
+	return sl, true
+}
+
+func (p *Proxy) refuseConn(c net.Conn, reason, refused string) {
+	src, dst := p.flow(c)
+	cp := &ConnPolicy{Source: Peer{Addr: src}, Destination: Peer{Addr: dst}}
+	e := cp.Event(monitor.VerdictError, reason, "tcp", nil)
+	e.L7.Refused = refused
+	p.record(e)
+	resetConn(c)
 }
 
 // Close stops the listeners, cancels the connections' context, closes the
@@ -207,19 +275,12 @@ func (p *Proxy) Active() int {
 	return len(p.conns)
 }
 
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *Proxy) untrack(c net.Conn) {
+func (p *Proxy) untrack(c net.Conn, sl *slot) {
 	p.mu.Lock()
 	delete(p.conns, c)
+	if !sl.reclaimed {
+		p.live--
+	}
 	p.mu.Unlock()
 }
 
@@ -247,7 +308,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // handle judges one accepted connection and serves or refuses it. A panic
 // in a protocol server closes this connection only.
-func (p *Proxy) handle(c net.Conn) {
+func (p *Proxy) handle(c net.Conn, sl *slot) {
 	src, dst := p.flow(c)
 	var cp *ConnPolicy
 	defer func() {
@@ -290,7 +351,15 @@ func (p *Proxy) handle(c net.Conn) {
 			refuse(monitor.VerdictError, "no HTTP proxy configured", "http", nil)
 			return
 		}
-		p.o.HTTP.ServeConn(p.ctx, newNoTimeWaitConn(c), src, dst)
+		// An HTTP connection's slot may be reclaimed until its first
+		// request (Started).
+		wc := newNoTimeWaitConn(c)
+		if nc, ok := wc.(*noTimeWaitConn); ok {
+			p.mu.Lock()
+			nc.slot, sl.reclaim = sl, true
+			p.mu.Unlock()
+		}
+		p.o.HTTP.ServeConn(p.ctx, wc, src, dst)
 	case l7.ParserKafka:
 		if p.o.Kafka == nil {
 			refuse(monitor.VerdictError, "no Kafka proxy configured", "kafka", nil)

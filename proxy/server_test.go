@@ -49,6 +49,8 @@ func (e *eventLog) wait(t *testing.T) monitor.Event {
 // until released.
 type echoServer struct {
 	release chan struct{}
+	// blocked gets a value when a "block" request has started.
+	blocked chan struct{}
 }
 
 func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
@@ -57,10 +59,16 @@ func (s *echoServer) ServeConn(ctx context.Context, c net.Conn, src, dst netip.A
 	if _, err := io.ReadFull(c, buf); err != nil {
 		return
 	}
+	// A request came: its slot is not reclaimed at the connection limit.
+	proxy.Started(c)
 	switch string(buf) {
 	case "panic":
 		panic("boom")
 	case "block":
+		select {
+		case s.blocked <- struct{}{}:
+		default:
+		}
 		select {
 		case <-s.release:
 		case <-ctx.Done():
@@ -84,7 +92,7 @@ type proxyFixture struct {
 // datapath; see transparent_test.go).
 func newProxyFixture(t *testing.T, maxConns int, dial func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error), kafka ...proxy.ConnServer) *proxyFixture {
 	t.Helper()
-	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{})}}
+	f := &proxyFixture{ev: newEvents(), srv: &echoServer{release: make(chan struct{}), blocked: make(chan struct{}, 16)}}
 	o := proxy.Options{
 		Resolver: &f.store, HTTP: f.srv, Record: f.ev.record, MaxConns: maxConns, Dial: dial,
 		Flow: func(net.Conn) (netip.AddrPort, netip.AddrPort) {
@@ -225,15 +233,18 @@ func TestProxyMaxConns(t *testing.T) {
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressHTTP))
 	c1 := f.dial(t)
 	_, _ = io.WriteString(c1, "block")
-	deadline := time.Now().Add(2 * time.Second)
-	for f.p.Active() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("first connection not served")
-		}
-		time.Sleep(time.Millisecond)
+	// Wait until its request has started: until then its slot could be
+	// reclaimed for the next client instead of that one being refused.
+	select {
+	case <-f.srv.blocked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first connection not served")
+	}
+	if n := f.p.Active(); n != 1 {
+		t.Fatalf("%d active connections, want 1", n)
 	}
 	f.wantRefused(t)
-	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") {
+	if e := f.ev.wait(t); !strings.Contains(e.Reason, "too many connections (limit 1)") || e.L7.Refused != proxy.RefusedConnLimit {
 		t.Errorf("event %+v", e)
 	}
 }
@@ -253,9 +264,9 @@ func TestProxyRelaysL4Allow(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	var dialed netip.AddrPort
+	dialed := make(chan netip.AddrPort, 1) // written by the proxy's goroutine
 	f := newProxyFixture(t, 0, func(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
-		dialed = dst
+		dialed <- dst
 		return net.Dial("tcp4", up.Addr().String())
 	})
 	f.store.Set(testSnapshot(t, []string{"client", "server"}, false, egressL4))
@@ -266,8 +277,8 @@ func TestProxyRelaysL4Allow(t *testing.T) {
 	if err != nil || string(got) != "ping" {
 		t.Fatalf("relay: %q, %v", got, err)
 	}
-	if dialed != netip.AddrPortFrom(serverIP, 80) {
-		t.Errorf("dialed %s", dialed)
+	if d := <-dialed; d != netip.AddrPortFrom(serverIP, 80) {
+		t.Errorf("dialed %s", d)
 	}
 	if e := f.ev.wait(t); e.Verdict != monitor.VerdictForwarded {
 		t.Errorf("event %+v", e)

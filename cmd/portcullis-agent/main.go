@@ -70,7 +70,7 @@ func run() error {
 		return nil
 	})
 	flag.UintVar(&proxyPort, "proxy-port", v1alpha1.DefaultProxyPort, "Port of the proxy's transparent listener and of the datapath's redirect entries.")
-	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection).")
+	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; at the limit the oldest one without a request is reset to make room, else new ones are (about 15 KiB and two file descriptors per idle connection).")
 	// The DNS proxy's settings, as Cilium's flags.
 	flag.StringVar(&dnsReject, "dns-reject-response-code", "refused", "DNS proxy answer to a denied query: refused (REFUSED) or nameError (NXDOMAIN).")
 	flag.IntVar(&maxIPs, "tofqdns-max-ips-per-hostname", dns.DefaultMaxIPsPerName, "Addresses kept per toFQDNs name and endpoint; beyond it the oldest is forgotten.")

@@ -3,16 +3,19 @@ package main
 import (
 	"bytes"
 	"testing"
+	"text/tabwriter"
 
 	"portcullis.dev/portcullis/agentclient"
 )
 
 func TestEndpointTable(t *testing.T) {
 	var b bytes.Buffer
-	err := writeEndpointTable(&b, []agentclient.Endpoint{
-		{ID: 1, Namespace: "default", Pod: "deathstar", IP: "10.244.0.2", Identity: 301, State: "ready", IngressEnforced: true},
-		{ID: 2, Namespace: "default", Pod: "xwing", IP: "10.244.0.4", Identity: 302, State: "lockdown", IngressEnforced: true, EgressEnforced: true, Audit: true, Message: "policy map full"},
-		{ID: 3, Namespace: "default", Pod: "tiefighter", IP: "10.244.0.3", Identity: 0, State: "waiting-for-identity"},
+	err := writeTable(&b, func(tw *tabwriter.Writer) {
+		endpointTable(tw, []agentclient.Endpoint{
+			{ID: 1, Namespace: "default", Pod: "deathstar", IP: "10.244.0.2", Identity: 301, State: "ready", IngressEnforced: true},
+			{ID: 2, Namespace: "default", Pod: "xwing", IP: "10.244.0.4", Identity: 302, State: "lockdown", IngressEnforced: true, EgressEnforced: true, Audit: true, Message: "policy map full"},
+			{ID: 3, Namespace: "default", Pod: "tiefighter", IP: "10.244.0.3", Identity: 0, State: "waiting-for-identity"},
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

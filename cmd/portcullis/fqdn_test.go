@@ -3,15 +3,18 @@ package main
 import (
 	"bytes"
 	"testing"
+	"text/tabwriter"
 
 	"portcullis.dev/portcullis/agentclient"
 )
 
 func TestFQDNTable(t *testing.T) {
 	var b bytes.Buffer
-	err := writeFQDNTable(&b, []agentclient.FQDNCacheEntry{
-		{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.244.0.3", TTL: 3599},
-		{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.244.0.4", TTL: 12},
+	err := writeTable(&b, func(tw *tabwriter.Writer) {
+		fqdnTable(tw, []agentclient.FQDNCacheEntry{
+			{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.244.0.3", TTL: 3599},
+			{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.244.0.4", TTL: 12},
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -83,8 +84,9 @@ func formatMonitorLine(l agentclient.MonitorLine) string {
 }
 
 // formatEvent renders a flow event on one line: time, verdict, source →
-// destination:port with their labels, direction, protocol, reason,
-// policy, and the L7 request if any.
+// destination:port with their labels, direction, protocol, the L7
+// request if any, reason, policy, and the Service called (the destination
+// is then its backend).
 func formatEvent(e agentclient.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-10s %s -> %s %s %s", e.Time.Format("15:04:05.000"), e.Verdict,
@@ -100,6 +102,10 @@ func formatEvent(e agentclient.Event) string {
 		if e.L7.GRPCStatus != nil {
 			fmt.Fprintf(&b, " grpc-status=%d", *e.L7.GRPCStatus)
 		}
+		if k := e.L7.Kafka; k != nil {
+			mk := monitor.Kafka{APIKey: k.APIKey, APIVersion: k.APIVersion, ClientID: k.ClientID, Topics: k.Topics, ErrorCode: k.ErrorCode}
+			fmt.Fprintf(&b, " %s", mk.String())
+		}
 		if d := e.L7.DNS; d != nil {
 			fmt.Fprintf(&b, " %s %s", d.Query, d.Type)
 			if d.RCode != "" {
@@ -109,12 +115,18 @@ func formatEvent(e agentclient.Event) string {
 				fmt.Fprintf(&b, " answers=%s", strings.Join(d.Answers, ","))
 			}
 		}
+		if e.L7.Latency > 0 {
+			fmt.Fprintf(&b, " latency=%s", e.L7.Latency.Round(time.Microsecond))
+		}
 	}
 	if e.Reason != "" {
 		fmt.Fprintf(&b, " reason=%s", e.Reason)
 	}
 	if e.Policy != "" {
 		fmt.Fprintf(&b, " policy=%q", e.Policy)
+	}
+	if e.Service != "" {
+		fmt.Fprintf(&b, " service=%q", e.Service)
 	}
 	return b.String()
 }

@@ -48,6 +48,11 @@ type proxyFlags struct {
 	advertise   string
 	dport       uint16
 	maxConns    int
+	kafkaMax    int
+	// How paths and field names are interpreted (proxyhttp.Options).
+	escapedSlashes         string
+	noNormalize, noMerge   bool
+	allowHeaderUnderscores bool
 }
 
 // standalone is a parsed `portcullis proxy` command line.
@@ -62,8 +67,13 @@ type standalone struct {
 	maxConns    int
 	// advertise is --advertise, "" for the default (see advertisedAddr).
 	advertise string
+	// kafkaMax is --kafka-max-request-bytes.
+	kafkaMax int
 	// dport is the flow's destination port: --dport, else the upstream's.
 	dport uint16
+	// interp carries the path and field-name flags into the HTTP server's
+	// Options.
+	interp proxyhttp.Options
 }
 
 func newProxyCommand() *cobra.Command {
@@ -110,8 +120,13 @@ JSON flow events (-o json). It runs until interrupted.`,
 	fl.Uint16Var(&f.dport, "dport", 0, "destination port of the flow as the policy sees it (default: the port of --upstream)")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on HOST:PORT at /metrics (default: off)")
 	fl.StringVar(&f.advertise, "advertise", "", "Kafka: broker address given to clients, HOST:PORT (default: the --listen address; 127.0.0.1 for a wildcard host)")
+	fl.IntVar(&f.kafkaMax, "kafka-max-request-bytes", proxykafka.DefaultMaxRequestBytes, "Kafka: largest request accepted; a larger one (or a negative size) closes the connection (Kafka's socket.request.max.bytes)")
 	fl.StringVarP(&f.output, "output", "o", "text", "access log format: text or json")
-	fl.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConns, "connections served at once; beyond it new ones are reset (about 15 KiB and two file descriptors per idle connection)")
+	fl.IntVar(&f.maxConns, "max-connections", proxy.DefaultMaxConns, "connections served at once; at the limit the oldest one without a request is reset to make room, else new ones are (about 15 KiB and two file descriptors per idle connection)")
+	fl.StringVar(&f.escapedSlashes, "escaped-slashes", "reject", "HTTP paths with %2F or %5C: reject (400) or keep (judged and forwarded as they are)")
+	fl.BoolVar(&f.noNormalize, "no-normalize-path", false, "HTTP: judge and forward the path without decoding unreserved escapes or removing dot segments")
+	fl.BoolVar(&f.noMerge, "no-merge-slashes", false, "HTTP: keep runs of slashes in the path")
+	fl.BoolVar(&f.allowHeaderUnderscores, "allow-header-underscores", false, "HTTP: forward header fields whose names hold an underscore (default: 400)")
 	for _, name := range []string{"policy", "listen", "upstream", "src", "dst"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -153,10 +168,22 @@ func parseProxyFlags(f *proxyFlags) (*standalone, error) {
 		}
 		in.advertise = f.advertise
 	}
+	if f.kafkaMax < 1 {
+		return nil, fmt.Errorf("--kafka-max-request-bytes: %d, want at least 1", f.kafkaMax)
+	}
+	in.kafkaMax = f.kafkaMax
 	if f.maxConns < 1 {
 		return nil, fmt.Errorf("--max-connections: %d, want at least 1", f.maxConns)
 	}
 	in.maxConns = f.maxConns
+	switch f.escapedSlashes {
+	case "reject":
+	case "keep":
+		in.interp.EscapedSlashes = proxyhttp.EscapedSlashesKeep
+	default:
+		return nil, fmt.Errorf("--escaped-slashes: %q, want reject or keep", f.escapedSlashes)
+	}
+	in.interp.NoNormalizePath, in.interp.NoMergeSlashes, in.interp.AllowHeaderUnderscores = f.noNormalize, f.noMerge, f.allowHeaderUnderscores
 	switch f.output {
 	case "text":
 	case "json":
@@ -235,7 +262,9 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 	dial := func(ctx context.Context, _, _ netip.AddrPort) (net.Conn, error) {
 		return dialer.DialContext(ctx, "tcp", in.upstream.String())
 	}
-	hs := proxyhttp.New(proxyhttp.Options{Resolver: &store, Dial: dial, Record: record})
+	ho := in.interp
+	ho.Resolver, ho.Dial, ho.Record = &store, dial, record
+	hs := proxyhttp.New(ho)
 	defer hs.Close()
 	l, err := net.Listen("tcp", in.listen)
 	if err != nil {
@@ -251,7 +280,7 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 			return err
 		}
 	}
-	ks, err := proxykafka.New(proxykafka.Options{Resolver: &store, Dial: dial, Record: record, Advertise: advertise})
+	ks, err := proxykafka.New(proxykafka.Options{Resolver: &store, Dial: dial, Record: record, Advertise: advertise, MaxRequestBytes: in.kafkaMax})
 	if err != nil {
 		_ = l.Close()
 		return inputErrorf("--listen %s: %v", in.listen, err)

@@ -339,17 +339,19 @@ func TestProxyKafkaBadRequests(t *testing.T) {
 	size := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
 	for _, tc := range []struct {
 		name  string
+		args  []string
 		frame []byte
 		want  string
 		key   string
 		ver   int16
 	}{
-		{"version above the clamp", requestFrame(produce, 13), "produce v13 (the proxy decodes v0-v12): connection closed", "produce", 13},
-		{"over the size bound", append(size(100<<20+1), 0, 0), "request size 104857601 outside 0-104857600 bytes", "", 0},
-		{"negative size", size(0xffffff00), "request size -256 outside", "", 0},
+		{"version above the clamp", nil, requestFrame(produce, 13), "produce v13 (the proxy decodes v0-v12): connection closed", "produce", 13},
+		{"over the default size bound", nil, append(size(100<<20+1), 0, 0), "request size 104857601 outside 0-104857600 bytes", "", 0},
+		{"over a configured bound", []string{"--kafka-max-request-bytes", "1024"}, append(size(1025), 0, 0), "request size 1025 outside 0-1024 bytes", "", 0},
+		{"negative size", nil, size(0xffffff00), "request size -256 outside", "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rp := startKafkaProxy(t, empireHQ, broker)
+			rp := startKafkaProxy(t, empireHQ, broker, tc.args...)
 			if got := rawKafka(t, rp.addr, tc.frame); len(got) != 0 {
 				t.Errorf("got %d bytes back, want the connection closed without an answer", len(got))
 			}

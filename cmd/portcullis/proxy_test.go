@@ -244,6 +244,24 @@ func TestProxyStandaloneMaxConnections(t *testing.T) {
 	}
 }
 
+// TestProxyStandaloneEscapedSlashes: a path with %2F is refused with 400
+// by default; with --escaped-slashes keep it is judged as it is (and
+// denied by the Star Wars policy, which allows only the exact path).
+func TestProxyStandaloneEscapedSlashes(t *testing.T) {
+	up := deathstarServer(t)
+	for _, tc := range []struct {
+		flag string
+		want int
+	}{{"reject", 400}, {"keep", 403}} {
+		rp := startProxy(t, starwarsArgs(strings.TrimPrefix(up.URL, "http://"), "--escaped-slashes", tc.flag)...)
+		c := &http.Client{Timeout: 3 * time.Second}
+		if code, body := do(t, c, "POST", "http://"+rp.addr+"/v1/request-landing%2Fx"); code != tc.want {
+			t.Errorf("--escaped-slashes %s: %d %q, want %d", tc.flag, code, body, tc.want)
+		}
+		rp.stop()
+	}
+}
+
 func TestProxyBadInput(t *testing.T) {
 	up := "127.0.0.1:1"
 	tests := []struct {
@@ -257,7 +275,9 @@ func TestProxyBadInput(t *testing.T) {
 		{"bad labels", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", "=x", "--dst", deathstar}, exitUsage, "--src:"},
 		{"bad output", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "-o", "yaml"}, exitUsage, `unknown format "yaml"`},
 		{"bad max connections", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--max-connections", "0"}, exitUsage, "--max-connections: 0, want at least 1"},
+		{"bad escaped slashes", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--escaped-slashes", "decode"}, exitUsage, `--escaped-slashes: "decode", want reject or keep`},
 		{"bad advertise", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--advertise", ":0"}, exitUsage, `--advertise: ":0" has no host`},
+		{"bad kafka bound", []string{"--policy", starwars, "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar, "--kafka-max-request-bytes", "0"}, exitUsage, "--kafka-max-request-bytes: 0, want at least 1"},
 		{"missing file", []string{"--policy", "testdata/nope.yaml", "--listen", "127.0.0.1:0", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "testdata/nope.yaml"},
 		{"bad listen", []string{"--policy", starwars, "--listen", "127.0.0.1:99999", "--upstream", up, "--src", tiefighter, "--dst", deathstar}, exitInput, "--listen 127.0.0.1:99999"},
 	}

@@ -3,16 +3,19 @@ package main
 import (
 	"bytes"
 	"testing"
+	"text/tabwriter"
 
 	"portcullis.dev/portcullis/agentclient"
 )
 
 func TestServiceTable(t *testing.T) {
 	var b bytes.Buffer
-	err := writeServiceTable(&b, []agentclient.Service{
-		{Namespace: "default", Name: "deathstar", Frontend: "10.96.0.20:80", Protocol: "TCP", Backends: []agentclient.ServiceBackend{
-			{Address: "10.244.0.2:80", Pod: "default/deathstar-1"}, {Address: "10.244.0.9:80"}}},
-		{Namespace: "kube-system", Name: "kube-dns", PortName: "dns", Frontend: "10.96.0.10:53", Protocol: "UDP"},
+	err := writeTable(&b, func(tw *tabwriter.Writer) {
+		serviceTable(tw, []agentclient.Service{
+			{Namespace: "default", Name: "deathstar", Frontend: "10.96.0.20:80", Protocol: "TCP", Backends: []agentclient.ServiceBackend{
+				{Address: "10.244.0.2:80", Pod: "default/deathstar-1"}, {Address: "10.244.0.9:80"}}},
+			{Namespace: "kube-system", Name: "kube-dns", PortName: "dns", Frontend: "10.96.0.10:53", Protocol: "UDP"},
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -408,12 +408,18 @@ func wireEvent(e monitor.Event) agentclient.Event {
 		Time: e.Time, Node: e.Node, Type: e.Type, Verdict: e.Verdict, Reason: e.Reason,
 		Direction: e.Direction, Protocol: e.Protocol,
 		Source: wireFlowEndpoint(e.Source), Destination: wireFlowEndpoint(e.Destination),
-		Policy: e.Policy,
+		Policy: e.Policy, Service: e.Service,
 	}
 	if l := e.L7; l != nil {
 		out.L7 = &agentclient.FlowL7{
 			Protocol: l.Protocol, Method: l.Method, Path: l.Path, Host: l.Host,
 			Status: l.Status, GRPCStatus: l.GRPCStatus, Latency: l.Latency,
+		}
+		if k := l.Kafka; k != nil {
+			out.L7.Kafka = &agentclient.FlowKafka{APIKey: k.APIKey, APIVersion: k.APIVersion, ClientID: k.ClientID, Topics: k.Topics, ErrorCode: k.ErrorCode}
+		}
+		if d := l.DNS; d != nil {
+			out.L7.DNS = &agentclient.FlowDNS{Query: d.Query, Type: d.Type, RCode: d.RCode, Answers: d.Answers, Observed: d.Observed}
 		}
 	}
 	return out

@@ -195,7 +195,10 @@ func TestMonitorWireEvent(t *testing.T) {
 		Policy:      "TrafficPolicy default/rule1 spec.ingress[0]",
 		L7:          &monitor.L7{Protocol: "grpc", Method: "POST", Path: "/a.B/C", Host: "deathstar", Status: 200, GRPCStatus: &grpc, Latency: time.Millisecond},
 	}
-	for _, e := range []monitor.Event{ev, {Time: ev.Time, Type: monitor.TypePolicyVerdict, Verdict: monitor.VerdictDropped}} {
+	kafkaEv := ev
+	kafkaEv.L7 = &monitor.L7{Protocol: "kafka", Latency: time.Millisecond,
+		Kafka: &monitor.Kafka{APIKey: "produce", APIVersion: 9, ClientID: "rdkafka", Topics: []string{"deathstar-plans"}, ErrorCode: 29}}
+	for _, e := range []monitor.Event{ev, kafkaEv, {Time: ev.Time, Type: monitor.TypePolicyVerdict, Verdict: monitor.VerdictDropped}} {
 		engine, err := json.Marshal(e)
 		if err != nil {
 			t.Fatal(err)

@@ -196,7 +196,8 @@
 // per flow); portcullis_bpf_map_pressure{map="policy"} (used/capacity,
 // after every sync); portcullis_endpoints{state};
 // portcullis_endpoint_lockdowns_total; and the proxy's
-// portcullis_proxy_requests_total and
+// portcullis_proxy_requests_total,
+// portcullis_proxy_refused_total{reason} and
 // portcullis_proxy_request_duration_seconds. /readyz answers only once a
 // sync pass after start has written everything.
 //

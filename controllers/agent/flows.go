@@ -109,6 +109,9 @@ func (a *Agent) flowEvent(ev bpf.Event) monitor.Event {
 		Source:      side(ev.Src, ev.SrcIdentity),
 		Destination: side(ev.Dst, ev.DstIdentity),
 	}
+	if ev.Service.IsValid() {
+		out.Service = a.serviceName(ev.Service, ev.Proto)
+	}
 	if r, ok := a.rules.ref(ev.RuleID); ok {
 		out.Policy = r.String()
 	} else if ev.Verdict == bpf.EventDrop && ev.Reason == bpf.ReasonPolicy {

@@ -45,7 +45,8 @@ type Config struct {
 	// ProxyPort is the port of redirect entries.
 	ProxyPort uint16
 	// ProxyMaxConnections bounds the connections the L7 proxy serves at
-	// once (beyond it new ones are reset with an event); zero keeps
+	// once (at the limit the oldest connection without a request is
+	// reset to make room, else new ones are, with an event); zero keeps
 	// proxy.DefaultMaxConns.
 	ProxyMaxConnections int
 	// DNSRejectResponseCode answers denied DNS queries: "refused" (also

@@ -126,6 +126,22 @@ func (a *Agent) pruneServicesLocked() error {
 	return errors.Join(errs...)
 }
 
+// serviceName names the Service programmed at a ClusterIP port:
+// "namespace/name addr:port", or the address alone.
+func (a *Agent) serviceName(front netip.AddrPort, proto uint8) string {
+	key := bpf.ServiceKey{Addr: front.Addr(), Port: front.Port(), Proto: proto}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, ports := range a.services {
+		for _, p := range ports {
+			if p.Key == key {
+				return k.String() + " " + front.String()
+			}
+		}
+	}
+	return front.String()
+}
+
 // ServiceInfo is a Service as the agent has programmed it.
 type ServiceInfo struct {
 	Namespace, Name string

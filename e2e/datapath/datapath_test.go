@@ -64,17 +64,7 @@ func TestMain(m *testing.M) {
 	}
 	// Node-wide state (the proxy's ip rule) is shared with other e2e
 	// packages that go test runs in parallel: one at a time.
-	if os.Geteuid() == 0 {
-		release, err := nodelock.Acquire()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		release()
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	nodelock.RunTests(m)
 }
 
 // env is one run of the test: the cluster, the pods, the agent.

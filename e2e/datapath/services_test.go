@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +13,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/policy"
 )
 
 // TestServices: the agent programs Services from their EndpointSlices, and
@@ -38,10 +43,15 @@ func TestServices(t *testing.T) {
 		startServer(t, p, "0.0.0.0:8080")
 		backends = append(backends, p)
 	}
-	client, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: "svc", Name: "client", Labels: map[string]string{"app": "client"}})
+	clientPod, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: "svc", Name: "client", Labels: map[string]string{"app": "client"}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	other, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: "svc", Name: "other", Labels: map[string]string{"app": "other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startServer(t, other, "0.0.0.0:8080")
 	svc, err := c.AddService(ctx, localcluster.ServiceSpec{Namespace: "svc", Name: "web", Selector: web,
 		Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}})
 	if err != nil {
@@ -63,22 +73,23 @@ func TestServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	harness.StartOperator(t, c)
+	e.apiSocket = filepath.Join(t.TempDir(), "run", "agent.sock")
 	e.startAgent()
 	harness.WaitProgrammed(t, c, e.k8s, p)
 
 	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), 80).String()
 	t.Run("egress toEndpoints reaches the backends through the ClusterIP", func(t *testing.T) {
-		expectReach(t, client, vip)
+		expectReach(t, clientPod, vip)
 		// Straight to the ClusterIP's port on a backend is not allowed: the
 		// policy saw the translated port 8080.
-		expectBlocked(t, client, netip.AddrPortFrom(backends[0].IP, 80).String())
+		expectBlocked(t, clientPod, netip.AddrPortFrom(backends[0].IP, 80).String())
 		harness.Eventually(t, "both backends chosen", 20*time.Second, func() error {
-			if err := connect(client, vip); err != nil {
+			if err := connect(clientPod, vip); err != nil {
 				return err
 			}
 			seen := map[netip.Addr]bool{}
 			for _, ev := range e.eventsSnapshot() {
-				if ev.Verdict == bpf.EventAllow && ev.Src.Addr() == client.IP && ev.Dst.Port() == 8080 {
+				if ev.Verdict == bpf.EventAllow && ev.Src.Addr() == clientPod.IP && ev.Dst.Port() == 8080 && ev.Service.String() == vip {
 					seen[ev.Dst.Addr()] = true
 				}
 			}
@@ -88,9 +99,61 @@ func TestServices(t *testing.T) {
 			return nil
 		})
 	})
+	t.Run("service list and live trace follow the translation", func(t *testing.T) {
+		api := agentclient.NewClient(e.apiSocket)
+		svcs, err := api.Services(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{}
+		for _, s := range svcs {
+			if s.Namespace != "svc" {
+				continue // default/kubernetes, the apiserver's own
+			}
+			var bes []string
+			for _, be := range s.Backends {
+				bes = append(bes, be.Address+"="+be.Pod)
+			}
+			want[s.Namespace+"/"+s.Name+" "+s.Frontend+"/"+s.Protocol] = strings.Join(bes, ",")
+		}
+		webKey := "svc/web " + vip + "/TCP"
+		wantBes := netip.AddrPortFrom(backends[0].IP, 8080).String() + "=svc/web-1," + netip.AddrPortFrom(backends[1].IP, 8080).String() + "=svc/web-2"
+		if want[webKey] != wantBes || want["svc/empty "+empty.Spec.ClusterIP+":80/TCP"] != "" || len(want) != 2 {
+			t.Errorf("service list %v, want %s -> %s and svc/empty without backends", want, webKey, wantBes)
+		}
+		tr, err := api.Trace(ctx, agentclient.TraceRequest{Src: agentclient.TracePeer{Pod: "svc/client"}, Dst: agentclient.TracePeer{Service: "svc/web"},
+			Proto: policy.ProtoTCP, Port: 80})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Port != 8080 || tr.Dst.Kind != "service" || tr.Result.Verdict != policy.VerdictAllowed || tr.Result.Egress.Decision.Verdict != "allow" {
+			t.Errorf("trace to svc/web: port %d dst %+v verdict %s egress %+v", tr.Port, tr.Dst, tr.Result.Verdict, tr.Result.Egress.Decision)
+		}
+		_, err = api.Trace(ctx, agentclient.TraceRequest{Src: agentclient.TracePeer{Pod: "svc/client"}, Dst: agentclient.TracePeer{Service: "svc/empty"},
+			Proto: policy.ProtoTCP, Port: 80})
+		if err == nil || !strings.Contains(err.Error(), "refuses connections") {
+			t.Errorf("trace to svc/empty: %v, want refused", err)
+		}
+	})
+	t.Run("toServices allows the Service's backends through its ClusterIP", func(t *testing.T) {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+				return err
+			}
+			p.Spec.Egress = []v1alpha1.EgressRule{{EgressCommonRule: v1alpha1.EgressCommonRule{
+				ToServices: []v1alpha1.Service{{K8sService: &v1alpha1.K8sServiceNamespace{ServiceName: "web", Namespace: "svc"}}}}}}
+			return e.k8s.Update(ctx, p)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		harness.WaitProgrammed(t, c, e.k8s, p)
+		expectReach(t, clientPod, vip)
+		expectBlocked(t, clientPod, netip.AddrPortFrom(other.IP, 8080).String())
+	})
 	t.Run("no backends refuses at once", func(t *testing.T) {
 		start := time.Now()
-		err := connectWithin(client, netip.AddrPortFrom(netip.MustParseAddr(empty.Spec.ClusterIP), 80).String(), 3*time.Second)
+		err := connectWithin(clientPod, netip.AddrPortFrom(netip.MustParseAddr(empty.Spec.ClusterIP), 80).String(), 3*time.Second)
 		if err == nil || !strings.Contains(err.Error(), "refused") {
 			t.Fatalf("connect to a Service without backends: %v, want connection refused", err)
 		}
@@ -111,7 +174,7 @@ func TestServices(t *testing.T) {
 			return errors.New("web still has web-1")
 		})
 		for i := range 10 {
-			if err := connect(client, vip); err != nil {
+			if err := connect(clientPod, vip); err != nil {
 				t.Fatalf("connection %d after the backend left: %v", i, err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	corev1 "k8s.io/api/core/v1"
 	"net"
 	"net/netip"
 	"os"
@@ -144,6 +145,20 @@ func (e *env) addPod(ns, name string, labels map[string]string) *localcluster.Po
 		e.t.Fatal(err)
 	}
 	return p
+}
+
+// addService adds a Service on one TCP port in front of the pods that
+// selector picks, and returns its name as pods resolve it.
+func (e *env) addService(ns, name string, selector map[string]string, port int32) string {
+	e.t.Helper()
+	_, err := e.c.AddService(context.Background(), localcluster.ServiceSpec{
+		Namespace: ns, Name: name, Selector: selector,
+		Ports: []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}},
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return name + "." + ns + ".svc." + localcluster.ClusterDomain
 }
 
 // start runs a workload (this test binary re-executed) inside pod.

@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -41,17 +40,7 @@ func TestMain(m *testing.M) {
 	ctrl.SetLogger(logr.Discard())
 	// Node-wide state (the proxy's ip rule) is shared with other e2e
 	// packages that go test runs in parallel: one at a time.
-	if os.Geteuid() == 0 {
-		release, err := nodelock.Acquire()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		release()
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	nodelock.RunTests(m)
 }
 
 // TestProxy runs the scenarios on one cluster (starting one takes
@@ -72,7 +61,14 @@ func TestProxy(t *testing.T) {
 	terminal := e.addPod("default", "public-terminal", map[string]string{"app": "public-terminal"})
 	ds := start(t, deathstar, workloads.RoleDeathstar, "0.0.0.0:80")
 	dm := start(t, doorMgr, workloads.RoleDoorManager, "0.0.0.0:50051")
-	dsURL := "http://" + hostPort(deathstar, 80)
+	// Their Services, and kube-dns: clients call the servers by name, as
+	// users do (the names resolve through CoreDNS at its ClusterIP, both
+	// translated by the datapath).
+	dsURL := "http://" + e.addService("default", "deathstar", map[string]string{"org": "empire", "class": "deathstar"}, 80)
+	doorAddr := e.addService("default", "cc-door-server", map[string]string{"app": "cc-door-mgr"}, 50051) + ":50051"
+	if _, err := e.c.StartDNS(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	harness.StartOperator(t, e.c)
 	e.startAgent()
@@ -82,7 +78,7 @@ func TestProxy(t *testing.T) {
 	t.Run("without policy", func(t *testing.T) {
 		expectCurl(t, tiefighter, 200, "Ship landed\n", "-X", "POST", dsURL+"/v1/request-landing")
 		expectCurl(t, xwing, 503, "Panic: deathstar exploded\n", "-X", "PUT", dsURL+"/v1/exhaust-port")
-		gc := start(t, terminal, workloads.RoleGRPCClient, hostPort(doorMgr, 50051))
+		gc := start(t, terminal, workloads.RoleGRPCClient, doorAddr)
 		defer gc.Stop()
 		for _, m := range workloads.DoorManagerMethods {
 			if r, err := gc.Do(workloads.Command{Method: m}, 10*time.Second); err != nil || r.Code != "OK" {
@@ -184,7 +180,7 @@ func TestProxy(t *testing.T) {
 
 	t.Run("grpc door manager", func(t *testing.T) {
 		mark := len(dm.Seen())
-		gc := start(t, terminal, workloads.RoleGRPCClient, hostPort(doorMgr, 50051))
+		gc := start(t, terminal, workloads.RoleGRPCClient, doorAddr)
 		var last workloads.Result
 		for _, tc := range []struct {
 			method string

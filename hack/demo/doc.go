@@ -1,9 +1,12 @@
 // Command demo is `make demo`: it brings up the local cluster
 // (internal/localcluster), starts the operator (bin/portcullis-operator) if it
 // has been built, makes the pods of the examples as network namespaces,
-// applies examples/ with kubectl, shows the policies with the status the
+// their Services (deathstar, kafka-service, cc-door-server) and the
+// cluster's kube-dns (CoreDNS at 10.96.0.10, answering cluster.local from
+// the apiserver and forwarding nothing), applies examples/ with kubectl, shows the policies with the status the
 // operator gave them, runs the node agent in-process (agent.Run on a bpffs
-// it mounts, with its API socket) and shows `portcullis endpoint list`,
+// it mounts, with its API socket) and shows `portcullis endpoint list` and
+// `portcullis service list`,
 // then runs each traffic scenario (scenario.go): applies its policies,
 // starts its servers (internal/workloads) in their pods, drives real requests
 // with curl from the client pods (a list of steps, each with the expected
@@ -11,7 +14,10 @@
 // monitor's lines and `portcullis policy trace --live`; then the L7 part
 // (traffic.go): curl over HTTP/1.1 and HTTP/2, a grpc-go client, the
 // header rule and a policy change under an open keep-alive connection,
-// through the agent's proxy, each row checked; then it prints
+// through the agent's proxy, each row checked; then Cilium's Kafka demo
+// (kafka.go): a kfake broker, kcat and franz-go clients, denials as
+// Kafka's "Topic authorization failed", a policy change under open
+// connections, `portcullis monitor`'s Kafka lines; then it prints
 // the verdict table of
 // hack/demo.sh (portcullis policy trace over the demo's requests, offline)
 // and tears everything down — processes, agent, datapath, bpffs, ip rule,
@@ -21,7 +27,7 @@
 //
 // The pods are those the examples select: the Star Wars deathstar,
 // tiefighter and xwing, the Kafka broker and its clients, the gRPC door
-// manager and terminal, the mediabot and a kube-dns pod in kube-system,
+// manager and terminal, the mediabot, CoreDNS as kube-system/coredns,
 // and one pod each in the admin examples' sandbox and team-a namespaces.
 // Our kinds from examples/ are applied with `kubectl apply --server-side`
 // (not examples/cilium: the cilium.io CRDs are not installed), and the demo
@@ -54,6 +60,12 @@
 // FORWARDED/DENIED monitor line, fails the demo. The monitor's L7 lines
 // are printed after the tables. A run takes about 21 s on a 2-core machine,
 // without the wait for the lock.
+//
+// Every client calls its server by name, as users do:
+// deathstar.default.svc.cluster.local, cc-door-server...:50051 and
+// kafka-service...:9092 resolve through CoreDNS at the kube-dns ClusterIP,
+// and the datapath translates both ClusterIPs to the backend pods before
+// policy, so the verdicts, events and the proxy see the pods.
 //
 // To extend the traffic: add a scenario value to the list that run walks.
 //

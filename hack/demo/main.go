@@ -54,13 +54,23 @@ var demoPods = []localcluster.PodSpec{
 	{Name: "public-terminal", Labels: labels("app=public-terminal")},
 	// DNS (examples/dns).
 	{Name: "mediabot", Labels: labels("org=alliance", "class=mediabot")},
-	{Namespace: "kube-system", Name: "kube-dns", Labels: labels("k8s-app=kube-dns"), ServiceAccount: "coredns", Ports: []corev1.ContainerPort{
-		{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
-		{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP},
-	}},
 	// Admin tiers (examples/admin).
 	{Namespace: "sandbox", Name: "sandbox-client", Labels: labels("app=x")},
 	{Namespace: "team-a", Name: "web", Labels: labels("app=web"), Ports: tcp("http", 80)},
+}
+
+// demoServices are the Services of the examples: every client calls its
+// server by the Service's name, resolved by the cluster's CoreDNS.
+var demoServices = []localcluster.ServiceSpec{
+	{Name: "deathstar", Selector: labels("org=empire", "class=deathstar"), Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	{Name: "kafka-service", Selector: labels("app=kafka"), Ports: []corev1.ServicePort{{Name: "kafka", Port: 9092}}},
+	{Name: "cc-door-server", Selector: labels("app=cc-door-mgr"), Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051}}},
+}
+
+// serviceName is the name a pod resolves a Service of namespace default
+// by.
+func serviceName(name string) string {
+	return name + ".default.svc." + localcluster.ClusterDomain
 }
 
 // labels turns "k=v" pairs into a label map.
@@ -190,6 +200,19 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	d.section("Services and kube-dns: CoreDNS at 10.96.0.10, forwarding nothing off the machine")
+	for _, spec := range demoServices {
+		if _, err := d.cluster.AddService(ctx, spec); err != nil {
+			return err
+		}
+	}
+	if _, err := d.cluster.StartDNS(ctx); err != nil {
+		return err
+	}
+	if err := d.kubectl(ctx, kubectl, "get", "services,endpointslices", "-A"); err != nil {
+		return err
+	}
+
 	d.section("Policies: kubectl apply " + strings.Join(exampleDirs, " "))
 	args := []string{"apply", "--server-side", "--field-manager=portcullis-demo"}
 	for _, dir := range exampleDirs {
@@ -214,6 +237,9 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.cli(ctx, "endpoint", "list"); err != nil {
 		return err
 	}
+	if err := d.cli(ctx, "service", "list"); err != nil {
+		return err
+	}
 
 	for _, sc := range []scenario{starWarsL3L4} {
 		d.section("Real traffic: " + sc.Title + ", followed by portcullis monitor")
@@ -224,6 +250,11 @@ func (d *demo) run(ctx context.Context) error {
 
 	d.section("Real L7 traffic through the proxy: HTTP/1.1, HTTP/2, gRPC, a header rule, a policy change under keep-alive")
 	if err := d.l7Traffic(ctx, kubectl); err != nil {
+		return err
+	}
+
+	d.section("Real Kafka traffic through the proxy: Cilium's Kafka demo with kcat and franz-go")
+	if err := d.kafkaTraffic(ctx, kubectl); err != nil {
 		return err
 	}
 

@@ -42,10 +42,10 @@ type scenarioServer struct {
 	Pod, Role, Addr string
 }
 
-// trafficStep is one request: curl in the From pod against the To pod,
-// and the outcome the policies should give.
+// trafficStep is one request: curl in the From pod against the To
+// Service by name, and the outcome the policies should give.
 type trafficStep struct {
-	// From and To are pods in namespace "default".
+	// From is a pod, To a Service, both in namespace "default".
 	From, To     string
 	Port         int
 	Method, Path string
@@ -133,11 +133,11 @@ func (d *demo) runScenario(ctx context.Context, kubectl string, sc scenario) err
 	fmt.Fprintf(d.out, "$ portcullis monitor --socket %s   (in the background)\n", d.agentRun.socket)
 	failed := 0
 	for _, st := range sc.Steps {
-		from, to := d.cluster.Pod("default", st.From), d.cluster.Pod("default", st.To)
-		if from == nil || to == nil {
+		from := d.cluster.Pod("default", st.From)
+		if from == nil {
 			return fmt.Errorf("step %s -> %s: no such pod", st.From, st.To)
 		}
-		url := "http://" + net.JoinHostPort(to.IP.String(), fmt.Sprint(st.Port)) + st.Path
+		url := "http://" + net.JoinHostPort(serviceName(st.To), fmt.Sprint(st.Port)) + st.Path
 		var got string
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(300 * time.Millisecond) {
 			got = curlIn(ctx, from, "-X", st.Method, url).String()

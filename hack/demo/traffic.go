@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -72,8 +71,9 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	if _, err := d.startWorkload(doorMgr, workloads.RoleDoorManager, "0.0.0.0:50051"); err != nil {
 		return err
 	}
-	ds := "http://" + net.JoinHostPort(deathstar.IP.String(), "80")
-	fmt.Fprintf(d.out, "  servers: the deathstar (HTTP/1.1 and h2c) on %s, the door manager (gRPC) on %s:50051\n", ds, doorMgr.IP)
+	ds := "http://" + serviceName("deathstar")
+	door := serviceName("cc-door-server") + ":50051"
+	fmt.Fprintf(d.out, "  servers: the deathstar (HTTP/1.1 and h2c) at %s, the door manager (gRPC) at %s\n", ds, door)
 	fmt.Fprintf(d.out, "  clients: curl %s, and grpc-go (this binary) in the pods\n\n", curlVersion())
 
 	mon, err := d.startMonitor(ctx, "--verdict", "FORWARDED,DENIED,ERROR")
@@ -82,7 +82,7 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	}
 	fmt.Fprintf(d.out, "$ portcullis monitor --socket %s --verdict FORWARDED,DENIED,ERROR   (in the background)\n\n", d.agentRun.socket)
 
-	grpcClient, err := d.startWorkload(terminal, workloads.RoleGRPCClient, net.JoinHostPort(doorMgr.IP.String(), "50051"))
+	grpcClient, err := d.startWorkload(terminal, workloads.RoleGRPCClient, door)
 	if err != nil {
 		return err
 	}
@@ -184,22 +184,33 @@ func (d *demo) l7Traffic(ctx context.Context, kubectl string) error {
 	})
 
 	// What the proxy reported: one line per request it judged.
-	seen := mon.waitFor(3*time.Second, l7Expected...)
-	var lines []string
-	for _, l := range strings.Split(mon.stop(), "\n") {
+	return d.checkMonitor(mon, "L7", "the proxy's L7 lines", l7Expected, failures, func(l string) bool {
 		for _, proto := range []string{" http/1.1 ", " h2 ", " grpc "} {
 			if strings.Contains(l, proto) {
-				lines = append(lines, l)
-				break
+				return true
 			}
 		}
+		return false
+	})
+}
+
+// checkMonitor stops mon, prints the lines it showed that keep selects
+// (described by shown), and fails if a table had failures (results of
+// the kind named by what) or a line of expected is missing.
+func (d *demo) checkMonitor(mon *follower, what, shown string, expected []func(string) bool, failures int, keep func(string) bool) error {
+	seen := mon.waitFor(3*time.Second, expected...)
+	var lines []string
+	for _, l := range strings.Split(mon.stop(), "\n") {
+		if keep(l) {
+			lines = append(lines, l)
+		}
 	}
-	fmt.Fprintf(d.out, "  portcullis monitor showed (the proxy's L7 lines):\n%s\n", indent(strings.Join(lines, "\n"), "  "))
+	fmt.Fprintf(d.out, "  portcullis monitor showed (%s):\n%s\n", shown, indent(strings.Join(lines, "\n"), "  "))
 	if failures > 0 {
-		return fmt.Errorf("%d L7 result(s) differ from the expected ones", failures)
+		return fmt.Errorf("%d %s result(s) differ from the expected ones", failures, what)
 	}
 	if !seen {
-		return errors.New("portcullis monitor did not show every expected L7 verdict with its policy")
+		return fmt.Errorf("portcullis monitor did not show every expected %s verdict with its policy", what)
 	}
 	return nil
 }

@@ -259,6 +259,11 @@ func (c *Cluster) startControlPlane(assets, crdDir string, timeout time.Duration
 	// silently pass against AlwaysAllow if that default ever changes.
 	api.Configure().Set("authorization-mode", "RBAC")
 	api.Configure().Set("service-cluster-ip-range", ServiceCIDR.String())
+	// No endpoints for the kubernetes Service: envtest's apiserver
+	// advertises an address off this machine, where the datapath would
+	// send a pod's connection to 10.96.0.1. Without a backend it is
+	// refused instead. (CoreDNS reaches the apiserver through its relay.)
+	api.Configure().Set("endpoint-reconciler-type", "none")
 	c.env = env
 
 	c.logf("starting etcd and kube-apiserver from %s", assets)

@@ -95,7 +95,27 @@
 // sees the client's address through Dial; on HTTP/2 not even the
 // transport's default User-Agent). Expect: 100-continue is answered by the
 // proxy itself once the request is allowed, so the body always follows
-// the head upstream. HTTP/2 requests go out with their :path as received.
+// the head upstream. The HTTP/2 leg adds no Accept-Encoding (the
+// transport's gzip is off, so responses pass undecoded).
+//
+// # What is judged is what is forwarded
+//
+// The path is normalized before the policy sees it, and the upstream
+// receives the normalized path, never the raw one (HTTP/1.1 and HTTP/2
+// alike; the query is left as sent): percent-escapes of unreserved
+// characters decoded (%7E → ~, %2e → .), other escapes' hex upper-cased,
+// runs of slashes merged, dot segments removed (RFC 3986 §5.2.4), so
+// /public/%2e%2e/secret is judged and sent as /secret. Refused with 400
+// before any verdict: a backslash, an escaped slash or backslash (%2F,
+// %5C: upstreams disagree on whether it separates segments), a malformed
+// escape. Options NoNormalizePath, NoMergeSlashes and EscapedSlashes
+// (Keep) relax this as Envoy's normalize_path, merge_slashes and
+// path_with_escaped_slashes_action do. Also 400: a Host or :authority
+// that is not an RFC 3986 reg-name, IPv4 address or bracketed IPv6
+// literal with an optional numeric port, and header field names with an
+// underscore (an upstream may read X_User as X-User, past a header rule;
+// Envoy's edge guidance rejects them; Options.AllowHeaderUnderscores
+// forwards them).
 //
 // Upgrade: an allowed request with Connection: upgrade (WebSocket) is
 // forwarded with Connection: Upgrade and its Upgrade; on 101 the bytes are
@@ -114,6 +134,20 @@
 // http2.Transport.NewClientConn on connections from Dial (h2c prior
 // knowledge). Responses are streamed (flushed per read) and trailers are
 // passed on, so gRPC streaming and status trailers go through unchanged.
+//
+// Abuse accounting: the proxy follows the client's frames as x/net reads
+// them and cuts a connection with GOAWAY ENHANCE_YOUR_CALM and an ERROR
+// event (L7.Refused "h2-abuse") for premature resets (once at least 500
+// streams were opened, more than half reset by the client within a
+// second of opening: Envoy's rule), more than one consecutive empty DATA
+// (without END_STREAM), HEADERS or CONTINUATION frame (Envoy's default;
+// x/net bounds a header block's decoded size, not its frame count), and
+// more than 100 SETTINGS or 100 PING frames in a second (x/net bounds
+// only the acknowledgements a client leaves unread). An allowed stream
+// the client has already reset is not forwarded. Denied or refused
+// streams record at most 100 events a second per connection; the rest are
+// counted into one summary event (the latest shown, Refused "h2-abuse")
+// at the next second's first event or the connection's end.
 //
 // # Upstream pooling
 //
@@ -134,7 +168,25 @@
 // new one (the server may have closed it while idle; other methods get
 // 502, as the server may have acted). HTTP/2: at most
 // MaxIdleUpstreamPerKey multiplexed connections per key, the same key
-// bound. Dial therefore must not depend on the source port.
+// bound; requests that find no connection with room wait for the dial in
+// progress for their key instead of dialling their own, so a burst of
+// streams opens one connection (then one more each time the upstream's
+// stream limit is reached), not one each. Dial therefore must not depend
+// on the source port.
+//
+// HTTP/2 memory: flow-control windows of 64 KiB a stream and 1 MiB a
+// connection on both legs (client request bodies; upstream responses,
+// where x/net's transport defaults to 4 MiB a stream and 1 GiB a
+// connection): a client that stops reading holds its upstream back by
+// flow control, and each stream costs at most its window, a 32 KiB copy
+// buffer and x/net's write buffer. Five clients with 100 stalled streams
+// each on a large response grow the heap by about 30 MiB
+// (TestH2MemoryBounded). The upstream connection's window is shared by the
+// streams of one (source address, destination): a source that stalls its
+// own streams slows its other streams to that destination, no one
+// else's. Options.StreamIdleTimeout (5 min, Envoy's stream_idle_timeout)
+// resets a stream on which nothing moved for that long (504 before the
+// response head; gRPC included).
 //
 // # Limits
 //
@@ -143,8 +195,24 @@
 //   - MaxHeaderBytes (64 KiB): request (431) or response (502) head;
 //     HTTP/2 header list.
 //   - MaxHeaderCount (100): header fields (431).
-//   - ReadHeaderTimeout (10 s): first byte to end of an HTTP/1.1 head (then
-//     closed).
+//   - ReadHeaderTimeout (10 s): one absolute deadline from the accept for
+//     the protocol sniffing and the first request head (HTTP/2: the
+//     preface and the client's first SETTINGS frame); no trickle of bytes
+//     extends it and the first byte does not restart it. A head begun
+//     and not finished gets 408 and the close; a connection silent until
+//     then (or stopped inside the HTTP/2 preface) is closed without an
+//     answer. Later requests of a keep-alive connection: from their first
+//     byte. On HTTP/2 each header block too (HEADERS to END_HEADERS,
+//     which x/net leaves unbounded while nothing else may pass the
+//     connection), stalled or trickled: GOAWAY ENHANCE_YOUR_CALM. Each
+//     cut is an ERROR event (L7.Refused "header-timeout").
+//   - BodyTimeout (30 s) and MinBodyRate (1 KiB/s): a request body,
+//     allowed or denied, HTTP/1.1 or HTTP/2, must be in by the end of its
+//     head plus BodyTimeout plus one second per MinBodyRate bytes
+//     received (a minimum rate that never cuts a fast upload); later is
+//     408 and an event ("body-timeout"). Not gRPC: its streams are long
+//     by design. A client's body that fails otherwise (a malformed chunk,
+//     a cut) is 400, not 502: the upstream did nothing wrong.
 //   - IdleTimeout (60 s): idle keep-alive connection; each body read/write
 //     on either side; upstream response head (504).
 //   - MaxConcurrentStreams (100): streams per HTTP/2 client connection.
@@ -155,6 +223,18 @@
 //   - MaxDiscardBytes (64 KiB): largest denied body dropped to keep a
 //     connection.
 //
+// Connection slots: the core's connection limit (package proxy,
+// MaxConns) counts a connection as pending from its accept until this
+// package reports its first request head (HTTP/2: its first SETTINGS
+// frame) with proxy.Started; at the limit the oldest pending connection
+// is reset to make room for the new one, with an event
+// ("slot-reclaimed"). So sockets that never complete a request cannot
+// starve new clients, whatever their source, while connections that did
+// keep their slots; only when every slot is held by a started connection
+// are new ones refused ("connection-limit"). Chosen over per-source
+// limits because one node-local source (a pod, or every pod behind one
+// node address) may legitimately hold many connections.
+//
 // Memory per HTTP/1.1 connection is bounded: 4 KiB read and write buffers
 // (pooled, and held only during a request: an idle keep-alive connection
 // gives them back and waits in a read of at most 512 bytes into its own
@@ -163,7 +243,43 @@
 // 32 KiB copy buffer while a body moves; a slow client is cut off after
 // IdleTimeout without progress.
 //
+// # Defaults beside Envoy's and haproxy's
+//
+// Envoy's defaults, its edge-proxy guidance where it differs ("edge"), and
+// haproxy's; the reasons are in docs/design/proxy-limits.md.
+//
+//	what                    portcullis                   Envoy                                haproxy
+//	request head            10 s from the accept, 408    request_headers_timeout off          timeout http-request, absolute, 408
+//	silent new connection   cut at 10 s, no answer       idle_timeout (1 h)                   timeout http-request, 408
+//	idle keep-alive         60 s                         idle_timeout 1 h                     timeout http-keep-alive
+//	request body            30 s + 1 s per KiB, 408      request_timeout off                  timeout client (per read)
+//	                        (not gRPC)
+//	HTTP/2 stream idle      5 min, 504 before the head   stream_idle_timeout 5 min            timeout client / server
+//	connection limit        oldest pending slot          none by default (overload manager,   maxconn: the rest wait
+//	                        reclaimed, else reset        listener limits)                     in the kernel's backlog
+//	head size / fields      64 KiB / 100, 431            60 KiB / 100, 431                    tune.bufsize 16 KiB / 101, 400
+//	TLS on a plain port     400 at once, event           codec error, 400                     400
+//	path                    normalized, slashes merged,  normalize_path, merge_slashes off,   kept (normalize-uri
+//	                        %2F %5C refused (400)        escaped slashes kept (edge: on)      is opt-in)
+//	underscores in names    400                          allowed (edge: REJECT_REQUEST)       allowed
+//	h2 premature resets     >1/2 of >=500 within 1 s     the same rule (premature_reset_*)    counted as glitches
+//	h2 empty frames         1 in a row                   1 in a row (max_consecutive_         counted as glitches
+//	                                                     inbound_frames_with_empty_payload)
+//	h2 SETTINGS, PING       100 a second each            1000 queued control frames           counted as glitches
+//	h2 stream window        64 KiB, both legs            256 MiB (edge: 64 KiB)               64 KiB (tune.h2.initial-
+//	h2 connection window    1 MiB, both legs             256 MiB (edge: 1 MiB)                window-size), 16 KiB buffers
+//
 // # Events
+//
+// Refusals of the proxy's own (not by policy) are ERROR events with
+// L7.Refused set, counted by package proxy's metrics in
+// portcullis_proxy_refused_total{reason}: header-timeout (the head
+// deadline; HTTP/2 preface and SETTINGS included), body-timeout,
+// header-too-large (431s, also the ones x/net's HTTP/2 server answers by
+// itself, seen by their body on the way out), tls-on-plain-port,
+// bad-request (400s before a verdict, a client's malformed body), h2-abuse
+// (GOAWAY ENHANCE_YOUR_CALM, and the summaries of rate-limited stream
+// events); the core adds connection-limit and slot-reclaimed.
 //
 // One monitor.Event (TypeL7, Node from Options.Node) per request through
 // Options.Record (called synchronously: it must not block): protocol
@@ -199,6 +315,20 @@
 // Transfer-Encoding leaving the framing intact; no User-Agent added on
 // HTTP/2.
 //
+// Hostile peers (hardening_*_test.go, the attack clients written with
+// x/net's Framer against the real proxy on loopback): rapid reset without
+// a crash; head deadlines from the accept (HTTP/1.1 trickle, a late first
+// byte, the HTTP/2 preface and SETTINGS trickled, a silent connection, a
+// stalled or trickled HTTP/2 header block); body deadlines on both
+// protocols; slots reclaimed at the core's connection limit; path
+// normalization judged and forwarded alike, Host and field-name checks;
+// no Accept-Encoding added; TLS on the plain port; premature resets,
+// empty frames, SETTINGS and PING floods cut with ENHANCE_YOUR_CALM;
+// denied stream events summarized; reset streams not forwarded; refusals
+// counted by reason (x/net's own 431 included); bounded per-stream
+// buffering, memory under 500 stalled streams, coalesced upstream dials,
+// the stream idle timeout.
+//
 // Fuzz targets: FuzzServeConn (raw bytes as a client connection; the
 // upstream parses what it receives with net/http and fails on any request
 // the policy denies, so a smuggled request would be seen; every upstream
@@ -211,8 +341,9 @@
 //
 // # Not done
 //
-// TLS (termination and origination; a TLS client hello on a redirected
-// port is answered 400 and closed); CONNECT and HTTP/2 extended CONNECT
+// TLS (termination and origination; a TLS client hello on a plain
+// port is answered 400 at once, with an event "tls-on-plain-port", and
+// closed); CONNECT and HTTP/2 extended CONNECT
 // (501); HTTP/1.1 → h2c upgrade (not passed on); HTTP/1.1 pipelining is
 // served in order (no parallelism); trailers of HTTP/1.0 clients are
 // dropped; no per-request upstream timeout other than IdleTimeout; an

@@ -25,7 +25,19 @@ type access struct {
 	peers *[2]peerCache
 	// latency, when set, is the time to the response's head.
 	latency time.Duration
+	// refused classifies a refusal of the proxy's own (monitor.L7.Refused).
+	refused string
 }
+
+// The classes of refusals of the proxy's own (monitor.L7.Refused).
+const (
+	reasonHeaderTimeout = "header-timeout"
+	reasonBodyTimeout   = "body-timeout"
+	reasonHeaderSize    = "header-too-large"
+	reasonTLS           = "tls-on-plain-port"
+	reasonH2Abuse       = "h2-abuse"
+	reasonBadRequest    = "bad-request"
+)
 
 // verdictOf fills a's verdict, policy, reason and direction from a
 // decision.
@@ -82,6 +94,7 @@ func (s *Server) record(a *access) {
 			Host:     a.host,
 			Status:   a.status,
 			Latency:  a.latency,
+			Refused:  a.refused,
 		},
 	}
 	if a.isGRPC {

@@ -15,6 +15,7 @@ import (
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy/l7"
+	"portcullis.dev/portcullis/proxy"
 )
 
 // h1conn is one HTTP/1.1 client connection.
@@ -50,6 +51,9 @@ type h1conn struct {
 	aborted bool
 	req     request
 	resp    response
+	// headDeadline bounds the first request's head: the accept plus
+	// ReadHeaderTimeout (zero once that request is read).
+	headDeadline time.Time
 }
 
 func (h *h1conn) serve(ctx context.Context) {
@@ -135,8 +139,13 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 		h.bw = nil
 	}()
 	start := time.Now()
+	deadline := start.Add(o.ReadHeaderTimeout)
+	if !h.headDeadline.IsZero() {
+		// The first request: the deadline runs from the accept.
+		deadline, h.headDeadline = h.headDeadline, time.Time{}
+	}
 	h.dc.mode = modeFixed
-	h.dc.Conn.SetReadDeadline(start.Add(o.ReadHeaderTimeout))
+	h.dc.Conn.SetReadDeadline(deadline)
 	head, err := readHead(h.br, h.head[:0], o.MaxHeaderBytes, o.MaxHeaderCount, true)
 	h.head = head[:0]
 	if err != nil {
@@ -145,10 +154,26 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 		err = parseRequest(string(head), &h.req, o.MaxHeaderCount)
 	}
 	h.dc.mode = modeIdle
+	if err == nil {
+		err = h.s.checkRequest(&h.req)
+	}
+	if err != nil && isTimeout(err) && len(head) > 0 {
+		// A request begun and not finished in time: 408, as haproxy's
+		// timeout http-request answers, however fast the bytes came.
+		err = &httpError{status: 408, msg: "request header timeout"}
+	} else if isTimeout(err) {
+		// Silent until the deadline: closed without an answer.
+		a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: "request header timeout", start: start, peers: &h.peers, refused: reasonHeaderTimeout}
+		if o.Record != nil {
+			a.cp = h.s.resolve(h.src, h.dst)
+		}
+		h.s.record(a)
+		return false
+	}
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
-			a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: he.msg, start: start, status: he.status, peers: &h.peers}
+			a := &access{proto: "http/1.1", verdict: monitor.VerdictError, reason: he.msg, start: start, status: he.status, peers: &h.peers, refused: refusedOf(he.status)}
 			if o.Record != nil {
 				a.method, a.path, a.host = h.req.method, h.req.path, h.req.host
 				a.cp = h.s.resolve(h.src, h.dst)
@@ -160,6 +185,11 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 		return false
 	}
 	r := &h.req
+	proxy.Started(h.dc.Conn)
+	if r.hasBody() {
+		h.dc.startBody(o.BodyTimeout, o.MinBodyRate)
+		defer h.dc.endBody()
+	}
 	cp := h.s.resolve(h.src, h.dst)
 	d := h.s.decide(cp, l7.HTTPRequest{Method: r.method, Path: r.path, Host: r.host, Header: r.header})
 	h.acc = access{cp: cp, proto: "http/1.1", method: r.method, path: r.path, host: r.host, start: start, peers: &h.peers}
@@ -289,6 +319,12 @@ func (h *h1conn) forward(ctx context.Context, r *request, actions []l7.HeaderAct
 		}
 	}
 	err = h.sendRequest(u, r, actions)
+	if re := (*readError)(nil); errors.As(err, &re) {
+		// The client's body failed (too slow, malformed chunks, gone):
+		// its error, not the upstream's.
+		u.close()
+		return h.clientFailed(r, a, re)
+	}
 	if err == nil {
 		err = h.readResponseHead(u, r)
 	}
@@ -379,6 +415,30 @@ func (h *h1conn) badGateway(r *request, a *access, err error) bool {
 	h.writeSimple(status, statusText(status)+"\r\n", true, r.method == "HEAD")
 	h.linger = true
 	return false
+}
+
+// clientFailed answers a request whose body the client did not deliver:
+// 408 when too slow, 400 otherwise (a malformed chunk, a cut body).
+func (h *h1conn) clientFailed(r *request, a *access, err error) bool {
+	a.status, a.verdict, a.reason, a.refused = 400, monitor.VerdictError, "request body: "+err.Error(), reasonBadRequest
+	if isTimeout(err) {
+		a.status, a.reason, a.refused = 408, "request body timeout", reasonBodyTimeout
+	}
+	h.s.record(a)
+	h.writeSimple(a.status, statusText(a.status)+"\r\n", true, r.method == "HEAD")
+	h.linger = true
+	return false
+}
+
+// refusedOf classifies a status the proxy answers before a verdict.
+func refusedOf(status int) string {
+	switch status {
+	case 408:
+		return reasonHeaderTimeout
+	case 431:
+		return reasonHeaderSize
+	}
+	return reasonBadRequest
 }
 
 // sendRequest writes the request head and body upstream.

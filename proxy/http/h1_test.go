@@ -33,6 +33,7 @@ func startUpstream(t testing.TB) *upstream {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Seen-Host", r.Host)
 		w.Header().Set("X-Seen-User-Agent", fmt.Sprint(r.Header["User-Agent"]))
+		w.Header().Set("X-Seen-Accept-Encoding", fmt.Sprint(r.Header["Accept-Encoding"]))
 		fmt.Fprintf(w, "hello %s %s via %s", r.Method, r.RequestURI, r.Proto)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
@@ -419,6 +420,9 @@ func TestHTTP1ReadHeaderTimeout(t *testing.T) {
 	e := newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) { o.ReadHeaderTimeout = 100 * time.Millisecond })
 	rc := e.raw(t)
 	rc.send(t, "GET /public HTTP/1.1\r\nHost: h\r\n") // never finished
+	if res, _ := rc.response(t, "GET"); res.StatusCode != 408 {
+		t.Fatalf("got %d, want 408", res.StatusCode)
+	}
 	if !rc.closed() {
 		t.Fatal("the proxy kept a connection whose head never ended")
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -56,6 +57,55 @@ type h2handler struct {
 	active int
 	done   bool
 	idle   chan struct{}
+
+	// The events of denied and refused streams are rate-limited per
+	// connection (a client can open and reset streams far faster than
+	// anyone can read their events): beyond maxStreamEvents a second,
+	// they are counted and reported as one summary event.
+	evMu                 sync.Mutex
+	evWindow             time.Time
+	evCount              int
+	suppressed, canceled int
+	last                 *access
+}
+
+// maxStreamEvents bounds the denied or refused stream events one HTTP/2
+// connection records per second; the rest are summarized.
+const maxStreamEvents = 100
+
+// recordStream records the event of a denied or refused stream, within
+// the connection's budget.
+func (h *h2handler) recordStream(a *access) {
+	h.evMu.Lock()
+	now := time.Now()
+	if now.Sub(h.evWindow) >= time.Second {
+		h.flushLocked()
+		h.evWindow, h.evCount = now, 0
+	}
+	h.evCount++
+	if h.evCount > maxStreamEvents {
+		h.suppressed++
+		h.last = a
+		h.evMu.Unlock()
+		return
+	}
+	h.evMu.Unlock()
+	h.s.record(a)
+}
+
+// flushLocked records the summary of the events left out, if any.
+func (h *h2handler) flushLocked() {
+	if h.suppressed == 0 {
+		h.canceled = 0
+		return
+	}
+	a := &access{proto: "h2", verdict: monitor.VerdictDenied, start: h.evWindow, peers: h.peers, refused: reasonH2Abuse}
+	if l := h.last; l != nil {
+		a.cp, a.proto, a.verdict, a.policy, a.dir, a.method, a.path, a.host = l.cp, l.proto, l.verdict, l.policy, l.dir, l.method, l.path, l.host
+	}
+	a.reason = fmt.Sprintf("%d more denied or refused streams (latest shown) and %d allowed streams reset by the client before forwarding, on one connection within a second: not reported one by one", h.suppressed, h.canceled)
+	h.suppressed, h.canceled, h.last = 0, 0, nil
+	h.s.record(a)
 }
 
 // enter registers a handler; false once the connection has ended (the
@@ -84,14 +134,17 @@ func (h *h2handler) leave() {
 func (h *h2handler) drain() {
 	h.mu.Lock()
 	h.done = true
-	if h.active == 0 {
+	if h.active > 0 {
+		ch := make(chan struct{})
+		h.idle = ch
 		h.mu.Unlock()
-		return
+		<-ch
+	} else {
+		h.mu.Unlock()
 	}
-	ch := make(chan struct{})
-	h.idle = ch
-	h.mu.Unlock()
-	<-ch
+	h.evMu.Lock()
+	h.flushLocked()
+	h.evMu.Unlock()
 }
 
 func isGRPC(contentType string) bool {
@@ -130,13 +183,33 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	case r.Method == "CONNECT":
 		h.refuse(w, a, 501, "CONNECT is not supported")
 		return
+	case !validHost(r.Host):
+		h.refuse(w, a, 400, "invalid :authority")
+		return
 	}
+	if !h.s.o.AllowHeaderUnderscores {
+		for k := range r.Header {
+			if hasUnderscore(k) {
+				h.refuse(w, a, 400, "underscore in a header field name")
+				return
+			}
+		}
+	}
+	p, msg := normalizePath(r.RequestURI, &h.s.o)
+	if msg != "" {
+		h.refuse(w, a, 400, msg)
+		return
+	}
+	a.path = p
 	cp := h.s.resolve(h.src, h.dst)
 	a.cp = cp
-	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: r.RequestURI, Host: r.Host, Header: r.Header})
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: p, Host: r.Host, Header: r.Header})
 	a.verdictOf(&d)
 	if !d.Allowed {
 		h.deny(w, a, &d)
+		return
+	}
+	if h.resetByClient(r) {
 		return
 	}
 	host := r.Host
@@ -150,7 +223,20 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 			}
 		}
 	}
-	h.forward(w, r, host, a)
+	h.forward(w, r, p, host, a)
+}
+
+// resetByClient reports whether the client has reset r's stream: then
+// the request is not forwarded, and it is only counted (in the summary
+// of a connection that exceeds its event budget).
+func (h *h2handler) resetByClient(r *nethttp.Request) bool {
+	if r.Context().Err() == nil {
+		return false
+	}
+	h.evMu.Lock()
+	h.canceled++
+	h.evMu.Unlock()
+	return true
 }
 
 // refuse answers a request the proxy cannot judge.
@@ -163,7 +249,7 @@ func (h *h2handler) refuse(w nethttp.ResponseWriter, a *access, status int, msg 
 		a.status = status
 		writeText(w, status, statusText(status)+": "+msg+"\r\n")
 	}
-	h.s.record(a)
+	h.recordStream(a)
 }
 
 // deny answers a denied request: 403, or a gRPC trailers-only response
@@ -176,7 +262,7 @@ func (h *h2handler) deny(w nethttp.ResponseWriter, a *access, d *proxy.HTTPDecis
 		a.status = 403
 		writeText(w, 403, deniedBody)
 	}
-	h.s.record(a)
+	h.recordStream(a)
 }
 
 func writeText(w nethttp.ResponseWriter, status int, body string) {
@@ -217,10 +303,13 @@ func grpcPercentEncode(s string) string {
 
 // forward sends an allowed request to the original destination over a
 // pooled h2c connection and streams the response back, trailers included.
-func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host string, a *access) {
+func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, host string, a *access) {
 	u := &url.URL{Scheme: "http", Host: h.dst.String()}
-	if p := r.RequestURI; strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") {
-		u.Opaque = p // sent as :path exactly as received
+	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
+		u.Opaque = path // sent as :path exactly as judged
+	} else if pu, err := url.ParseRequestURI(path); err == nil && path != "*" {
+		// "//..." (slashes not merged) would read as a host in Opaque.
+		u.Path, u.RawPath, u.RawQuery = pu.Path, pu.EscapedPath(), pu.RawQuery
 	} else {
 		u.Path, u.RawPath, u.RawQuery = r.URL.Path, r.URL.RawPath, r.URL.RawQuery
 	}
@@ -234,21 +323,67 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 		ContentLength: r.ContentLength,
 		Trailer:       r.Trailer,
 		Host:          host,
-	}).WithContext(r.Context())
+	})
+	// The stream idle timeout: no progress for StreamIdleTimeout ends the
+	// upstream request, and the client's stream once its head went out.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var headSent atomic.Bool
+	rc := nethttp.NewResponseController(w)
+	idle := newIdleWatch(h.s.o.StreamIdleTimeout, func() {
+		cancel()
+		if headSent.Load() {
+			rc.SetWriteDeadline(time.Now().Add(-time.Second))
+		}
+	})
+	defer idle.stop()
+	out = out.WithContext(ctx)
 	if _, ok := r.Header["User-Agent"]; !ok {
 		// An empty value keeps the transport from adding its own: the
 		// upstream sees the client's fields, nothing added.
 		r.Header["User-Agent"] = []string{""}
 	}
+	var body *h2Body
 	if r.ContentLength == 0 && r.Body == nethttp.NoBody {
 		out.Body = nil
+	} else {
+		timeout := h.s.o.BodyTimeout
+		if a.isGRPC {
+			timeout = 0 // streams are long by design: only the idle watch
+		}
+		body = newH2Body(w, r.Body, idle, timeout, h.s.o.MinBodyRate)
+		defer body.stop()
+		out.Body = body
 	}
 	cc, err := h.s.h2pool.get(r.Context(), h.key, func(ctx context.Context) (net.Conn, error) {
 		return h.s.o.Dial(ctx, h.src, h.dst)
 	})
+	if h.resetByClient(r) {
+		// While the upstream connection was dialled (requests wait for the
+		// dial in progress): still nothing sent.
+		return
+	}
 	var res *nethttp.Response
 	if err == nil {
 		res, err = cc.RoundTrip(out)
+	}
+	if err != nil && body != nil && body.timedOut.Load() {
+		a.status, a.verdict, a.reason, a.refused = 408, monitor.VerdictError, "request body timeout", reasonBodyTimeout
+		writeText(w, 408, statusText(408)+"\r\n")
+		h.s.record(a)
+		return
+	}
+	if err != nil && idle.fired.Load() {
+		a.verdict, a.reason = monitor.VerdictError, fmt.Sprintf("upstream: no progress for %s (stream idle timeout)", h.s.o.StreamIdleTimeout)
+		if a.isGRPC {
+			a.status, a.grpcStatus = 200, grpcUnavailable
+			writeGRPCStatus(w, grpcUnavailable, "upstream: stream idle timeout")
+		} else {
+			a.status = 504
+			writeText(w, 504, statusText(504)+"\r\n")
+		}
+		h.s.record(a)
+		return
 	}
 	if err != nil {
 		a.verdict, a.reason = monitor.VerdictError, "upstream: "+err.Error()
@@ -272,6 +407,8 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 	}
 	a.status = res.StatusCode
 	w.WriteHeader(res.StatusCode)
+	headSent.Store(true)
+	idle.kick()
 	a.latency = time.Since(a.start)
 	fl, _ := w.(nethttp.Flusher)
 	if fl != nil {
@@ -284,9 +421,11 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, host s
 		var n int
 		n, rerr = res.Body.Read(buf)
 		if n > 0 {
+			idle.kick()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				break
 			}
+			idle.kick()
 			if fl != nil {
 				fl.Flush()
 			}

@@ -171,6 +171,11 @@ type h2pool struct {
 type h2Entry struct {
 	key   poolKey
 	conns []*http2.ClientConn
+	// dialing is closed when the dial in progress for the key ends:
+	// requests that find no connection with room wait for it rather than
+	// dial their own (500 streams at once would otherwise open hundreds
+	// of upstream connections).
+	dialing chan struct{}
 }
 
 func newH2Pool(t *http2.Transport, perKey, maxKeys int) *h2pool {
@@ -180,10 +185,13 @@ func newH2Pool(t *http2.Transport, perKey, maxKeys int) *h2pool {
 // get returns a client connection for k that can take a request, dialling
 // one with dial if needed.
 func (p *h2pool) get(ctx context.Context, k poolKey, dial func(context.Context) (net.Conn, error)) (*http2.ClientConn, error) {
-	p.mu.Lock()
-	if el := p.keys[k]; el != nil {
-		p.lru.MoveToFront(el)
-		e := el.Value.(*h2Entry)
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, net.ErrClosed
+		}
+		e := p.entry(k)
 		live := e.conns[:0]
 		var found *http2.ClientConn
 		for _, cc := range e.conns {
@@ -202,9 +210,45 @@ func (p *h2pool) get(ctx context.Context, k poolKey, dial func(context.Context) 
 			p.mu.Unlock()
 			return found, nil
 		}
+		if ch := e.dialing; ch != nil {
+			p.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		e.dialing = ch
+		p.mu.Unlock()
+		cc, err := p.dial(ctx, dial)
+		p.mu.Lock()
+		e = p.entry(k)
+		if e.dialing == ch {
+			e.dialing = nil
+		}
+		close(ch)
+		if err == nil && p.closed {
+			cc.Close()
+			err = net.ErrClosed
+		}
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		if len(e.conns) >= p.perKey {
+			// Full: the oldest connection finishes its streams and goes.
+			go e.conns[0].Shutdown(context.Background())
+			e.conns = append(e.conns[:0], e.conns[1:]...)
+		}
+		e.conns = append(e.conns, cc)
+		p.mu.Unlock()
+		return cc, nil
 	}
-	p.mu.Unlock()
+}
 
+func (p *h2pool) dial(ctx context.Context, dial func(context.Context) (net.Conn, error)) (*http2.ClientConn, error) {
 	c, err := dial(ctx)
 	if err != nil {
 		return nil, err
@@ -214,34 +258,28 @@ func (p *h2pool) get(ctx context.Context, k poolKey, dial func(context.Context) 
 		c.Close()
 		return nil, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		cc.Close()
-		return nil, net.ErrClosed
-	}
-	el := p.keys[k]
-	if el == nil {
-		if p.lru.Len() >= p.maxKeys {
-			old := p.lru.Back()
-			oe := old.Value.(*h2Entry)
-			p.lru.Remove(old)
-			delete(p.keys, oe.key)
-			for _, o := range oe.conns {
-				go o.Shutdown(context.Background())
-			}
-		}
-		el = p.lru.PushFront(&h2Entry{key: k})
-		p.keys[k] = el
-	}
-	e := el.Value.(*h2Entry)
-	if len(e.conns) >= p.perKey {
-		// Full: the oldest connection finishes its streams and goes.
-		go e.conns[0].Shutdown(context.Background())
-		e.conns = append(e.conns[:0], e.conns[1:]...)
-	}
-	e.conns = append(e.conns, cc)
 	return cc, nil
+}
+
+// entry returns k's entry, made (and the least recently used key evicted
+// beyond maxKeys) if needed, as the most recently used. p.mu is held.
+func (p *h2pool) entry(k poolKey) *h2Entry {
+	if el := p.keys[k]; el != nil {
+		p.lru.MoveToFront(el)
+		return el.Value.(*h2Entry)
+	}
+	if p.lru.Len() >= p.maxKeys {
+		old := p.lru.Back()
+		oe := old.Value.(*h2Entry)
+		p.lru.Remove(old)
+		delete(p.keys, oe.key)
+		for _, o := range oe.conns {
+			go o.Shutdown(context.Background())
+		}
+	}
+	e := &h2Entry{key: k}
+	p.keys[k] = p.lru.PushFront(e)
+	return e
 }
 
 func (p *h2pool) closeAll() {

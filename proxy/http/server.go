@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	nethttp "net/http"
 	"net/netip"
@@ -30,6 +31,16 @@ const (
 	DefaultMaxIdleUpstreamPerKey = 64
 	DefaultMaxUpstreamKeys       = 1024
 	DefaultMaxDiscardBytes       = 64 << 10
+	DefaultBodyTimeout           = 30 * time.Second
+	DefaultMinBodyRate           = 1024
+	DefaultStreamIdleTimeout     = 5 * time.Minute
+)
+
+// HTTP/2 flow-control windows, on the client side (request bodies) and the
+// upstream side (responses): what one stream or one connection may buffer.
+const (
+	h2StreamWindow = 64 << 10
+	h2ConnWindow   = 1 << 20
 )
 
 // Options configure a Server. Zero limits take the defaults above.
@@ -57,9 +68,24 @@ type Options struct {
 	MaxHeaderBytes int
 	// MaxHeaderCount bounds the number of header fields; more is 431.
 	MaxHeaderCount int
-	// ReadHeaderTimeout bounds the time from a request's first byte to the
-	// end of its header section (HTTP/1.1).
+	// ReadHeaderTimeout bounds, from the accept, the protocol sniffing and
+	// the first request's header section (HTTP/1.1; on HTTP/2 the client
+	// preface and its first SETTINGS frame): one absolute deadline that
+	// no trickle of bytes extends. A later request of a keep-alive
+	// HTTP/1.1 connection has ReadHeaderTimeout from its first byte.
 	ReadHeaderTimeout time.Duration
+	// BodyTimeout and MinBodyRate bound a request body (HTTP/1.1 and
+	// HTTP/2, allowed or denied; not gRPC, whose streams are long by
+	// design and bounded by IdleTimeout per read): it must have arrived
+	// by the end of its head plus BodyTimeout plus one second per
+	// MinBodyRate bytes received. Later is 408.
+	BodyTimeout time.Duration
+	MinBodyRate int64
+	// StreamIdleTimeout resets an HTTP/2 stream (gRPC included) with no
+	// progress, no byte of its request or response body moving and no
+	// response head, for that long (Envoy's stream_idle_timeout); before
+	// the response head it is 504.
+	StreamIdleTimeout time.Duration
 	// IdleTimeout closes a client connection idle between requests, and
 	// bounds each read or write of a body on either side (a peer that
 	// stops reading or sending for that long is cut off).
@@ -83,6 +109,22 @@ type Options struct {
 	// proxy reads and drops to keep the connection; a larger body closes
 	// the connection after the 403.
 	MaxDiscardBytes int64
+
+	// The request path is normalized before it is judged, and the
+	// normalized path is what the upstream receives (judging one path and
+	// forwarding another is never done): escapes of unreserved characters
+	// decoded, slashes merged, dot segments removed. NoNormalizePath and
+	// NoMergeSlashes turn parts off (Envoy's normalize_path and
+	// merge_slashes); EscapedSlashes says what %2F and %5C do (Envoy's
+	// path_with_escaped_slashes_action). A backslash or a malformed
+	// escape is always 400.
+	NoNormalizePath bool
+	NoMergeSlashes  bool
+	EscapedSlashes  EscapedSlashes
+	// AllowHeaderUnderscores forwards header fields whose names hold an
+	// underscore; by default they are refused with 400 (Envoy's edge
+	// guidance: headers_with_underscores_action REJECT_REQUEST).
+	AllowHeaderUnderscores bool
 }
 
 func (o *Options) setDefaults() {
@@ -109,6 +151,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxDiscardBytes <= 0 {
 		o.MaxDiscardBytes = DefaultMaxDiscardBytes
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
+	if o.MinBodyRate <= 0 {
+		o.MinBodyRate = DefaultMinBodyRate
+	}
+	if o.StreamIdleTimeout <= 0 {
+		o.StreamIdleTimeout = DefaultStreamIdleTimeout
 	}
 	if o.Dial == nil {
 		o.Dial = proxy.DialDestination
@@ -143,18 +194,38 @@ func New(o Options) *Server {
 		MaxConcurrentStreams: o.MaxConcurrentStreams,
 		IdleTimeout:          o.IdleTimeout,
 		MaxHandlers:          int(o.MaxConcurrentStreams),
+		// What a client's request bodies may have in flight (Envoy's
+		// edge guidance: 64 KiB a stream, 1 MiB a connection).
+		MaxUploadBufferPerStream:     h2StreamWindow,
+		MaxUploadBufferPerConnection: h2ConnWindow,
 	}
-	s.h2t = &http2.Transport{
-		AllowHTTP: true,
-		// Upstream connections are dialled by the pool; the transport only
-		// runs the protocol on them.
-		DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) {
-			return nil, errors.New("portcullis: h2 upstream connections come from the pool")
-		},
-		MaxHeaderListSize: uint32(o.MaxHeaderBytes),
-		ReadIdleTimeout:   o.IdleTimeout,
-		IdleConnTimeout:   o.IdleTimeout,
+	// The upstream leg buffers at most h2StreamWindow of a response per
+	// stream (x/net's default is 4 MiB) and h2ConnWindow per connection: a
+	// client that stops reading holds the upstream back through flow
+	// control instead of making the proxy buffer. These are set through
+	// the net/http Transport's HTTP2 settings, the only way x/net's
+	// Transport takes them.
+	t1 := &nethttp.Transport{HTTP2: &nethttp.HTTP2Config{
+		MaxReceiveBufferPerStream:     h2StreamWindow,
+		MaxReceiveBufferPerConnection: h2ConnWindow,
+	}, DisableCompression: true}
+	h2t, err := http2.ConfigureTransports(t1)
+	if err != nil {
+		panic("portcullis: configuring the HTTP/2 transport: " + err.Error()) // a fresh Transport: cannot happen
 	}
+	h2t.AllowHTTP = true
+	// Upstream connections are dialled by the pool; the transport only
+	// runs the protocol on them.
+	h2t.DialTLSContext = func(context.Context, string, string, *tls.Config) (net.Conn, error) {
+		return nil, errors.New("portcullis: h2 upstream connections come from the pool")
+	}
+	h2t.MaxHeaderListSize = uint32(o.MaxHeaderBytes)
+	// The proxy adds nothing: no Accept-Encoding: gzip (and no
+	// decompression of what the upstream sends).
+	h2t.DisableCompression = true
+	h2t.ReadIdleTimeout = o.IdleTimeout
+	h2t.IdleConnTimeout = o.IdleTimeout
+	s.h2t = h2t
 	s.h2pool = newH2Pool(s.h2t, o.MaxIdleUpstreamPerKey, o.MaxUpstreamKeys)
 	return s
 }
@@ -196,50 +267,104 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 	})
 	defer stop()
 
-	dc := &dconn{Conn: c, idle: s.o.IdleTimeout}
+	// One absolute deadline from the accept for the sniffing and the
+	// first request head: no trickle of bytes extends it.
+	headDeadline := time.Now().Add(s.o.ReadHeaderTimeout)
+	dc := &dconn{Conn: c, idle: s.o.IdleTimeout, mode: modeFixed}
+	c.SetReadDeadline(headDeadline)
 	br := readers.Get(dc)
-	if isH2(br) {
+	switch proto, err := sniff(br); proto {
+	case sniffH2:
 		// br is never given back to the pool: x/net's frame-reader
 		// goroutine reads it and may still be inside a read when
 		// ServeConn returns (http2.Server.ServeConn does not wait for
 		// it). A recycled reader would then be read with no connection
 		// behind it, or hand this client's bytes to another connection.
+		// The read deadline stays until the client's first frame is in.
 		dc.mode = modeNone
-		c.SetDeadline(time.Time{})
-		s.serveH2(ctx, &bufConn{Conn: c, r: br}, src, dst)
+		hc := newH2Conn(c, br, s.o.ReadHeaderTimeout)
+		hc.refuse = func(msg, refused string) {
+			s.refuseConn(dc, br, src, dst, "h2", 0, msg, refused)
+		}
+		s.serveH2(ctx, hc, src, dst)
+		return
+	case sniffTLS:
+		s.refuseConn(dc, br, src, dst, "http/1.1", 400, "TLS on a plain HTTP port", reasonTLS)
+		readers.Put(br)
+		return
+	case sniffNone:
+		// The deadline or the end came before a decision: the client was
+		// silent or sent part of the HTTP/2 preface (any HTTP/1.1 request
+		// differs from it within its first bytes). Closed without an
+		// answer: it asked nothing in HTTP/1.1.
+		if isTimeout(err) {
+			s.refuseConn(dc, br, src, dst, "http/1.1", 0, "request header timeout", reasonHeaderTimeout)
+		}
+		readers.Put(br)
 		return
 	}
 	// The HTTP/1.1 connection owns br from here (it swaps it while idle).
-	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst}
+	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst, headDeadline: headDeadline}
 	h1.Store(h)
 	h.serve(ctx)
 }
 
-// isH2 reports whether the connection starts with the HTTP/2 preface. It
-// peeks only as many bytes as needed to tell: an HTTP/1.1 request line
-// differs within the first few bytes, so a short request is never held up
-// waiting for 24 bytes.
-func isH2(br *bufio.Reader) bool {
+// The protocols sniff tells apart.
+const (
+	sniffNone = iota // the deadline or the end came before a decision
+	sniffH1
+	sniffH2
+	sniffTLS
+)
+
+// sniff tells HTTP/2 (the client preface), a TLS ClientHello and HTTP/1.1
+// apart from the first bytes. It peeks only as many bytes as needed: an
+// HTTP/1.1 request line differs from the preface within the first few
+// bytes, so a short request is never held up waiting for 24 bytes.
+func sniff(br *bufio.Reader) (int, error) {
 	for n := 1; n <= len(h2Preface); n++ {
 		b, err := br.Peek(n)
-		if len(b) < n || string(b) != h2Preface[:n] {
-			return false
+		if len(b) == 0 {
+			return sniffNone, err
+		}
+		if b[0] == 0x16 {
+			// A TLS handshake record: a client speaking TLS to a plain
+			// HTTP port.
+			return sniffTLS, nil
+		}
+		if string(b) != h2Preface[:len(b)] {
+			return sniffH1, nil
 		}
 		if err != nil {
-			return false
+			return sniffNone, err
 		}
 	}
-	return true
+	return sniffH2, nil
 }
 
-// bufConn is a net.Conn whose reads go through a bufio.Reader that may
-// already hold peeked bytes.
-type bufConn struct {
-	net.Conn
-	r *bufio.Reader
+// refuseConn answers a connection refused before any request could be
+// read (status 0: no answer), records it and closes it gracefully.
+func (s *Server) refuseConn(dc *dconn, br *bufio.Reader, src, dst netip.AddrPort, proto string, status int, msg, refused string) {
+	var peers [2]peerCache
+	a := &access{proto: proto, verdict: monitor.VerdictError, reason: msg, start: time.Now(), status: status, peers: &peers, refused: refused}
+	if s.o.Record != nil {
+		a.cp = s.resolve(src, dst)
+	}
+	s.record(a)
+	if status == 0 {
+		return
+	}
+	dc.mode = modeIdle
+	bw := writers.Get(dc)
+	body := statusText(status) + ": " + msg + "\r\n"
+	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, statusText(status), len(body), body)
+	bw.Flush()
+	writers.Put(bw)
+	closeWrite(dc.Conn)
+	dc.mode = modeFixed
+	dc.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, br, 256<<10)
 }
-
-func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 func (s *Server) track(c net.Conn) bool {
 	s.mu.Lock()
@@ -338,7 +463,21 @@ type dconn struct {
 	net.Conn
 	idle time.Duration
 	mode int
+	// While a request body is read (body set), reads in idle mode also
+	// stop at bodyBase plus one second per rate bytes read.
+	body     bool
+	bodyBase time.Time
+	rate     int64
+	n        int64
 }
+
+// startBody bounds the reads of a request body from now on (Options
+// BodyTimeout and MinBodyRate).
+func (d *dconn) startBody(timeout time.Duration, rate int64) {
+	d.body, d.bodyBase, d.rate, d.n = true, time.Now().Add(timeout), rate, 0
+}
+
+func (d *dconn) endBody() { d.body = false }
 
 const (
 	modeIdle = iota
@@ -348,9 +487,17 @@ const (
 
 func (d *dconn) Read(p []byte) (int, error) {
 	if d.mode == modeIdle {
-		d.Conn.SetReadDeadline(time.Now().Add(d.idle))
+		dl := time.Now().Add(d.idle)
+		if d.body {
+			if b := d.bodyBase.Add(time.Duration(d.n) * time.Second / time.Duration(d.rate)); b.Before(dl) {
+				dl = b
+			}
+		}
+		d.Conn.SetReadDeadline(dl)
 	}
-	return d.Conn.Read(p)
+	n, err := d.Conn.Read(p)
+	d.n += int64(n)
+	return n, err
 }
 
 func (d *dconn) Write(p []byte) (int, error) {

@@ -9,8 +9,27 @@ import (
 )
 
 // writerOnly hides a writer's ReadFrom so that io.CopyBuffer uses the
-// pooled buffer instead of allocating one.
-type writerOnly struct{ io.Writer }
+// pooled buffer instead of allocating one. It keeps the writer's error,
+// so that a copy can tell which side failed.
+type writerOnly struct {
+	io.Writer
+	err error
+}
+
+func (w *writerOnly) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// readError is a copy that failed on its reading side (the client's, for
+// a request body).
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
 
 // limit returns the connection's reused LimitedReader on r.
 func (h *h1conn) limit(r io.Reader, n int64) io.Reader {
@@ -33,11 +52,15 @@ func (h *h1conn) copyBody(w io.Writer, r io.Reader, n int64) error {
 	}
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
-	h.wo.Writer = w
+	h.wo.Writer, h.wo.err = w, nil
 	m, err := io.CopyBuffer(&h.wo, r, *bp)
-	h.wo.Writer = nil
+	werr := h.wo.err
+	h.wo.Writer, h.wo.err = nil, nil
 	if err == nil && m < n {
 		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && werr == nil {
+		err = &readError{err}
 	}
 	return err
 }
@@ -45,7 +68,7 @@ func (h *h1conn) copyBody(w io.Writer, r io.Reader, n int64) error {
 // copyChunked decodes a chunked body from br and writes it chunked to w,
 // followed by its trailer section.
 func (h *h1conn) copyChunked(w io.Writer, br *bufio.Reader) error {
-	cw := httputil.NewChunkedWriter(writerOnly{w})
+	cw := httputil.NewChunkedWriter(&writerOnly{Writer: w})
 	if err := h.copyBody(cw, httputil.NewChunkedReader(br), 0); err != nil {
 		return err
 	}
@@ -61,7 +84,7 @@ func copyTrailer(w io.Writer, br *bufio.Reader, maxBytes, maxFields int) error {
 	var buf [512]byte
 	tr, err := readHead(br, buf[:0], maxBytes, maxFields, false)
 	if err != nil {
-		return err
+		return &readError{err}
 	}
 	rest := tr
 	for len(rest) > 0 {

@@ -96,7 +96,7 @@ func newEnv(t *testing.T) *env {
 // serve runs a kafka.Server with o on 127.0.0.1 until the test ends;
 // each connection is a flow from the client's address to upstream. With
 // advertise, the server rewrites advertised brokers to its own address.
-func serve(t *testing.T, o kafka.Options, advertise bool, upstream netip.AddrPort) (addr string) {
+func serve(t testing.TB, o kafka.Options, advertise bool, upstream netip.AddrPort) (addr string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -294,9 +295,7 @@ func readFrame(r io.Reader, hdr [4]byte, size int) ([]byte, error) {
 	copy(frame, hdr[:])
 	for len(frame) < 4+size {
 		n := min(4+size-len(frame), max(first, len(frame)))
-		if cap(frame)-len(frame) < n {
-			frame = append(frame[:cap(frame)], make([]byte, len(frame)+n-cap(frame))...)[:len(frame)]
-		}
+		frame = slices.Grow(frame, n)
 		m, err := io.ReadFull(r, frame[len(frame):len(frame)+n])
 		frame = frame[:len(frame)+m]
 		if err != nil {
@@ -526,7 +525,17 @@ func (c *conn) respondOne(cw *bufio.Writer, f *inflight) error {
 	if _, err := cw.Write(hdr[:]); err != nil {
 		return err
 	}
-	if _, err := io.CopyN(cw, c.upstream, int64(size)-4); err != nil {
+	var dst io.Writer = cw
+	if int(size)-4 > cw.Available() {
+		// A response larger than the buffer (a fetch's records) goes
+		// straight from socket to socket (splice(2) on Linux) instead of
+		// through the buffer in 16 KiB pieces.
+		if err := cw.Flush(); err != nil {
+			return err
+		}
+		dst = c.client
+	}
+	if _, err := io.CopyN(dst, c.upstream, int64(size)-4); err != nil {
 		return fmt.Errorf("relaying the broker's %s response: %w", l7.KafkaAPIKeyName(f.r.key), err)
 	}
 	return nil

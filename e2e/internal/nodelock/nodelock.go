@@ -7,6 +7,7 @@ package nodelock
 import (
 	"fmt"
 	"os"
+	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,4 +31,20 @@ func Acquire() (release func(), err error) {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		_ = f.Close()
 	}, nil
+}
+
+// RunTests runs the package's tests and exits with their status, under the
+// node lock when root (without root the tests that change the node skip).
+func RunTests(m *testing.M) {
+	if os.Geteuid() != 0 {
+		os.Exit(m.Run())
+	}
+	release, err := Acquire()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	release()
+	os.Exit(code)
 }
