@@ -43,7 +43,8 @@
 // connection to a new address is already allowed. The hold is bounded by
 // --dns-proxy-hold-timeout (500 ms); an answer whose hold runs out is
 // released and counted (portcullis_dns_hold_timeouts_total; the holds'
-// durations in portcullis_dns_hold_duration_seconds). Expired addresses
+// durations in portcullis_dns_hold_duration_seconds; what is learned in
+// portcullis_fqdn_learned{kind=names|addresses}). Expired addresses
 // are forgotten once a second and the engine relearns the name.
 //
 // What was learned survives restarts: the learner writes its cache to
@@ -195,7 +196,9 @@
 // ring buffer (drops per packet; redirects, audits and FORWARDED flows once
 // per flow); portcullis_bpf_map_pressure{map="policy"} (used/capacity,
 // after every sync); portcullis_endpoints{state};
-// portcullis_endpoint_lockdowns_total; and the proxy's
+// portcullis_endpoint_lockdowns_total; portcullis_fqdn_learned; the DNS
+// proxy's holds (portcullis_dns_hold_duration_seconds,
+// portcullis_dns_hold_timeouts_total); and the proxy's
 // portcullis_proxy_requests_total,
 // portcullis_proxy_refused_total{reason} and
 // portcullis_proxy_request_duration_seconds. /readyz answers only once a

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -61,6 +62,17 @@ func (l *fqdnLearner) Observe(ctx context.Context, o dns.Observation) ([]string,
 	rev := l.changedRev
 	l.mu.Unlock()
 	return names, l.a.waitSynced(ctx, rev)
+}
+
+// updateGauges sets portcullis_fqdn_learned from the cache.
+func (l *fqdnLearner) updateGauges() {
+	names := map[string]bool{}
+	addrs := map[netip.Addr]bool{}
+	for _, e := range l.cache.Entries() {
+		names[e.Name], addrs[e.Addr] = true, true
+	}
+	FQDNLearned.WithLabelValues("names").Set(float64(len(names)))
+	FQDNLearned.WithLabelValues("addresses").Set(float64(len(addrs)))
 }
 
 // expire forgets what has expired and teaches the engine the names whose

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
@@ -51,6 +53,10 @@ func TestFQDNLearnerHolds(t *testing.T) {
 	a.syncs.passed(repo.Revision())
 	if err := <-done; err != nil {
 		t.Fatalf("Observe: %v", err)
+	}
+	var gm dto.Metric
+	if err := FQDNLearned.WithLabelValues("names").Write(&gm); err != nil || gm.GetGauge().GetValue() != 1 {
+		t.Errorf("portcullis_fqdn_learned{kind=names} = %v (%v), want 1", gm.GetGauge().GetValue(), err)
 	}
 
 	other := obs

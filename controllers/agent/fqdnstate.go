@@ -52,6 +52,7 @@ func (l *fqdnLearner) restore(path string, now time.Time) (int, error) {
 	for _, n := range names {
 		l.a.repo.ObserveDNS(n, l.cache.Addrs(n))
 	}
+	l.updateGauges()
 	return len(names), nil
 }
 
@@ -74,8 +75,9 @@ func (l *fqdnLearner) save(path string) error {
 	return nil
 }
 
-// changed asks the saver for a write (coalesced).
+// changed asks the saver for a write (coalesced) and updates the gauges.
 func (l *fqdnLearner) changed() {
+	l.updateGauges()
 	select {
 	case l.dirty <- struct{}{}:
 	default:
