@@ -45,7 +45,12 @@
 // released and counted (portcullis_dns_hold_timeouts_total; the holds'
 // durations in portcullis_dns_hold_duration_seconds; what is learned in
 // portcullis_fqdn_learned{kind=names|addresses}). Expired addresses
-// are forgotten once a second and the engine relearns the name.
+// are forgotten once a second and the engine relearns the name, except
+// those still in use: an address to which the datapath's conntrack saw a
+// packet within Config.ToFQDNsInUseWindow (a minute) stays selected, as
+// Cilium keeps "zombies" while connections last (the conntrack keeps no
+// TCP state, so recent traffic stands for an open connection; an idle one
+// is cut once its address expires).
 //
 // What was learned survives restarts: the learner writes its cache to
 // <--state-dir>/fqdn-cache.json (/var/run/portcullis, a hostPath in the
@@ -232,7 +237,8 @@
 // For toFQDNs: the engine selects a learned name's addresses for every
 // endpoint whose toFQDNs selector matches it, not only for the endpoints
 // whose lookups taught it (the cache keeps them per endpoint; the
-// engine's selection is not yet); an address is forgotten at its expiry
-// even while connections to it are open. While the agent is down its DNS
+// engine's selection is not yet); an address kept for an open connection
+// stays open to new connections too (the datapath re-checks every packet
+// against the policy, so it cannot tell them apart). While the agent is down its DNS
 // socket is closed, so lookups (not connections) fail until it is back.
 package agent

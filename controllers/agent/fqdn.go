@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	ctrl "sigs.k8s.io/controller-runtime"
+
 	"portcullis.dev/portcullis/proxy/dns"
 )
 
@@ -28,10 +30,12 @@ type fqdnLearner struct {
 	changedRev uint64
 	// dirty asks the state file's saver for a write.
 	dirty chan struct{}
+	// inUseWindow: see DefaultInUseWindow.
+	inUseWindow time.Duration
 }
 
 func newFQDNLearner(a *Agent, minTTL time.Duration, maxIPs int) *fqdnLearner {
-	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs), dirty: make(chan struct{}, 1)}
+	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs), dirty: make(chan struct{}, 1), inUseWindow: DefaultInUseWindow}
 }
 
 // Observe implements dns.Observer.
@@ -75,12 +79,32 @@ func (l *fqdnLearner) updateGauges() {
 	FQDNLearned.WithLabelValues("addresses").Set(float64(len(addrs)))
 }
 
-// expire forgets what has expired and teaches the engine the names whose
-// addresses changed.
+// DefaultInUseWindow is how recently the datapath must have seen a
+// packet of a flow to an expired address for it to count as in use (the
+// conntrack entries of closed connections linger until the LRU evicts
+// them, so "has an entry" would keep every address forever).
+const DefaultInUseWindow = time.Minute
+
+// inUse returns the expired addresses that flows still use, by the
+// datapath's conntrack.
+func (l *fqdnLearner) inUse(expired map[netip.Addr]bool) map[netip.Addr]bool {
+	if l.a.dp == nil {
+		return nil
+	}
+	used, err := l.a.dp.RecentDestinations(expired, l.inUseWindow)
+	if err != nil {
+		ctrl.Log.WithName("fqdn").Error(err, "finding the connections to expired toFQDNs addresses: they are forgotten")
+		return nil
+	}
+	return used
+}
+
+// expire forgets what has expired, except addresses connections still
+// use, and teaches the engine the names whose addresses changed.
 func (l *fqdnLearner) expire(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	names := l.cache.Expire(now)
+	names := l.cache.Expire(now, l.inUse)
 	for _, n := range names {
 		l.a.repo.ObserveDNS(n, l.cache.Addrs(n))
 	}

@@ -61,6 +61,10 @@ type Config struct {
 	// (zero: 1000), the oldest evicted first.
 	ToFQDNsMinTTL            time.Duration
 	ToFQDNsMaxIPsPerHostname int
+	// ToFQDNsInUseWindow: an expired address stays selected while the
+	// datapath has seen a packet of a flow to it within this window (zero:
+	// DefaultInUseWindow).
+	ToFQDNsInUseWindow time.Duration
 	// StateDir holds the agent's state files (the names and addresses the
 	// DNS proxy learned, restored before the first sync after a restart).
 	// "" means DefaultStateDir with the default BPFFS, and no state file
@@ -173,6 +177,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	a.fqdn = newFQDNLearner(a, cfg.ToFQDNsMinTTL, cfg.ToFQDNsMaxIPsPerHostname)
+	if cfg.ToFQDNsInUseWindow > 0 {
+		a.fqdn.inUseWindow = cfg.ToFQDNsInUseWindow
+	}
 	// Before the first sync pass: its ipcache and policy entries keep the
 	// addresses learned before the restart.
 	var fqdnPath string

@@ -35,9 +35,11 @@
 //     REFUSED and the reason naming the policy's side.
 //
 // TestTTLExpiry runs the agent with --tofqdns-min-ttl 1s and
-// --dns-reject-response-code=nameError: a denied name gets NXDOMAIN; after
-// the answer's 5 s TTL the cache is empty and a new connection to the
-// address is dropped; a new lookup opens it again.
+// --dns-reject-response-code=nameError: a denied name gets NXDOMAIN; a
+// keep-alive connection used across the answer's 5 s TTL keeps working
+// and keeps the address; once it is idle past the in-use window (2 s) the
+// cache is empty and a new connection to the address is dropped; a new
+// lookup opens it again.
 //
 // TestRestart looks api.example.com up, restarts the agent (same bpffs
 // and state directory) and connects to the address with no new lookup:
