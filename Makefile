@@ -46,7 +46,7 @@ generate: $(CONTROLLER_GEN) deps ## Generate deepcopy code and the BPF objects (
 
 # clang, llvm (llvm-strip) and libbpf headers for bpf2go, and curl, the real
 # client of the proxy's e2e tests and the demo; from Debian, only when missing.
-DEBS := clang llvm libbpf-dev curl iproute2 kcat bind9-dnsutils dnsmasq dnsperf
+DEBS := clang llvm libbpf-dev curl iproute2 kcat bind9-dnsutils dnsmasq dnsperf openssl
 .PHONY: deps
 deps: ## Install the BPF toolchain (clang llvm libbpf-dev), curl, iproute2 and kcat (a Kafka client for the e2e) with apt-get if missing.
 	@dpkg -s $(DEBS) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS); }

@@ -73,6 +73,25 @@ func (d *Datapath) AttachEndpoint(ifindex int, podIP netip.Addr, epID uint32, fl
 	return nil
 }
 
+// AttachUplink attaches from_uplink at TCX ingress of a node's uplink
+// (ifindex in the calling thread's namespace): traffic from other nodes
+// to a local pod whose ingress policy redirects it to the proxy is handed
+// to the proxy's socket there, where bpf_sk_assign works; all other
+// traffic passes on unchanged (to_pod judges it). Attaching again replaces
+// the program in place; the link is pinned like the endpoints' links, so
+// it stays while the agent is away. It needs TCX (Linux 6.6).
+func (d *Datapath) AttachUplink(ifindex int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, err := d.attachTCX(d.uplinks[ifindex], ifindex, d.objs.FromUplink, ebpf.AttachTCXIngress, "from_uplink")
+	if err != nil {
+		delete(d.uplinks, ifindex)
+		return err
+	}
+	d.uplinks[ifindex] = l
+	return nil
+}
+
 func (d *Datapath) linkPin(ifindex int, name string) string {
 	if d.opts.PinPath == "" {
 		return ""

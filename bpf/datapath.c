@@ -1051,3 +1051,67 @@ int to_pod(struct __sk_buff *skb)
 	struct flow f = {};
 	return handle(skb, 0, &f);
 }
+
+// from_uplink runs at TC ingress of a node's uplink, for traffic from other
+// nodes to this node's pods. It only takes the flows that an ingress L7
+// rule of the destination selects and hands them to the node's proxy,
+// here where bpf_sk_assign works (at to_pod, TC egress of the pod's veth,
+// it does not). Everything else passes unchanged to to_pod, which judges
+// it as before (its drops and their events included): transit traffic,
+// the node's own traffic, replies, and flows without a redirect.
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	struct decision d = {};
+	struct flow f = {};
+	struct endpoint_info *ep;
+	__u32 src_id;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || (skb->mark & MARK_MASK) == MARK_FROM_PROXY)
+		return TC_ACT_OK;
+	// A packet that does not parse reaches to_pod, which drops it.
+	if (parse(skb, &f) < 0)
+		return TC_ACT_OK;
+	ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
+	if (!ep || (ep->flags & EP_LOCKDOWN) || !(ep->flags & EP_ENFORCE_INGRESS))
+		return TC_ACT_OK;
+	d.dir = DIR_INGRESS;
+	d.ep_id = ep->ep_id;
+	src_id = identity_of(f.saddr);
+
+	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
+	int established = ct && !(f.proto == IPPROTO_TCP && f.syn && !f.ack);
+	if (established) {
+		if (ct->path != PATH_PROXIED)
+			return TC_ACT_OK;
+		// The policy is checked on every packet, as in to_pod: a new deny
+		// stops the flow (to_pod drops it with the event).
+		policy_check(&d, ep, DIR_INGRESS, src_id, &f);
+		if (d.verdict == VERDICT_DENY)
+			return TC_ACT_OK;
+		ct->last_seen = bpf_ktime_get_ns();
+		if (redirect(skb, &f, ct->proxy_port) < 0) {
+			d.reason = REASON_NO_PROXY;
+			d.proxy_port = ct->proxy_port;
+			return drop(&f, &d, src_id, identity_of(f.daddr));
+		}
+		return TC_ACT_OK;
+	}
+	if (!ct) {
+		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		if (bpf_map_lookup_elem(&conntrack, &rk))
+			return TC_ACT_OK; // a reply: to_pod lets it ride its flow
+	}
+	policy_check(&d, ep, DIR_INGRESS, src_id, &f);
+	if (d.verdict != VERDICT_REDIRECT)
+		return TC_ACT_OK;
+	if (redirect(skb, &f, d.proxy_port) < 0) {
+		d.reason = REASON_NO_PROXY;
+		return drop(&f, &d, src_id, identity_of(f.daddr));
+	}
+	ct_create(&k, &f, PATH_PROXIED, d.audited, d.proxy_port);
+	d.reason = REASON_POLICY;
+	emit(&f, &d, EV_REDIRECT, src_id, identity_of(f.daddr));
+	return TC_ACT_OK;
+}

@@ -55,6 +55,8 @@ type Datapath struct {
 	objs datapathObjects
 	// links are the attachments this process holds, by interface.
 	links map[int]*attachment
+	// uplinks are the from_uplink attachments this process holds.
+	uplinks map[int]link.Link
 	// policy mirrors the policy map's entries per endpoint id.
 	policy      map[uint32]map[policyKey]policyValue
 	policyCount int
@@ -101,7 +103,7 @@ func Load(opts Options) (*Datapath, error) {
 			return nil, fmt.Errorf("pin path %s is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", opts.PinPath)
 		}
 	}
-	d := &Datapath{opts: opts, links: map[int]*attachment{}, policy: map[uint32]map[policyKey]policyValue{},
+	d := &Datapath{opts: opts, links: map[int]*attachment{}, uplinks: map[int]link.Link{}, policy: map[uint32]map[policyKey]policyValue{},
 		services: map[ServiceKey]*svcState{}, policyMax: int(spec.Maps["policy"].MaxEntries)}
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
 		// ebpf.ErrMapIncompatible: a pinned map from another layout; the
@@ -153,6 +155,10 @@ func (d *Datapath) Close() error {
 		}
 	}
 	d.links = map[int]*attachment{}
+	for _, l := range d.uplinks {
+		errs = append(errs, l.Close())
+	}
+	d.uplinks = map[int]link.Link{}
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
 }

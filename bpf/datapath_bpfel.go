@@ -200,17 +200,18 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	datapathMapBackends  = "backends"
-	datapathMapConntrack = "conntrack"
-	datapathMapEndpoints = "endpoints"
-	datapathMapEvents    = "events"
-	datapathMapIpcache   = "ipcache"
-	datapathMapLbFlows   = "lb_flows"
-	datapathMapPolicy    = "policy"
-	datapathMapServices  = "services"
-	datapathProgFromPod  = "from_pod"
-	datapathProgToPod    = "to_pod"
-	datapathVarUnusedAbi = "unused_abi"
+	datapathMapBackends    = "backends"
+	datapathMapConntrack   = "conntrack"
+	datapathMapEndpoints   = "endpoints"
+	datapathMapEvents      = "events"
+	datapathMapIpcache     = "ipcache"
+	datapathMapLbFlows     = "lb_flows"
+	datapathMapPolicy      = "policy"
+	datapathMapServices    = "services"
+	datapathProgFromPod    = "from_pod"
+	datapathProgFromUplink = "from_uplink"
+	datapathProgToPod      = "to_pod"
+	datapathVarUnusedAbi   = "unused_abi"
 )
 
 // loadDatapath returns the embedded CollectionSpec for datapath.
@@ -255,8 +256,9 @@ type datapathSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type datapathProgramSpecs struct {
-	FromPod *ebpf.ProgramSpec `ebpf:"from_pod"`
-	ToPod   *ebpf.ProgramSpec `ebpf:"to_pod"`
+	FromPod    *ebpf.ProgramSpec `ebpf:"from_pod"`
+	FromUplink *ebpf.ProgramSpec `ebpf:"from_uplink"`
+	ToPod      *ebpf.ProgramSpec `ebpf:"to_pod"`
 }
 
 // datapathMapSpecs contains maps before they are loaded into the kernel.
@@ -334,13 +336,15 @@ type datapathVariables struct {
 //
 // It can be passed to loadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type datapathPrograms struct {
-	FromPod *ebpf.Program `ebpf:"from_pod"`
-	ToPod   *ebpf.Program `ebpf:"to_pod"`
+	FromPod    *ebpf.Program `ebpf:"from_pod"`
+	FromUplink *ebpf.Program `ebpf:"from_uplink"`
+	ToPod      *ebpf.Program `ebpf:"to_pod"`
 }
 
 func (p *datapathPrograms) Close() error {
 	return _DatapathClose(
 		p.FromPod,
+		p.FromUplink,
 		p.ToPod,
 	)
 }

@@ -33,6 +33,23 @@
 // ingress, the only place bpf_sk_assign works; to_pod checks the ingress
 // policy again (the same answer, or a stale-path flow).
 //
+// A third program, from_uplink, goes at TCX ingress of a node's uplinks
+// ([Datapath.AttachUplink]; the agent's --uplink): the interfaces that
+// traffic from other nodes arrives by, natively routed with pod addresses
+// as sources. For a packet to a local endpoint whose ingress is enforced
+// it checks the ingress policy with the source's identity from the
+// ipcache (remote pods are there from their Pod objects, other nodes'
+// addresses as remote-node), and when the verdict is a redirect it hands
+// the packet to the proxy's socket (the same redirect as from_pod's, with
+// a PATH_PROXIED conntrack entry, every later packet of the flow too).
+// Everything else passes unchanged: transit traffic between other nodes
+// (the local cluster's first node routes the underlay), the node's own
+// traffic, replies, allowed and denied flows alike, which to_pod then
+// judges as for any non-local source (a denial's drop and its event stay
+// there, at the destination node). The proxy dials such a flow's upstream
+// from the node's address (the client is not local), so the server's
+// replies reach the proxy without an assignment.
+//
 // # Maps
 //
 // Pinned under Options.PinPath ([DefaultPinPath], /sys/fs/bpf/portcullis) by name; a
@@ -209,14 +226,15 @@
 //     an event, at every attached pod, enforced or not (the check comes
 //     before the endpoint lookup; events would be flooded by neighbour
 //     discovery).
-//   - L7 redirect of an ingress rule for a source that is not a local pod
-//     (remote nodes, the host): the packet reaches the pod's to_pod at TC
-//     egress, where sk_assign does not work, so it is dropped with reason
-//     redirect-unsupported (fail closed); it needs a program on the node's
-//     uplink ingress (or a TPROXY rule) to redirect there.
-//   - Preserving the client's source address upstream when the server is
-//     not a local pod (its replies do not pass a program that could assign
-//     them: the proxy uses the node's address then).
+//   - L7 redirect of an ingress rule for traffic of the node itself (the
+//     host's own processes) and for remote sources on a node without
+//     uplinks attached: the packet reaches the pod's to_pod at TC egress,
+//     where sk_assign does not work, so it is dropped with reason
+//     redirect-unsupported (fail closed).
+//   - Preserving the client's source address upstream when either side is
+//     not a local pod (the server's replies do not pass a program that
+//     could assign them, or would be routed to the remote client: the
+//     proxy uses the node's address then).
 //   - SCTP ports: the program reads ports of TCP and UDP only, so SCTP (like
 //     VRRP, IGMP and every other protocol) is looked up as port 0 and only
 //     a rule for every SCTP port matches it (fail closed).

@@ -71,6 +71,9 @@ type L7 struct {
 	Refused string `json:"refused,omitempty"`
 	// DNS describes a DNS query and its answer.
 	DNS *DNS `json:"dns,omitempty"`
+	// ServerName is the TLS server name (SNI) the client sent, on
+	// connections judged or intercepted at the TLS layer.
+	ServerName string `json:"serverName,omitempty"`
 }
 
 // DNS is what an event shows of one DNS query.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -108,3 +109,16 @@ func (c *noTimeWaitConn) waitAcked() {
 		time.Sleep(delay)
 	}
 }
+
+// Reset closes c with a TCP reset when it is (or wraps) a TCP connection:
+// the refusal of a connection that must not look like an orderly end.
+func Reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// Relay copies both ways between a and b until both directions are done,
+// passing half-closes on, and closes both; ctx ending closes them early.
+func Relay(ctx context.Context, a, b net.Conn) { relay(ctx, a, b) }

@@ -13,7 +13,10 @@
 // hands it redirected flows whatever their destination (a listener on
 // 127.0.0.1 would not be found). For each accepted connection the client
 // is RemoteAddr() and the original destination LocalAddr(). [Proxy.Serve]
-// resolves the connection's ConnPolicy through the [Store] and dispatches
+// resolves the connection's ConnPolicy through the [Store]. A connection
+// that must be judged at the TLS layer ([ConnPolicy.NeedsTLS]: serverNames
+// without L7 rules, terminatingTLS, originatingTLS) goes to Options.TLS
+// (proxy/tls). The others are dispatched
 // on [ConnPolicy.Parser]: HTTP to Options.HTTP, Kafka to Options.Kafka,
 // DNS (over TCP) to Options.DNS; DNS over UDP reaches proxy/dns's own
 // socket on the same port.
@@ -21,9 +24,7 @@
 // never passed unjudged: no snapshot yet or neither side a local endpoint
 // (ERROR), a side that now denies the flow at L4 (DENIED, naming the side
 // and its policies), sides that need different parsers (ERROR), a protocol
-// without a server (ERROR "no ... proxy configured"), and connection rules
-// restricted by serverNames, which need TLS inspection (ERROR "... not
-// built yet"). A redirected flow whose
+// without a server (ERROR "no ... proxy configured"). A redirected flow whose
 // policy no longer redirects it (a plain L4 allow now, but established
 // flows keep their path in the datapath) is relayed byte for byte.
 //
@@ -130,8 +131,7 @@
 //
 // # Not done
 //
-// TLS interception and
-// serverNames (refused, fail closed); IPv6; keeping proxied connections
+// IPv6; keeping proxied connections
 // across an agent restart (established proxied flows are reset, new ones
 // are dropped with no-proxy until the agent is back); source address
 // preservation towards servers that are not local pods.

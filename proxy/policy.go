@@ -372,3 +372,92 @@ func (cp *ConnPolicy) DecideDNS(qname string) DNSDecision {
 	})
 	return DNSDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, Rule: w.rule, RuleSide: w.ruleSide}
 }
+
+// ServerNameDecision is the verdict on a TLS connection's server name
+// across both sides.
+type ServerNameDecision struct {
+	// Allowed: the connection may proceed (possibly only because of audit
+	// mode).
+	Allowed bool
+	// Audited: some side refused the name and audit mode let it through.
+	Audited bool
+	// DeniedBy is the side that refused (nil when allowed without audit).
+	DeniedBy *Side
+	// Rule names the rule that allowed the name on the last side checked
+	// ("" when denied, or when the side's rules are L7 rules); RuleSide is
+	// that side.
+	Rule     string
+	RuleSide *Side
+}
+
+// DecideServerName judges a TLS connection by its server name sni ("" when
+// the client sent none) on every redirected side: a side allows it when
+// some rule of its L7 policy applies to that name (l7.Policy.
+// AllowsServerName); on a side without L7 rules (a ParserNone policy) the
+// allowing connection rule is named.
+func (cp *ConnPolicy) DecideServerName(sni string) ServerNameDecision {
+	w := walkSides(cp, func(s *Side) sideVerdict[struct{}] {
+		var sv sideVerdict[struct{}]
+		pol := s.Decision.L7
+		if pol == nil {
+			sv.allowed = true
+			return sv
+		}
+		if pol.Parser == l7.ParserNone {
+			ok, r := pol.DecideConn(sni)
+			sv.allowed = ok
+			if r != nil {
+				sv.rule, sv.hasRule = r.Origin, true
+			}
+			return sv
+		}
+		sv.allowed = pol.AllowsServerName(sni)
+		return sv
+	})
+	return ServerNameDecision{Allowed: w.allowed, Audited: w.audited, DeniedBy: w.deniedBy, Rule: w.rule, RuleSide: w.ruleSide}
+}
+
+// TLSContexts returns the terminatingTLS and originatingTLS of the
+// connection's redirected sides. Two sides naming different contexts are
+// an error: one handshake cannot present two certificates.
+func (cp *ConnPolicy) TLSContexts() (term, orig *l7.TLSContextRef, err error) {
+	for i := range cp.Sides {
+		pol := cp.Sides[i].Decision.L7
+		if pol == nil {
+			continue
+		}
+		for _, c := range []struct {
+			dst  **l7.TLSContextRef
+			ref  *l7.TLSContextRef
+			what string
+		}{{&term, pol.TerminatingTLS, "terminatingTLS"}, {&orig, pol.OriginatingTLS, "originatingTLS"}} {
+			if c.ref == nil {
+				continue
+			}
+			if *c.dst != nil && **c.dst != *c.ref {
+				return nil, nil, fmt.Errorf("the two sides of the connection name different %s: %s and %s", c.what, *c.dst, c.ref)
+			}
+			*c.dst = c.ref
+		}
+	}
+	return term, orig, nil
+}
+
+// NeedsTLS reports whether the connection must be handled at the TLS
+// layer: a side terminates or originates TLS, or a side without L7 rules
+// admits connections only by server name.
+func (cp *ConnPolicy) NeedsTLS() bool {
+	for i := range cp.Sides {
+		pol := cp.Sides[i].Decision.L7
+		if pol == nil {
+			continue
+		}
+		if pol.TerminatingTLS != nil || pol.OriginatingTLS != nil {
+			return true
+		}
+		if pol.Parser == l7.ParserNone && !allowsAnyConn(pol) {
+			return true
+		}
+	}
+	return false
+}

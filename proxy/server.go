@@ -49,6 +49,10 @@ type Options struct {
 	// DNS serves connections whose parser is DNS (DNS over TCP; UDP
 	// queries reach proxy/dns's own socket). Nil refuses them.
 	DNS ConnServer
+	// TLS serves connections that must be judged at the TLS layer:
+	// serverNames without L7 rules, terminatingTLS, originatingTLS
+	// (proxy/tls's *Server). Nil refuses them.
+	TLS ConnServer
 	// Dial opens the upstream of a connection that is relayed without
 	// parsing (a redirected flow whose policy no longer redirects it).
 	// Nil refuses such connections.
@@ -345,6 +349,15 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 		refuse(monitor.VerdictError, err.Error(), "tcp", nil)
 		return
 	}
+	if cp.NeedsTLS() {
+		if p.o.TLS == nil {
+			refuse(monitor.VerdictError, "no TLS proxy configured (serverNames, terminatingTLS and originatingTLS need one)", "tls", firstSide(cp))
+			return
+		}
+		// Reclaimable until its ClientHello is in (Started).
+		p.o.TLS.ServeConn(p.ctx, p.reclaimable(c, sl), src, dst)
+		return
+	}
 	switch parser {
 	case l7.ParserHTTP:
 		if p.o.HTTP == nil {
@@ -353,13 +366,7 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 		}
 		// An HTTP connection's slot may be reclaimed until its first
 		// request (Started).
-		wc := newNoTimeWaitConn(c)
-		if nc, ok := wc.(*noTimeWaitConn); ok {
-			p.mu.Lock()
-			nc.slot, sl.reclaim = sl, true
-			p.mu.Unlock()
-		}
-		p.o.HTTP.ServeConn(p.ctx, wc, src, dst)
+		p.o.HTTP.ServeConn(p.ctx, p.reclaimable(c, sl), src, dst)
 	case l7.ParserKafka:
 		if p.o.Kafka == nil {
 			refuse(monitor.VerdictError, "no Kafka proxy configured", "kafka", nil)
@@ -379,6 +386,18 @@ func (p *Proxy) handle(c net.Conn, sl *slot) {
 	}
 }
 
+// reclaimable wraps c for its protocol server with its slot, which may
+// be reclaimed at the connection limit until the server reports Started.
+func (p *Proxy) reclaimable(c net.Conn, sl *slot) net.Conn {
+	wc := newNoTimeWaitConn(c)
+	if nc, ok := wc.(*noTimeWaitConn); ok {
+		p.mu.Lock()
+		nc.slot, sl.reclaim = sl, true
+		p.mu.Unlock()
+	}
+	return wc
+}
+
 func firstSide(cp *ConnPolicy) *Side {
 	if len(cp.Sides) > 0 {
 		return &cp.Sides[0]
@@ -386,25 +405,12 @@ func firstSide(cp *ConnPolicy) *Side {
 	return nil
 }
 
-// serveNone handles a connection without an L7 parser. With no redirected
-// side left (the policy changed to a plain allow after the kernel
-// redirected the flow, which then stays on the proxy's path) the bytes are
-// relayed; a side whose connection rules need the TLS server name cannot
-// be judged yet and is refused.
+// serveNone handles a connection without an L7 parser whose sides allow
+// every connection (server names go to the TLS server): the policy
+// changed to a plain allow after the kernel redirected the flow, which
+// then stays on the proxy's path, so the bytes are relayed.
 func (p *Proxy) serveNone(c net.Conn, cp *ConnPolicy, src, dst netip.AddrPort) {
 	verdict, reason, side := monitor.VerdictForwarded, "no L7 rules apply any more: relayed without parsing", firstSide(cp)
-	for i := range cp.Sides {
-		s := &cp.Sides[i]
-		if !allowsAnyConn(s.Decision.L7) {
-			if s.Audit {
-				verdict, reason, side = monitor.VerdictAudited, "serverNames rules cannot be checked without TLS inspection (audit mode: relayed)", s
-				continue
-			}
-			p.record(cp.Event(monitor.VerdictError, "serverNames rules need TLS inspection, which is not built yet", "tcp", s))
-			resetConn(c)
-			return
-		}
-	}
 	if p.o.Dial == nil {
 		p.record(cp.Event(monitor.VerdictError, "no upstream dialer configured", "tcp", nil))
 		resetConn(c)

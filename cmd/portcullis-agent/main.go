@@ -69,6 +69,15 @@ func run() error {
 		cfg.PolicyMapSize = n
 		return nil
 	})
+	flag.Func("uplink", "Interface to other nodes (repeatable, or comma-separated): traffic arriving on it for a local pod whose ingress L7 rules select it is redirected to this node's proxy.", func(v string) error {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n == "" {
+				return fmt.Errorf("empty interface name in %q", v)
+			}
+			cfg.Uplinks = append(cfg.Uplinks, n)
+		}
+		return nil
+	})
 	flag.UintVar(&proxyPort, "proxy-port", v1alpha1.DefaultProxyPort, "Port of the proxy's transparent listener and of the datapath's redirect entries.")
 	flag.IntVar(&cfg.ProxyMaxConnections, "proxy-max-connections", proxy.DefaultMaxConns, "Connections the L7 proxy serves at once; at the limit the oldest one without a request is reset to make room, else new ones are (about 15 KiB and two file descriptors per idle connection).")
 	// The DNS proxy's settings, as Cilium's flags.

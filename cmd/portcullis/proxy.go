@@ -28,6 +28,7 @@ import (
 	"portcullis.dev/portcullis/proxy/dns"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 	proxykafka "portcullis.dev/portcullis/proxy/kafka"
+	proxytls "portcullis.dev/portcullis/proxy/tls"
 )
 
 // The standalone proxy places its two endpoints at documentation
@@ -94,7 +95,10 @@ side DNS over TCP), judged by name. When the rules on that port are
 Kafka rules, the broker addresses in Metadata and FindCoordinator answers
 are rewritten to --advertise (default: the --listen address), so that a
 client's every connection passes the proxy. One access record per request goes to standard output, as text or as
-JSON flow events (-o json). It runs until interrupted.`,
+JSON flow events (-o json). TLS: serverNames are judged on the ClientHello;
+a terminatingTLS or originatingTLS takes its certificates from the Secret
+objects (v1, data or stringData) in the --policy files, by the namespace and
+name the policy names. It runs until interrupted.`,
 		Example: `  portcullis proxy --policy examples/starwars --listen 127.0.0.1:8080 \
       --upstream 127.0.0.1:80 --src org=empire,class=tiefighter \
       --dst org=empire,class=deathstar`,
@@ -228,6 +232,11 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 	if err != nil {
 		return err
 	}
+	secrets := proxytls.NewSecrets()
+	if _, err := loadSecrets(res, secrets); err != nil {
+		return err
+	}
+	res.Warnings = withoutSecretWarnings(res.Warnings)
 	printWarnings(stderr, res)
 	snap := &proxy.Snapshot{Endpoints: map[netip.Addr]*proxy.Endpoint{}}
 	for _, ep := range []*policy.Endpoint{in.src, in.dst} {
@@ -319,8 +328,13 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 		}
 		return 0
 	}
+	ts, err := proxytls.New(proxytls.Options{Resolver: &store, Dial: dial, Record: record, HTTP: hs, Secrets: secrets})
+	if err != nil {
+		_ = l.Close()
+		return inputErrorf("%v", err)
+	}
 	p, err := proxy.New(proxy.Options{
-		Resolver: &store, HTTP: hs, Kafka: ks, DNS: ds, Dial: dial, Record: record, MaxConns: in.maxConns,
+		Resolver: &store, HTTP: hs, Kafka: ks, DNS: ds, TLS: ts, Dial: dial, Record: record, MaxConns: in.maxConns,
 		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(standaloneSrcIP, srcPort(c)), netip.AddrPortFrom(standaloneDstIP, in.dport)
 		},

@@ -105,6 +105,11 @@ type Agent struct {
 	hub *monitor.Hub
 	// proxy is the L7 proxy; each complete sync pass publishes a snapshot.
 	proxy *nodeProxy
+	// tls holds the TLS material the proxy intercepts with (the
+	// operator's copies in the secrets namespace); secretsMu serializes
+	// its updates.
+	tls       *tlsSecrets
+	secretsMu sync.Mutex
 	// fqdn learns toFQDNs addresses from the DNS proxy's answers; syncs
 	// tells it which revision the datapath holds.
 	fqdn  *fqdnLearner

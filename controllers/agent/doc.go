@@ -26,7 +26,25 @@
 // bpf.Load with the pin path, which reuses the pinned maps and never wipes
 // them; read Endpoints() to keep each pod's endpoint id across restarts;
 // open the proxy's transparent listener (TCP, and UDP for DNS, on one
-// port) before the first sync pass.
+// port) before the first sync pass; attach from_uplink to each of
+// Config.Uplinks (--uplink, the interfaces to other nodes; an unknown
+// name fails the start) so that remote clients of an ingress L7 rule are
+// redirected to this node's proxy.
+//
+// # Several nodes
+//
+// One agent per node, as a DaemonSet runs it, sharing nothing but the
+// apiserver: each has its own bpffs, proxy port and API socket, and runs
+// in its node's network namespace (the local cluster's extra nodes run
+// the binary under `ip netns exec`, e2e/multinode). Every agent watches
+// every Pod and Node: all running pods get identities and /32 ipcache
+// entries (remote ones too, dropped when the agent sees the pod move or
+// go), other nodes' InternalIP/ExternalIP addresses map to remote-node,
+// only pods with this node's name become endpoints.
+// Traffic from another node is judged at the destination node, by
+// to_pod with the source's identity from the ipcache, or redirected to
+// this node's proxy at the uplink (from_uplink) for an ingress L7 rule;
+// egress is judged at the source node's from_pod as on one node.
 //
 // # toFQDNs
 //

@@ -19,6 +19,7 @@ import (
 	"portcullis.dev/portcullis/proxy/dns"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 	proxykafka "portcullis.dev/portcullis/proxy/kafka"
+	proxytls "portcullis.dev/portcullis/proxy/tls"
 )
 
 // nodeProxy is the agent's L7 proxy: the transparent listener the
@@ -77,7 +78,14 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 		return nil, err
 	}
 	np.closers = append(np.closers, ds.Close)
-	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Kafka: ks, DNS: ds, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
+	ts, err := proxytls.New(proxytls.Options{Resolver: &np.store, Dial: dialer.DialContext, Record: record, HTTP: hs, Secrets: a.tls.store})
+	if err != nil {
+		for _, c := range np.closers {
+			_ = c()
+		}
+		return nil, fmt.Errorf("TLS proxy: %w", err)
+	}
+	if np.proxy, err = proxy.New(proxy.Options{Resolver: &np.store, HTTP: hs, Kafka: ks, DNS: ds, TLS: ts, Dial: dialer.DialContext, Record: record, MaxConns: a.cfg.ProxyMaxConnections}); err != nil {
 		for _, c := range np.closers {
 			_ = c()
 		}

@@ -51,7 +51,15 @@ func newManager(cfg Config) (ctrl.Manager, error) {
 		// Every agent runs its own controllers; a process may run Run more
 		// than once (tests restart the agent in-process).
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache:      cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			// Secrets are read in the secrets namespace only: the agent's
+			// RBAC allows nothing else, and a cluster-wide informer would
+			// fail to list.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Namespaces: map[string]cache.Config{cfg.SecretsNamespace: {}}},
+			},
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -83,6 +91,12 @@ func (a *Agent) setupReconcilers(mgr ctrl.Manager) error {
 			})); err != nil {
 			return err
 		}
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("agent-secret").For(&corev1.Secret{}).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			return reconcile.Result{}, a.applySecret(ctx, req.NamespacedName)
+		})); err != nil {
+		return err
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("agent-pod").For(&corev1.Pod{}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {

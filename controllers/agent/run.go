@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -32,8 +33,9 @@ type Config struct {
 	EnforcementMode string
 	// AuditMode turns every denial on this node into an audited allow.
 	AuditMode bool
-	// SecretsNamespace holds the TLS material (read by the proxy, which is
-	// not wired yet); "" means portcullis-secrets.
+	// SecretsNamespace holds the TLS material the proxy intercepts with
+	// (the operator's copies; the only Secrets the agent reads); ""
+	// means portcullis-secrets.
 	SecretsNamespace string
 	// SystemNamespace holds the agent's Lease; "" means portcullis-system.
 	SystemNamespace string
@@ -44,6 +46,11 @@ type Config struct {
 	BPFFS string
 	// ProxyPort is the port of redirect entries.
 	ProxyPort uint16
+	// Uplinks name the node's interfaces to other nodes; from_uplink is
+	// attached at their TC ingress so that an ingress L7 rule redirects a
+	// remote client's flow to this node's proxy. None: remote clients of
+	// an L7 rule are dropped (redirect-unsupported), as on one node.
+	Uplinks []string
 	// ProxyMaxConnections bounds the connections the L7 proxy serves at
 	// once (at the limit the oldest connection without a request is
 	// reset to make room, else new ones are, with an event); zero keeps
@@ -165,6 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 		trigger:       make(chan struct{}, 1),
 		reportTrigger: make(chan struct{}, 1),
 		hub:           monitor.NewHub(),
+		tls:           newTLSSecrets(),
 	}
 	prev, err := dp.Endpoints()
 	if err != nil {
@@ -195,7 +203,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.proxy.stop()
-	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode, "fqdnNamesRestored", restored)
+	for _, name := range cfg.Uplinks {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("uplink %s: %w", name, err)
+		}
+		if err := dp.AttachUplink(l.Attrs().Index); err != nil {
+			return fmt.Errorf("uplink %s: %w", name, err)
+		}
+	}
+	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode, "uplinks", cfg.Uplinks, "fqdnNamesRestored", restored)
 
 	if cfg.Started != nil {
 		cfg.Started(a)

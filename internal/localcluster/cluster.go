@@ -68,8 +68,13 @@ type Options struct {
 	// <repository>/config/crd/bases, else (outside the repository) the
 	// manifests embedded in portcullis.dev/portcullis/config/crd.
 	CRDDir string
-	// NodeName names the Node object. Empty means the host name, lower-cased.
+	// NodeName names the (first) Node object. Empty means the host name,
+	// lower-cased.
 	NodeName string
+	// Nodes is the number of nodes; 0 and 1 mean one, this machine's root
+	// network namespace. Node i (from 2) is a network namespace of its own
+	// named NodeName-i, with an uplink routed through the root namespace.
+	Nodes int
 	// StartTimeout bounds the start of etcd and of kube-apiserver, each.
 	// Zero means 60 s.
 	StartTimeout time.Duration
@@ -100,7 +105,9 @@ type Cluster struct {
 
 	mu   sync.Mutex
 	pods map[string]*Pod // by namespace/name; nil value: being added
-	dns  *kubeDNS        // nil until StartDNS
+	// nodes are the cluster's nodes, the first (root namespace) first.
+	nodes []*Node
+	dns   *kubeDNS // nil until StartDNS
 	// zoneSerial is the serial of the external names' zone file.
 	zoneSerial uint32
 	stopped    bool
@@ -189,10 +196,21 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	if err := c.registerNode(ctx); err != nil {
+	first := &Node{Name: nodeName, InternalIP: GatewayIP, PodCIDR: PodCIDR, side: rootSide(), ipam: &c.ipam}
+	if err := c.registerNode(ctx, first); err != nil {
 		return nil, err
 	}
+	c.nodes = []*Node{first}
 	logf("cluster %s: node %s registered, pod CIDR %s, gateway %s", strings.TrimSuffix(prefix, "-"), nodeName, PodCIDR, GatewayIP)
+	for i := 2; i <= opts.Nodes; i++ {
+		n, err := c.addNode(ctx, fmt.Sprintf("%s-%d", nodeName, i))
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.nodes = append(c.nodes, n)
+		c.mu.Unlock()
+	}
 	return c, nil
 }
 
@@ -333,23 +351,23 @@ func (c *Cluster) ensureNamespace(ctx context.Context, ns string) error {
 	return nil
 }
 
-// registerNode creates the Node object for this machine and sets its status
-// as a kubelet would: Ready, with the gateway as InternalIP.
-func (c *Cluster) registerNode(ctx context.Context) error {
+// registerNode creates the Node object for n and sets its status as a
+// kubelet would: Ready, with n's InternalIP and podCIDR.
+func (c *Cluster) registerNode(ctx context.Context, n *Node) error {
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: c.nodeName,
+			Name: n.Name,
 			Labels: map[string]string{
-				"kubernetes.io/hostname": c.nodeName,
+				"kubernetes.io/hostname": n.Name,
 				"kubernetes.io/os":       "linux",
 				"kubernetes.io/arch":     goruntime.GOARCH,
 			},
 		},
-		Spec: corev1.NodeSpec{PodCIDR: PodCIDR.String(), PodCIDRs: []string{PodCIDR.String()}},
+		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
 	}
 	created, err := c.clientset.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("creating node %s: %w", c.nodeName, err)
+		return fmt.Errorf("creating node %s: %w", n.Name, err)
 	}
 	now := metav1.Now()
 	created.Status = corev1.NodeStatus{
@@ -362,8 +380,8 @@ func (c *Cluster) registerNode(ctx context.Context) error {
 			LastTransitionTime: now,
 		}},
 		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: GatewayIP.String()},
-			{Type: corev1.NodeHostName, Address: c.nodeName},
+			{Type: corev1.NodeInternalIP, Address: n.InternalIP.String()},
+			{Type: corev1.NodeHostName, Address: n.Name},
 		},
 		NodeInfo: corev1.NodeSystemInfo{
 			OperatingSystem: "linux",
@@ -373,7 +391,7 @@ func (c *Cluster) registerNode(ctx context.Context) error {
 		},
 	}
 	if _, err := c.clientset.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("setting status of node %s: %w", c.nodeName, err)
+		return fmt.Errorf("setting status of node %s: %w", n.Name, err)
 	}
 	return nil
 }
@@ -438,6 +456,13 @@ func (c *Cluster) Stop() error {
 		}
 		delete(c.pods, key)
 	}
+	// Extra nodes after their pods: a pod's host veth is in its node.
+	for _, n := range c.nodes {
+		if err := n.remove(); err != nil {
+			errs = append(errs, fmt.Errorf("removing node %s: %w", n.Name, err))
+		}
+	}
+	c.nodes = nil
 	if c.env != nil {
 		if err := c.env.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the control plane: %w", err))
@@ -462,16 +487,27 @@ func (c *Cluster) Stop() error {
 type allocator struct {
 	mu   sync.Mutex
 	next netip.Addr
+	// pool is an extra node's pod /24; the zero value means the first
+	// node's: PodCIDR without the extra nodes' NodePodRange.
+	pool netip.Prefix
 }
 
 // alloc returns the next candidate address, skipping the gateway and the
-// .0 and .255 addresses; ok is false when PodCIDR is exhausted.
+// .0 and .255 addresses; ok is false when the pool is exhausted.
 func (a *allocator) alloc() (netip.Addr, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for PodCIDR.Contains(a.next) {
+	pool := a.pool
+	if !pool.IsValid() {
+		pool = PodCIDR
+	}
+	for pool.Contains(a.next) {
 		ip := a.next
 		a.next = a.next.Next()
+		if !a.pool.IsValid() && NodePodRange.Contains(ip) && !NodeAddrRange.Contains(ip) {
+			a.next = NodeAddrRange.Addr()
+			continue
+		}
 		b := ip.As4()
 		if ip == GatewayIP || b[3] == 0 || b[3] == 255 {
 			continue

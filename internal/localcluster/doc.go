@@ -47,6 +47,36 @@
 // 10.244.0.0/16 and outside the links and namespaces the cluster made is
 // touched; the host's other interfaces, routes and addresses never are.
 //
+// # Nodes
+//
+// With Options.Nodes = N > 1 the cluster has N nodes. The first is this
+// machine's root namespace as above. Node i (2..N), named
+// <NodeName>-i, is a network namespace /run/netns/<prefix>_<name> with an
+// uplink: a veth pair whose node end is eth0 and whose root end
+// <prefix><8 hex> carries 10.244.0.1/32, so the root namespace routes
+// between the nodes as a router of a native-routing underlay would. The
+// node leases an InternalIP of [NodeAddrRange] (10.244.255.0/24) and a
+// pod /24 of [NodePodRange] (10.244.193.0/24 to 10.244.254.0/24), each
+// by adding its route in the root namespace with NLM_F_EXCL (the /32 of
+// the address on the uplink, the /24 through that address), exactly as
+// pods lease their addresses; the first node's pods never take an
+// address of NodePodRange. In its namespace the node has forwarding on,
+// a blackhole for ServiceCIDR, eth0 with its address and a default route
+// via 10.244.0.1. Its Node object is Ready with that InternalIP and
+// podCIDR (the first node keeps 10.244.0.0/16 and 10.244.0.1). Pods
+// placed on it (PodSpec.Node) are plumbed as on the first node, but with
+// the host veth inside the node's namespace carrying the node's
+// InternalIP, an address of the node's /24, and the node as nodeName and
+// hostIP of the Pod object. Each extra node has a bpffs mounted for its
+// agent alone ([Node.BPFFS], under the cluster's state directory) and a
+// kubeconfig ([Node.Kubeconfig]) that reaches the apiserver through a
+// relay on the node's loopback; [Node.Command] runs a program there (an
+// agent, as a DaemonSet would run one per node). Stop removes the pods,
+// then each node: the relay, the processes in its namespace, the bpffs
+// mount, the uplink (with the leased routes) and the namespace;
+// CleanLeftovers does the same for a dead cluster (the bpffs mounts are
+// found under its state directory).
+//
 // # Services
 //
 // The apiserver hands out ClusterIPs from 10.96.0.0/12 ([ServiceCIDR]), and

@@ -233,14 +233,35 @@ type plumbing struct {
 	netns    string
 	hostVeth string
 	ip       netip.Addr
+	side     hostSide
 }
 
-// plumbPod creates the network namespace nsName and the veth pair hostVeth
-// (root namespace) / eth0 (pod), takes the first free address that alloc
-// offers and routes it. alloc returns ok=false when the pool is exhausted.
-// On error whatever was made is removed again.
-func plumbPod(nsName, hostVeth string, alloc func() (netip.Addr, bool)) (p plumbing, err error) {
-	p = plumbing{netns: nsName, hostVeth: hostVeth}
+// hostSide is where a pod's host veth lives: the root namespace for the
+// first node, a node's namespace for the others. gw is the address every
+// host veth of that side carries (the node's InternalIP) and the pods'
+// default gateway.
+type hostSide struct {
+	h  *netlink.Handle
+	gw netip.Addr
+}
+
+// rootSide is the first node's side: netlink in the root namespace (the
+// zero Handle uses the calling thread's namespace, and only locked
+// threads ever leave the root one).
+func rootSide() hostSide { return hostSide{h: &netlink.Handle{}, gw: GatewayIP} }
+
+// plumbPod plumbs a pod of the first node: plumbPodOn the root side.
+func plumbPod(nsName, hostVeth string, alloc func() (netip.Addr, bool)) (plumbing, error) {
+	return plumbPodOn(rootSide(), nsName, hostVeth, alloc)
+}
+
+// plumbPodOn creates the network namespace nsName and the veth pair
+// hostVeth (on side: the root namespace or a node's) / eth0 (pod), takes
+// the first free address that alloc offers and routes it. alloc returns
+// ok=false when the pool is exhausted. On error whatever was made is
+// removed again.
+func plumbPodOn(side hostSide, nsName, hostVeth string, alloc func() (netip.Addr, bool)) (p plumbing, err error) {
+	p = plumbing{netns: nsName, hostVeth: hostVeth, side: side}
 	ns, err := createNamedNetns(nsName)
 	if err != nil {
 		return p, fmt.Errorf("creating netns %s: %w", nsName, err)
@@ -248,34 +269,34 @@ func plumbPod(nsName, hostVeth string, alloc func() (netip.Addr, bool)) (p plumb
 	defer ns.Close()
 	defer func() {
 		if err != nil {
-			_ = deleteLink(hostVeth)
+			_ = side.deleteLink(hostVeth)
 			_ = deleteNamedNetns(nsName)
 		}
 	}()
 
 	// The peer is created directly inside the pod's namespace: the name
-	// eth0 never exists in the root namespace, where it may be taken.
+	// eth0 never exists on the host side, where it may be taken.
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: hostVeth},
 		PeerName:      podIfName,
 		PeerNamespace: netlink.NsFd(int(ns)),
 	}
-	if err := netlink.LinkAdd(veth); err != nil {
+	if err := side.h.LinkAdd(veth); err != nil {
 		return p, fmt.Errorf("creating veth pair %s/%s: %w", hostVeth, podIfName, err)
 	}
-	host, err := netlink.LinkByName(hostVeth)
+	host, err := side.h.LinkByName(hostVeth)
 	if err != nil {
 		return p, fmt.Errorf("finding %s: %w", hostVeth, err)
 	}
-	gw := &netlink.Addr{IPNet: hostPrefix(GatewayIP), Flags: unix.IFA_F_NOPREFIXROUTE}
-	if err := netlink.AddrAdd(host, gw); err != nil {
-		return p, fmt.Errorf("adding %s to %s: %w", GatewayIP, hostVeth, err)
+	gw := &netlink.Addr{IPNet: hostPrefix(side.gw), Flags: unix.IFA_F_NOPREFIXROUTE}
+	if err := side.h.AddrAdd(host, gw); err != nil {
+		return p, fmt.Errorf("adding %s to %s: %w", side.gw, hostVeth, err)
 	}
-	if err := netlink.LinkSetUp(host); err != nil {
+	if err := side.h.LinkSetUp(host); err != nil {
 		return p, fmt.Errorf("setting %s up: %w", hostVeth, err)
 	}
 
-	// The /32 route in the root namespace doubles as the address lease:
+	// The /32 route on the host side doubles as the address lease:
 	// adding it fails with EEXIST when another cluster's pod has the
 	// address, and it goes away with the link.
 	for {
@@ -283,10 +304,10 @@ func plumbPod(nsName, hostVeth string, alloc func() (netip.Addr, bool)) (p plumb
 		if !ok {
 			return p, ErrNoAddresses
 		}
-		err := netlink.RouteAdd(&netlink.Route{
+		err := side.h.RouteAdd(&netlink.Route{
 			LinkIndex: host.Attrs().Index,
 			Dst:       hostPrefix(ip),
-			Src:       GatewayIP.AsSlice(),
+			Src:       side.gw.AsSlice(),
 			Scope:     netlink.SCOPE_LINK,
 		})
 		if errors.Is(err, syscall.EEXIST) {
@@ -298,41 +319,70 @@ func plumbPod(nsName, hostVeth string, alloc func() (netip.Addr, bool)) (p plumb
 		p.ip = ip
 		break
 	}
+	if err := configureEth0(ns, nsName, p.ip, side.gw); err != nil {
+		return p, err
+	}
+	return p, nil
+}
 
+// configureEth0 sets up the namespace side of a veth pair: lo up, addr/32
+// on eth0, a link route to gw and a default route through it.
+func configureEth0(ns netns.NsHandle, nsName string, addr, gw netip.Addr) error {
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return p, fmt.Errorf("opening netlink in netns %s: %w", nsName, err)
+		return fmt.Errorf("opening netlink in netns %s: %w", nsName, err)
 	}
 	defer h.Close()
 	lo, err := h.LinkByName("lo")
 	if err != nil {
-		return p, fmt.Errorf("finding lo in %s: %w", nsName, err)
+		return fmt.Errorf("finding lo in %s: %w", nsName, err)
 	}
 	if err := h.LinkSetUp(lo); err != nil {
-		return p, fmt.Errorf("setting lo up in %s: %w", nsName, err)
+		return fmt.Errorf("setting lo up in %s: %w", nsName, err)
 	}
 	eth, err := h.LinkByName(podIfName)
 	if err != nil {
-		return p, fmt.Errorf("finding %s in %s: %w", podIfName, nsName, err)
+		return fmt.Errorf("finding %s in %s: %w", podIfName, nsName, err)
 	}
-	if err := h.AddrAdd(eth, &netlink.Addr{IPNet: hostPrefix(p.ip), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
-		return p, fmt.Errorf("adding %s to %s in %s: %w", p.ip, podIfName, nsName, err)
+	if err := h.AddrAdd(eth, &netlink.Addr{IPNet: hostPrefix(addr), Flags: unix.IFA_F_NOPREFIXROUTE}); err != nil {
+		return fmt.Errorf("adding %s to %s in %s: %w", addr, podIfName, nsName, err)
 	}
 	if err := h.LinkSetUp(eth); err != nil {
-		return p, fmt.Errorf("setting %s up in %s: %w", podIfName, nsName, err)
+		return fmt.Errorf("setting %s up in %s: %w", podIfName, nsName, err)
 	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: hostPrefix(GatewayIP), Scope: netlink.SCOPE_LINK}); err != nil {
-		return p, fmt.Errorf("adding gateway route in %s: %w", nsName, err)
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Dst: hostPrefix(gw), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("adding gateway route in %s: %w", nsName, err)
 	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: GatewayIP.AsSlice()}); err != nil {
-		return p, fmt.Errorf("adding default route in %s: %w", nsName, err)
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("adding default route in %s: %w", nsName, err)
 	}
-	return p, nil
+	return nil
+}
+
+// deleteLink deletes link NAME on this side; a missing link is not an
+// error.
+func (s hostSide) deleteLink(name string) error {
+	l, err := s.h.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("finding link %s: %w", name, err)
+	}
+	if err := s.h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("deleting link %s: %w", name, err)
+	}
+	return nil
 }
 
 // unplumbPod kills the processes left in the pod's namespace, deletes its
 // veth pair (with its route) and its namespace.
 func unplumbPod(p plumbing) error {
 	killNetnsProcesses(p.netns)
-	return errors.Join(deleteLink(p.hostVeth), deleteNamedNetns(p.netns), removeNetnsEtc(p.netns))
+	side := p.side
+	if side.h == nil {
+		side = rootSide()
+	}
+	return errors.Join(side.deleteLink(p.hostVeth), deleteNamedNetns(p.netns), removeNetnsEtc(p.netns))
 }

@@ -33,6 +33,8 @@ type PodSpec struct {
 	ServiceAccount string
 	// Ports are the container's ports (named ports resolve against them).
 	Ports []corev1.ContainerPort
+	// Node names the node the pod runs on; "" means the first node.
+	Node string
 }
 
 // Pod is a pod made by AddPod: a Pod object and a network namespace.
@@ -46,6 +48,8 @@ type Pod struct {
 	// HostVeth is the root namespace's end of the pod's veth pair; the
 	// root namespace routes IP through it.
 	HostVeth string
+	// Node is the node the pod runs on (for a host of AddHost: the first).
+	Node string
 	// Object is the Pod object as AddPod last wrote it.
 	Object *corev1.Pod
 
@@ -96,6 +100,10 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	if msgs := validation.IsDNS1123Label(spec.Namespace); len(msgs) > 0 {
 		return nil, fmt.Errorf("pod namespace %q: %s", spec.Namespace, strings.Join(msgs, "; "))
 	}
+	node, err := c.nodeFor(spec.Node)
+	if err != nil {
+		return nil, fmt.Errorf("adding pod %s/%s: %w", spec.Namespace, spec.Name, err)
+	}
 	key := podKey(spec.Namespace, spec.Name)
 	if err := c.reserve(key); err != nil {
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
@@ -110,7 +118,10 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		return nil, err
 	}
 
-	pl, err := plumbPod(c.netnsName(spec.Namespace, spec.Name), c.vethName(spec.Namespace, spec.Name), c.ipam.alloc)
+	pl, err := plumbPodOn(node.side, c.netnsName(spec.Namespace, spec.Name), c.vethName(spec.Namespace, spec.Name), node.ipam.alloc)
+	if errors.Is(err, ErrNoAddresses) && node.NetNS != "" {
+		err = fmt.Errorf("no free pod address in %s of node %s", node.PodCIDR, node.Name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
@@ -123,7 +134,7 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	if err := writeResolvConf(pl.netns, resolvConf(spec.Namespace)); err != nil {
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
-	obj, err := c.createPodObject(ctx, spec, pl)
+	obj, err := c.createPodObject(ctx, spec, node, pl)
 	if err != nil {
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
@@ -131,18 +142,18 @@ func (c *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		_ = c.clientset.CoreV1().Pods(spec.Namespace).Delete(context.WithoutCancel(ctx), spec.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		return nil, fmt.Errorf("adding pod %s: %w", key, err)
 	}
-	p = &Pod{Namespace: spec.Namespace, Name: spec.Name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, Object: obj, plumbing: pl}
-	c.logf("pod %s: %s in netns %s, host veth %s", key, pl.ip, pl.netns, pl.hostVeth)
+	p = &Pod{Namespace: spec.Namespace, Name: spec.Name, IP: pl.ip, NetNS: pl.netns, HostVeth: pl.hostVeth, Node: node.Name, Object: obj, plumbing: pl}
+	c.logf("pod %s: %s on node %s in netns %s, host veth %s", key, pl.ip, node.Name, pl.netns, pl.hostVeth)
 	return p, nil
 }
 
 // createPodObject creates the Pod object and sets its status. If setting
 // the status fails the object is deleted again.
-func (c *Cluster) createPodObject(ctx context.Context, spec PodSpec, pl plumbing) (*corev1.Pod, error) {
+func (c *Cluster) createPodObject(ctx context.Context, spec PodSpec, node *Node, pl plumbing) (*corev1.Pod, error) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
 		Spec: corev1.PodSpec{
-			NodeName:                     c.nodeName,
+			NodeName:                     node.Name,
 			ServiceAccountName:           spec.ServiceAccount,
 			AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{
@@ -158,7 +169,7 @@ func (c *Cluster) createPodObject(ctx context.Context, spec PodSpec, pl plumbing
 		return nil, fmt.Errorf("creating Pod object: %w", err)
 	}
 	now := metav1.Now()
-	podIP, hostIP := pl.ip.String(), GatewayIP.String()
+	podIP, hostIP := pl.ip.String(), node.InternalIP.String()
 	conds := make([]corev1.PodCondition, 0, 5)
 	for _, t := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
 		conds = append(conds, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})

@@ -230,6 +230,10 @@ func removeAll(prefix, tempDir string) error {
 			errs = append(errs, fmt.Errorf("removing %s: %w", tempDir, err))
 		}
 	}
+	// The extra nodes' bpffs mounts live in the state directory.
+	if err := unmountUnder(stateDirOf(prefix)); err != nil {
+		errs = append(errs, err)
+	}
 	if err := os.RemoveAll(stateDirOf(prefix)); err != nil {
 		errs = append(errs, fmt.Errorf("removing state of %s: %w", prefix, err))
 	}

@@ -24,6 +24,16 @@ import (
 const (
 	// RoleDeathstar serves [Deathstar] on the address given as argument.
 	RoleDeathstar = "deathstar"
+	// RoleHTTPSServer serves HTTPS (h2 and HTTP/1.1) on the address given
+	// first, with the certificate and key in the two files that follow;
+	// every answer is "upstream PROTO PATH sni=NAME", except gRPC
+	// requests, which the gRPC health service answers.
+	RoleHTTPSServer = "https-server"
+	// RoleGRPCTLSClient calls the gRPC health service over TLS at the
+	// address given first (one connection for the child's life), asking
+	// for the server name that follows and trusting the CA file after it:
+	// Command.Method "Check" or "List".
+	RoleGRPCTLSClient = "grpc-tls-client"
 	// RoleDoorManager serves the gRPC door manager on the address given.
 	RoleDoorManager = "doormanager"
 	// RoleGRPCClient dials the door manager at the address given (one
@@ -167,6 +177,16 @@ func runChild(role string, args []string) error {
 			}
 			out.write(line{Seen: s})
 		}))
+	case RoleHTTPSServer:
+		if len(args) != 3 {
+			return fmt.Errorf("want an address, a certificate file and a key file, got %q", args)
+		}
+		return serveHTTPS(out, args[0], args[1], args[2])
+	case RoleGRPCTLSClient:
+		if len(args) != 3 {
+			return fmt.Errorf("want an address, a server name and a CA file, got %q", args)
+		}
+		return runGRPCTLSClient(out, commands, args[0], args[1], args[2])
 	case RoleDoorManager:
 		addr, err := arg()
 		if err != nil {

@@ -341,7 +341,8 @@
 //
 // # Not done
 //
-// TLS (termination and origination; a TLS client hello on a plain
+// TLS itself: proxy/tls terminates and originates it and hands the
+// decrypted stream to ServeDecrypted (a TLS client hello on a plain
 // port is answered 400 at once, with an event "tls-on-plain-port", and
 // closed); CONNECT and HTTP/2 extended CONNECT
 // (501); HTTP/1.1 → h2c upgrade (not passed on); HTTP/1.1 pipelining is

@@ -27,6 +27,8 @@ type access struct {
 	latency time.Duration
 	// refused classifies a refusal of the proxy's own (monitor.L7.Refused).
 	refused string
+	// sni is the TLS server name of an intercepted connection.
+	sni string
 }
 
 // The classes of refusals of the proxy's own (monitor.L7.Refused).
@@ -95,6 +97,8 @@ func (s *Server) record(a *access) {
 			Status:   a.status,
 			Latency:  a.latency,
 			Refused:  a.refused,
+
+			ServerName: a.sni,
 		},
 	}
 	if a.isGRPC {

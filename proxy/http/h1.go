@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -54,10 +55,24 @@ type h1conn struct {
 	// headDeadline bounds the first request's head: the accept plus
 	// ReadHeaderTimeout (zero once that request is read).
 	headDeadline time.Time
+	// dec describes the TLS of an intercepted connection (nil in the
+	// clear).
+	dec *Decrypted
+}
+
+// sni is the server name requests are judged with ("" in the clear).
+func (h *h1conn) sni() string {
+	if h.dec == nil {
+		return ""
+	}
+	return h.dec.ServerName
 }
 
 func (h *h1conn) serve(ctx context.Context) {
 	h.key = keyOf(h.src, h.dst)
+	if h.dec != nil {
+		h.key.up = h.dec.Key
+	}
 	for ctx.Err() == nil && h.serveOne(ctx) {
 	}
 	if h.held != nil {
@@ -191,8 +206,8 @@ func (h *h1conn) serveOne(ctx context.Context) bool {
 		defer h.dc.endBody()
 	}
 	cp := h.s.resolve(h.src, h.dst)
-	d := h.s.decide(cp, l7.HTTPRequest{Method: r.method, Path: r.path, Host: r.host, Header: r.header})
-	h.acc = access{cp: cp, proto: "http/1.1", method: r.method, path: r.path, host: r.host, start: start, peers: &h.peers}
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.method, Path: r.path, Host: r.host, Header: r.header, ServerName: h.sni()})
+	h.acc = access{cp: cp, proto: "http/1.1", method: r.method, path: r.path, host: r.host, start: start, peers: &h.peers, sni: h.sni()}
 	a := &h.acc
 	a.verdictOf(&d)
 	if !d.Allowed {
@@ -260,7 +275,13 @@ func (h *h1conn) upstream(ctx context.Context, fresh bool) (*upConn, error) {
 		}
 	}
 	if u == nil {
-		c, err := h.s.o.Dial(ctx, h.src, h.dst)
+		var c net.Conn
+		var err error
+		if h.dec != nil {
+			c, err = h.dec.Dial(ctx, "http/1.1")
+		} else {
+			c, err = h.s.o.Dial(ctx, h.src, h.dst)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -32,8 +32,11 @@ var discardLog = log.New(io.Discard, "", 0)
 
 // serveH2 serves an HTTP/2 (h2c prior knowledge) client connection with
 // x/net/http2's server, which also answers malformed frames with GOAWAY.
-func (s *Server) serveH2(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
-	h := &h2handler{s: s, src: src, dst: dst, key: keyOf(src, dst), peers: new([2]peerCache)}
+func (s *Server) serveH2(ctx context.Context, c net.Conn, src, dst netip.AddrPort, d *Decrypted) {
+	h := &h2handler{s: s, src: src, dst: dst, key: keyOf(src, dst), peers: new([2]peerCache), dec: d}
+	if d != nil {
+		h.key.up = d.Key
+	}
 	s.h2s.ServeConn(c, &http2.ServeConnOpts{
 		Context:    ctx,
 		Handler:    h,
@@ -51,6 +54,9 @@ type h2handler struct {
 	src, dst netip.AddrPort
 	key      poolKey
 	peers    *[2]peerCache
+	// dec describes the TLS of an intercepted connection (nil in the
+	// clear).
+	dec *Decrypted
 
 	// Handlers in progress, so that serveH2 can wait for them.
 	mu     sync.Mutex
@@ -157,7 +163,7 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		return
 	}
 	defer h.leave()
-	a := &access{proto: "h2", method: r.Method, path: r.RequestURI, host: r.Host, start: time.Now(), peers: h.peers}
+	a := &access{proto: "h2", method: r.Method, path: r.RequestURI, host: r.Host, start: time.Now(), peers: h.peers, sni: h.sni()}
 	defer func() {
 		// As on HTTP/1.1, a bug costs the stream and is reported as an
 		// ERROR event (the HTTP/2 server would only log it).
@@ -203,7 +209,7 @@ func (h *h2handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	a.path = p
 	cp := h.s.resolve(h.src, h.dst)
 	a.cp = cp
-	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: p, Host: r.Host, Header: r.Header})
+	d := h.s.decide(cp, l7.HTTPRequest{Method: r.Method, Path: p, Host: r.Host, Header: r.Header, ServerName: h.sni()})
 	a.verdictOf(&d)
 	if !d.Allowed {
 		h.deny(w, a, &d)
@@ -304,7 +310,11 @@ func grpcPercentEncode(s string) string {
 // forward sends an allowed request to the original destination over a
 // pooled h2c connection and streams the response back, trailers included.
 func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, host string, a *access) {
-	u := &url.URL{Scheme: "http", Host: h.dst.String()}
+	scheme := "http"
+	if h.dec != nil && h.dec.UpstreamTLS {
+		scheme = "https"
+	}
+	u := &url.URL{Scheme: scheme, Host: h.dst.String()}
 	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
 		u.Opaque = path // sent as :path exactly as judged
 	} else if pu, err := url.ParseRequestURI(path); err == nil && path != "*" {
@@ -356,6 +366,9 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		out.Body = body
 	}
 	cc, err := h.s.h2pool.get(r.Context(), h.key, func(ctx context.Context) (net.Conn, error) {
+		if h.dec != nil {
+			return h.dec.Dial(ctx, "h2")
+		}
 		return h.s.o.Dial(ctx, h.src, h.dst)
 	})
 	if h.resetByClient(r) {
@@ -454,4 +467,12 @@ func (h *h2handler) forward(w nethttp.ResponseWriter, r *nethttp.Request, path, 
 		a.grpcStatus, _ = strconv.Atoi(gs)
 	}
 	h.s.record(a)
+}
+
+// sni is the server name requests are judged with ("" in the clear).
+func (h *h2handler) sni() string {
+	if h.dec == nil {
+		return ""
+	}
+	return h.dec.ServerName
 }

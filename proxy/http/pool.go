@@ -19,6 +19,10 @@ import (
 type poolKey struct {
 	src netip.Addr
 	dst netip.AddrPort
+	// up is Decrypted.Key for the connections of intercepted TLS
+	// connections ("" in the clear): a connection originated with one
+	// server name and trust never carries another's requests.
+	up string
 }
 
 func keyOf(src, dst netip.AddrPort) poolKey { return poolKey{src: src.Addr().Unmap(), dst: dst} }

@@ -241,6 +241,39 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // until it ends or ctx is done; it closes c. It sniffs the HTTP/2 client
 // preface (h2c with prior knowledge) and otherwise speaks HTTP/1.1.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort) {
+	s.serveConn(ctx, c, src, dst, nil)
+}
+
+// Decrypted describes a client connection whose TLS the caller (proxy/tls)
+// has terminated: what the requests are judged with and how their
+// upstream connections are opened.
+type Decrypted struct {
+	// ServerName is the client's SNI: requests are judged with it
+	// (l7.HTTPRequest.ServerName, for rules restricted by serverNames) and
+	// events show it.
+	ServerName string
+	// Dial opens an upstream connection that speaks proto ("http/1.1" or
+	// "h2") to the original destination, originating TLS if the policy
+	// says so. Its error is the reason of the 502 (gRPC UNAVAILABLE).
+	Dial func(ctx context.Context, proto string) (net.Conn, error)
+	// Key identifies what Dial opens (server name, trust, protocol):
+	// upstream connections are pooled per source address, destination
+	// and Key.
+	Key string
+	// UpstreamTLS: Dial originates TLS (HTTP/2 requests carry :scheme
+	// https).
+	UpstreamTLS bool
+}
+
+// ServeDecrypted serves the decrypted stream c of an intercepted TLS
+// connection whose flow is src → dst as ServeConn serves a cleartext one:
+// the same parsing, rules, denials and events; upstream connections come
+// from d.Dial. It closes c.
+func (s *Server) ServeDecrypted(ctx context.Context, c net.Conn, src, dst netip.AddrPort, d Decrypted) {
+	s.serveConn(ctx, c, src, dst, &d)
+}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn, src, dst netip.AddrPort, d *Decrypted) {
 	if !s.track(c) {
 		c.Close()
 		return
@@ -286,7 +319,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		hc.refuse = func(msg, refused string) {
 			s.refuseConn(dc, br, src, dst, "h2", 0, msg, refused)
 		}
-		s.serveH2(ctx, hc, src, dst)
+		s.serveH2(ctx, hc, src, dst, d)
 		return
 	case sniffTLS:
 		s.refuseConn(dc, br, src, dst, "http/1.1", 400, "TLS on a plain HTTP port", reasonTLS)
@@ -304,7 +337,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, src, dst netip.AddrP
 		return
 	}
 	// The HTTP/1.1 connection owns br from here (it swaps it while idle).
-	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst, headDeadline: headDeadline}
+	h := &h1conn{s: s, dc: dc, br: br, src: src, dst: dst, headDeadline: headDeadline, dec: d}
 	h1.Store(h)
 	h.serve(ctx)
 }

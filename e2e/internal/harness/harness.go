@@ -1,7 +1,8 @@
 // Package harness holds what the root e2e packages (e2e/datapath,
-// e2e/proxy) need alike to run an agent against a local cluster: the
-// scheme, a bpffs of their own, the operator's status reconcilers, a proxy
-// port, the proxy ip-rule count and a retry helper.
+// e2e/proxy, e2e/multinode) need alike to run an agent against a local
+// cluster: the scheme, a bpffs of their own, the operator's status
+// reconcilers, a proxy port, the proxy ip-rule count, a retry helper, and
+// the agent binary run on a node of a multi-node cluster (nodeagent.go).
 package harness
 
 import (
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
@@ -52,11 +54,32 @@ func WaitProgrammed(t testing.TB, c *localcluster.Cluster, k8s client.Client, p 
 	})
 }
 
+// WaitProgrammedOn is WaitProgrammed for several nodes: each of them
+// reports p's current generation in force, and Programmed is True.
+func WaitProgrammedOn(t testing.TB, k8s client.Client, nodes []string, p v1alpha1.Policy) {
+	t.Helper()
+	Eventually(t, "policy "+p.GetName()+" programmed on every node", 30*time.Second, func() error {
+		got := p.DeepCopyObject().(v1alpha1.Policy)
+		for _, n := range nodes {
+			if err := localcluster.NodeReported(context.Background(), k8s, n, p, got); err != nil {
+				return err
+			}
+		}
+		cond := apimeta.FindStatusCondition(got.PolicyStatus().Conditions, v1alpha1.ConditionProgrammed)
+		if cond == nil || cond.Status != metav1.ConditionTrue || cond.ObservedGeneration != got.GetGeneration() {
+			return fmt.Errorf("Programmed condition %+v", cond)
+		}
+		return nil
+	})
+}
+
 // Scheme knows the Kubernetes kinds and ours.
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(v1alpha1.AddToScheme(s))
+	// ReferenceGrant, which the operator reads when its CRD is installed.
+	utilruntime.Must(gatewayv1beta1.Install(s))
 	return s
 }
 
@@ -168,10 +191,17 @@ func CountProxyRules(t testing.TB) int {
 // Everything is removed on cleanup, also on failure.
 func Cluster(t testing.TB) (*localcluster.Cluster, client.Client) {
 	t.Helper()
+	return ClusterWith(t, localcluster.Options{})
+}
+
+// ClusterWith is Cluster with options (e.g. Nodes); Logf is the test's.
+func ClusterWith(t testing.TB, opts localcluster.Options) (*localcluster.Cluster, client.Client) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (BPF, network namespaces)")
 	}
-	c, err := localcluster.Start(context.Background(), localcluster.Options{Logf: t.Logf})
+	opts.Logf = t.Logf
+	c, err := localcluster.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting the local cluster: %v", err)
 	}

@@ -1,0 +1,28 @@
+// Package multinode is the end-to-end test of a cluster of three nodes
+// (root only): a real control plane, internal/localcluster with
+// Options.Nodes = 3 (the first node the root namespace, the others network
+// namespaces with uplinks routed through it), and the agent binary
+// (cmd/portcullis-agent, built by the test) running on every node as a
+// DaemonSet would run it: `ip netns exec` into the node, its own bpffs,
+// proxy port, API socket and kubeconfig, no state shared but the
+// apiserver. Clients are the real curl in the pods' namespaces.
+//
+// TestStarWarsAcrossNodes: the xwing, the tiefighter and the deathstar on
+// three different nodes. Each agent lists exactly its node's pod as an
+// endpoint. Without a policy the xwing lands. With Cilium's Star Wars
+// L3/L4 policy programmed on every node, the tiefighter lands (200) and
+// the xwing's connection is dropped (curl exit 28) by the deathstar's
+// node, whose agent reports a DROPPED ingress event with both sides'
+// labels (the xwing's identity taken from the ipcache, fed from its Pod
+// object on another node); the xwing's own node reports no drop. The
+// deathstar's agent stopped entirely leaves its pinned enforcement in
+// place (the tiefighter still lands, the xwing is still dropped), and a
+// restarted agent takes over its pins. Then Cilium's L7 policy (POST
+// /v1/request-landing only): the deathstar's node redirects the
+// tiefighter's connection at its uplink to its own proxy, which answers
+// 200 to the landing and 403 to PUT /v1/exhaust-port (a DENIED event with
+// the tiefighter's labels on the deathstar's agent, no
+// redirect-unsupported drop), while the xwing is still dropped at L3/L4.
+// The first node's agent (the router of the underlay) stopped and
+// restarted does not disturb the tiefighter's traffic to the deathstar.
+package multinode

@@ -1,0 +1,185 @@
+package multinode
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"portcullis.dev/portcullis/agentclient"
+	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/e2e/internal/harness"
+	"portcullis.dev/portcullis/e2e/internal/nodelock"
+	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/workloads"
+)
+
+// TestMain runs a workload child when asked (internal/workloads), else the
+// tests under the node lock.
+func TestMain(m *testing.M) {
+	workloads.RunIfChild()
+	ctrl.SetLogger(logr.Discard())
+	nodelock.RunTests(m)
+}
+
+// ship is a pod of the scenario and the node it is placed on.
+type ship struct {
+	name   string
+	labels map[string]string
+	node   int
+}
+
+func TestStarWarsAcrossNodes(t *testing.T) {
+	c, k8s := harness.ClusterWith(t, localcluster.Options{Nodes: 3})
+	nodes := c.Nodes()
+	ctx := context.Background()
+	pods := map[string]*localcluster.Pod{}
+	for _, s := range []ship{
+		{"xwing", map[string]string{"org": "alliance", "class": "xwing"}, 0},
+		{"tiefighter", map[string]string{"org": "empire", "class": "tiefighter"}, 1},
+		{"deathstar", map[string]string{"org": "empire", "class": "deathstar"}, 2},
+	} {
+		p, err := c.AddPod(ctx, localcluster.PodSpec{Name: s.name, Labels: s.labels, Node: nodes[s.node].Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods[s.name] = p
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := workloads.Start(pods["deathstar"].Command(exe), workloads.RoleDeathstar, "0.0.0.0:80")
+	if err != nil {
+		t.Fatalf("deathstar: %v", err)
+	}
+	t.Cleanup(func() { _ = ds.Stop() })
+
+	harness.StartOperator(t, c)
+	bin := harness.AgentBinary(t)
+	agents := make([]*harness.NodeAgent, len(nodes))
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		agents[i] = harness.StartNodeAgent(t, c, n, bin)
+		names[i] = n.Name
+	}
+	// One agent per node: each lists its node's pod as an endpoint, and
+	// only that one.
+	for i, a := range agents {
+		want := map[int]string{0: "xwing", 1: "tiefighter", 2: "deathstar"}[i]
+		harness.Eventually(t, "the endpoints of "+a.String(), 30*time.Second, func() error {
+			eps, err := a.API.Endpoints(ctx)
+			if err != nil {
+				return err
+			}
+			if len(eps) != 1 || eps[0].Pod != want || eps[0].State != "ready" {
+				return fmt.Errorf("endpoints %+v, want %s ready", eps, want)
+			}
+			return nil
+		})
+	}
+
+	url := "http://" + pods["deathstar"].IP.String() + "/v1/request-landing"
+	if r := harness.Curl(t, pods["xwing"], "-XPOST", url); r.Code != http.StatusOK {
+		t.Fatalf("xwing on %s -> deathstar on %s without a policy: %v, want 200", pods["xwing"].Node, pods["deathstar"].Node, r)
+	}
+
+	p := &v1alpha1.TrafficPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "rule1"},
+		Spec: &v1alpha1.Rule{
+			Description:      "L3-L4 policy to restrict deathstar access to empire ships only",
+			EndpointSelector: &v1alpha1.EndpointSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"org": "empire", "class": "deathstar"}}},
+			Ingress: []v1alpha1.IngressRule{{
+				IngressCommonRule: v1alpha1.IngressCommonRule{FromEndpoints: []v1alpha1.EndpointSelector{{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"org": "empire"}}}}},
+				ToPorts:           []v1alpha1.PortRule{{Ports: []v1alpha1.PortProtocol{{Port: "80", Protocol: v1alpha1.ProtoTCP}}}},
+			}},
+		},
+	}
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, p)
+
+	waitDS := agents[2].Follow(t)
+	waitX := agents[0].Follow(t)
+	check := func(when string) {
+		t.Helper()
+		if r := harness.Curl(t, pods["tiefighter"], "-XPOST", url); r.Code != http.StatusOK || r.Body != "Ship landed\n" {
+			t.Errorf("%s: tiefighter on %s -> deathstar on %s: %v, want 200 Ship landed", when, pods["tiefighter"].Node, pods["deathstar"].Node, r)
+		}
+		if r := harness.Curl(t, pods["xwing"], "-XPOST", url); r.Exit != 28 {
+			t.Errorf("%s: xwing on %s -> deathstar on %s: %v, want a timeout (dropped)", when, pods["xwing"].Node, pods["deathstar"].Node, r)
+		}
+	}
+	check("policy in force")
+	xwingDrop := func(e agentclient.Event) bool {
+		return e.Verdict == "DROPPED" && e.Source.IP == pods["xwing"].IP.String() && e.Destination.IP == pods["deathstar"].IP.String()
+	}
+	ev, ok := waitDS(xwingDrop, 10*time.Second)
+	if !ok {
+		t.Fatalf("no DROPPED event for xwing -> deathstar on %s's agent", pods["deathstar"].Node)
+	}
+	if ev.Node != pods["deathstar"].Node || ev.Direction != "ingress" ||
+		!slices.Contains(ev.Source.Labels, "org=alliance") || !slices.Contains(ev.Source.Labels, "class=xwing") ||
+		!slices.Contains(ev.Destination.Labels, "class=deathstar") {
+		t.Errorf("DROPPED event %+v: want node %s, ingress, the xwing's and the deathstar's labels", ev, pods["deathstar"].Node)
+	}
+	if ev, ok := waitX(xwingDrop, 0); ok {
+		t.Errorf("the xwing's own node reported the drop: %+v (its egress is not enforced)", ev)
+	}
+
+	// The deathstar's agent gone entirely: its pins keep enforcing.
+	agents[2].Stop(t)
+	check("deathstar's agent stopped")
+	agents[2].Start(t)
+	check("deathstar's agent restarted")
+
+	// Cilium's sw_l3_l4_l7_policy: the deathstar's node redirects the
+	// tiefighter's connection (from another node) to its own proxy at its
+	// uplink, which lands the ship and refuses the exhaust port.
+	waitDS = agents[2].Follow(t)
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return err
+		}
+		p.Spec.Ingress[0].ToPorts[0].Rules = &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "POST", Path: "/v1/request-landing"}}}
+		return k8s.Update(ctx, p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, p)
+	check("L7 policy in force")
+	if r := harness.Curl(t, pods["tiefighter"], "-XPUT", "http://"+pods["deathstar"].IP.String()+"/v1/exhaust-port"); r.Code != http.StatusForbidden {
+		t.Errorf("tiefighter on %s -> PUT /v1/exhaust-port on %s: %v, want 403 from the deathstar's node's proxy", pods["tiefighter"].Node, pods["deathstar"].Node, r)
+	}
+	denied, ok := waitDS(func(e agentclient.Event) bool {
+		return e.Type == "l7" && e.Verdict == "DENIED" && e.Source.IP == pods["tiefighter"].IP.String()
+	}, 10*time.Second)
+	if !ok {
+		t.Fatalf("no DENIED L7 event for the tiefighter on %s's agent", pods["deathstar"].Node)
+	}
+	if denied.Node != pods["deathstar"].Node || denied.L7 == nil || denied.L7.Method != "PUT" || !slices.Contains(denied.Source.Labels, "class=tiefighter") {
+		t.Errorf("DENIED event %+v: want node %s, PUT, the tiefighter's labels", denied, pods["deathstar"].Node)
+	}
+	if ev, ok := waitDS(func(e agentclient.Event) bool { return e.Reason == "redirect-unsupported" }, 0); ok {
+		t.Errorf("a remote client's L7 flow was dropped as unsupported: %+v", ev)
+	}
+
+	// The first node's agent (the xwing's node, and the underlay's router)
+	// restarted: traffic between the other two nodes goes on as before,
+	// through its pinned uplink programs, which pass transit traffic.
+	agents[0].Stop(t)
+	check("first node's agent stopped")
+	agents[0].Start(t)
+	check("first node's agent restarted")
+}
