@@ -119,6 +119,20 @@ func (c *Client) Services(ctx context.Context) ([]Service, error) {
 	return svcs, nil
 }
 
+// FQDNCache lists what the agent's DNS proxy learned for toFQDNs.
+func (c *Client) FQDNCache(ctx context.Context) ([]FQDNCacheEntry, error) {
+	resp, err := c.do(ctx, http.MethodGet, PathFQDNCache, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var es []FQDNCacheEntry
+	if err := json.NewDecoder(resp.Body).Decode(&es); err != nil {
+		return nil, fmt.Errorf("agent API at %s: decoding the FQDN cache: %w", c.socket, err)
+	}
+	return es, nil
+}
+
 // Monitor follows the agent's flow events, calling fn for each line (an
 // event or a lost-events notice), until ctx is done (nil is returned), fn
 // returns an error (returned), or the agent closes the stream.

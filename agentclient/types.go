@@ -11,6 +11,7 @@ const (
 	PathMonitor   = "/v1/monitor"
 	PathTrace     = "/v1/trace"
 	PathServices  = "/v1/services"
+	PathFQDNCache = "/v1/fqdn/cache"
 )
 
 // The wire types below are the API's contract, pinned by golden files in
@@ -135,6 +136,9 @@ type FlowDNS struct {
 	Answers []string `json:"answers,omitempty"`
 	// Observed are the names whose addresses went to toFQDNs selectors.
 	Observed []string `json:"observed,omitempty"`
+	// Hold is how long the answer was held for the datapath, in
+	// nanoseconds.
+	Hold time.Duration `json:"hold,omitempty"`
 }
 
 // Label is one identity label: Source is "k8s", "reserved", "cidr" or
@@ -335,4 +339,18 @@ type L7Verdict struct {
 // Error is the body of a failed request.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// FQDNCacheEntry is one address the DNS proxy's answers taught the agent
+// for a name, as one endpoint's lookup learned it.
+type FQDNCacheEntry struct {
+	// Name is the name looked up (lower case, no trailing dot).
+	Name string `json:"name"`
+	// Endpoint is "namespace/pod" of the endpoint whose lookup taught it.
+	Endpoint string `json:"endpoint"`
+	IP       string `json:"ip"`
+	// Expires is when the address stops being selected; TTL the seconds
+	// left then.
+	Expires time.Time `json:"expires"`
+	TTL     int64     `json:"ttl"`
 }

@@ -36,6 +36,13 @@ func wireFixtures() map[string]any {
 			L7: &FlowL7{Protocol: "grpc", Method: "POST", Path: "/empire.Deathstar/Exhaust", Host: "deathstar",
 				Status: 403, GRPCStatus: &grpc, Latency: 1500 * time.Microsecond},
 		}},
+		"monitor-dns-event": MonitorLine{Event: Event{
+			Time: at, Node: "node-1", Type: "l7", Verdict: "FORWARDED", Reason: "allowed by default/p", Direction: "egress", Protocol: "UDP",
+			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/dns",
+			L7: &FlowL7{Protocol: "dns", Latency: 300 * time.Microsecond, DNS: &FlowDNS{Query: "api.example.com.", Type: "A", RCode: "NOERROR",
+				Answers: []string{"10.96.1.1"}, Observed: []string{"api.example.com"}, Hold: 400 * time.Microsecond}},
+		}},
+		"fqdn-cache": []FQDNCacheEntry{{Name: "api.example.com", Endpoint: "default/mediabot", IP: "10.96.1.1", Expires: at, TTL: 3599}},
 		"monitor-event-kafka": MonitorLine{Event: Event{
 			Time: at, Node: "node-1", Type: "l7", Verdict: "DENIED", Reason: "topics not allowed: deathstar-plans", Direction: "ingress", Protocol: "TCP",
 			Source: tie, Destination: ds, Policy: "TrafficPolicy empire/secure-empire-kafka",

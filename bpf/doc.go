@@ -214,7 +214,9 @@
 // epID, flags), DetachEndpoint(podIP), SetEndpointFlags, Endpoints,
 // SetIPCache(prefix, identity), DeleteIPCache, SyncEndpointPolicy(epID,
 // *policy.EndpointPolicy), PolicyEntries (used/capacity, for a map pressure
-// gauge), Events, SetService, DeleteService, Services, SetupProxyRouting,
+// gauge), Events, SetService, DeleteService, Services,
+// RecentDestinations(addrs, age) (which of addrs conntrack saw a flow to
+// within age: the toFQDNs addresses still in use), SetupProxyRouting,
 // Close, Unpin, Remove. Interface indexes and routing are resolved in the
 // calling thread's network namespace.
 //

@@ -90,6 +90,9 @@ type DNS struct {
 	Answers []string `json:"answers,omitempty"`
 	// Observed are the names whose addresses went to toFQDNs selectors.
 	Observed []string `json:"observed,omitempty"`
+	// Hold is how long the answer was held until the datapath allowed
+	// its addresses (0 when it was not held).
+	Hold time.Duration `json:"hold,omitempty"`
 }
 
 // String renders the query for one-line event formats:

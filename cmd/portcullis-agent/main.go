@@ -59,6 +59,7 @@ func run() error {
 	flag.StringVar(&cfg.MetricsBindAddress, "metrics-bind-address", ":9962", "Address of the Prometheus metrics endpoint (plain HTTP); 0 disables it.")
 	flag.StringVar(&cfg.HealthProbeBindAddress, "health-probe-bind-address", ":9879", "Address of /healthz and /readyz (ready once a sync pass after start has written everything); 0 disables them.")
 	flag.StringVar(&cfg.APISocket, "api-socket", agentclient.DefaultSocket, "Unix socket of the local API (portcullis endpoint list, monitor, policy trace --live); empty disables it.")
+	flag.StringVar(&cfg.StateDir, "state-dir", "", "Directory of the agent's state files (the names and addresses the DNS proxy learned, restored on start so that connections to them survive a restart); default "+agent.DefaultStateDir+" with the default --bpffs, none with another (an agent with a datapath of its own must not read the node's state).")
 	flag.StringVar(&cfg.BPFFS, "bpffs", agent.DefaultBPFFS, "bpf filesystem; pins go to <bpffs>/portcullis (mounted there if it is not a bpffs).")
 	flag.Func("bpf-policy-map-max", "Capacity of the BPF policy map (default 65536); a pinned map of another size makes the start fail rather than be wiped, so changing it needs the pins removed.", func(v string) error {
 		var n uint32

@@ -7,6 +7,7 @@
 //	portcullis policy validate -f FILE_OR_DIR ...
 //	portcullis policy convert  -f FILE_OR_DIR ...
 //	portcullis endpoint list   [-o json] [--socket PATH]
+//	portcullis fqdn cache list [-o json] [--socket PATH]
 //	portcullis monitor         [-o json] [--verdict V,...] [--socket PATH]
 //	portcullis proxy           --policy FILE_OR_DIR --listen ADDR --upstream IP:PORT --src LABELS --dst LABELS
 //
@@ -28,13 +29,16 @@
 //
 // # The agent's API
 //
-// endpoint list, monitor and trace --live ask the agent on this node
+// endpoint list, fqdn cache list, monitor and trace --live ask the agent on this node
 // through its unix socket (portcullis-agent --api-socket; client and wire
 // types in package agentclient). endpoint list prints a table ENDPOINT ID,
 // NAMESPACE/POD, IP, IDENTITY, STATE, ENFORCEMENT (ingress, egress,
-// ingress+egress, none, (audit)), MESSAGE. monitor prints one line per
+// ingress+egress, none, (audit)), MESSAGE. fqdn cache list prints NAME,
+// ENDPOINT, IP, TTL (seconds left): what the DNS proxy's answers taught
+// for toFQDNs, per endpoint. monitor prints one line per
 // event — time, verdict, `ns/pod (labels)` → `ns/pod:port (labels)`,
-// direction, protocol, the L7 request if any, reason, policy — or one JSON
+// direction, protocol, the L7 request if any (a DNS query's name, type,
+// rcode and answers), reason, policy — or one JSON
 // object per line; Ctrl-C ends it with status 0. trace --live traces
 // against the agent's engine instead of files (peers by --src/--dst
 // labels, --src-ip/--dst-ip or entities; the mode and audit setting are
@@ -58,13 +62,18 @@
 // --metrics-addr/metrics. HTTP (HTTP/1.1, h2c, gRPC) and Kafka are served;
 // for Kafka the broker addresses in Metadata and FindCoordinator answers
 // become --advertise, so that every connection of a client passes the
-// proxy.
+// proxy. DNS too: when the --dport's UDP rules are DNS rules, --listen
+// also takes queries over UDP (a plain socket), and DNS over TCP comes
+// through the TCP listener; each query is judged by name (proxy/dns) and
+// allowed ones go to --upstream.
 // TestProxyStandalone sends real HTTP under examples/starwars
 // (request-landing 200 from the upstream, exhaust-port 403 "Access
 // denied", golden access lines, metrics); TestProxyStandaloneJSON,
 // TestProxyStandaloneL4Denied (the xwing is reset with a DENIED line) and
 // the bad-flag and bad-file cases complete it; the Kafka tests put it in
-// front of a kfake broker with kcat and a franz-go consumer group.
+// front of a kfake broker with kcat and a franz-go consumer group;
+// TestProxyStandaloneDNS puts it in front of dnsmasq with dig over UDP and
+// TCP (allowed NOERROR, denied REFUSED, access lines).
 //
 // # Exit status
 //

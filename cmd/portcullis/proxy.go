@@ -23,7 +23,9 @@ import (
 
 	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
+	"portcullis.dev/portcullis/policy/l7"
 	"portcullis.dev/portcullis/proxy"
+	"portcullis.dev/portcullis/proxy/dns"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
 	proxykafka "portcullis.dev/portcullis/proxy/kafka"
 	proxytls "portcullis.dev/portcullis/proxy/tls"
@@ -80,14 +82,16 @@ func newProxyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proxy --policy FILE_OR_DIR --listen ADDR --upstream ADDR --src LABELS --dst LABELS",
 		Short: "Run the L7 proxy standalone, in front of one upstream",
-		Long: `Proxy runs the node proxy's HTTP (HTTP/1.1, h2c, gRPC) and Kafka code paths
+		Long: `Proxy runs the node proxy's HTTP (HTTP/1.1, h2c, gRPC), Kafka and DNS code paths
 without a cluster or a kernel datapath. It loads the policy files, places a source
 pod and a destination pod given by their labels (as in 'policy trace':
 io.kubernetes.pod.namespace=NS sets the namespace, default "default"), and
 treats every connection accepted on --listen as a flow from the source pod
 to the destination pod on the port of --upstream (or --dport). Allowed requests go to
 --upstream; denied ones are answered by the proxy (HTTP 403, gRPC status
-7, Kafka's authorization error codes). When the rules on that port are
+7, Kafka's authorization error codes, DNS REFUSED). When the port's UDP
+rules are DNS rules, --listen also takes DNS queries over UDP (and its TCP
+side DNS over TCP), judged by name. When the rules on that port are
 Kafka rules, the broker addresses in Metadata and FindCoordinator answers
 are rewritten to --advertise (default: the --listen address), so that a
 client's every connection passes the proxy. One access record per request goes to standard output, as text or as
@@ -291,6 +295,33 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 		return inputErrorf("--listen %s: %v", in.listen, err)
 	}
 	defer ks.Close()
+	dnsFlow := func(src, _ netip.AddrPort) (netip.AddrPort, netip.AddrPort) {
+		return netip.AddrPortFrom(standaloneSrcIP, src.Port()), netip.AddrPortFrom(standaloneDstIP, in.dport)
+	}
+	ds, err := dns.New(dns.Options{
+		Resolver: &store, Record: record, Dial: dial, Flow: dnsFlow,
+		Upstream: func(netip.AddrPort) netip.AddrPort { return in.upstream },
+	})
+	if err != nil {
+		_ = l.Close()
+		return inputErrorf("%v", err)
+	}
+	defer ds.Close()
+	// DNS over UDP on the same address when the port's UDP rules are DNS
+	// rules (the TCP listener serves DNS over TCP by the same dispatch as
+	// HTTP and Kafka).
+	var uc *net.UDPConn
+	if parser, _ := store.Resolve(netip.AddrPortFrom(standaloneSrcIP, 1), netip.AddrPortFrom(standaloneDstIP, in.dport), policy.ProtoUDP).Parser(); parser == l7.ParserDNS {
+		ua, err := net.ResolveUDPAddr("udp", l.Addr().String())
+		if err == nil {
+			uc, err = net.ListenUDP("udp", ua)
+		}
+		if err != nil {
+			_ = l.Close()
+			return inputErrorf("--listen %s (UDP, for DNS): %v", in.listen, err)
+		}
+		go func() { _ = ds.ServeUDP(uc) }()
+	}
 	srcPort := func(c net.Conn) uint16 {
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			return uint16(ta.Port)
@@ -303,7 +334,7 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 		return inputErrorf("%v", err)
 	}
 	p, err := proxy.New(proxy.Options{
-		Resolver: &store, HTTP: hs, Kafka: ks, TLS: ts, Dial: dial, Record: record, MaxConns: in.maxConns,
+		Resolver: &store, HTTP: hs, Kafka: ks, DNS: ds, TLS: ts, Dial: dial, Record: record, MaxConns: in.maxConns,
 		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(standaloneSrcIP, srcPort(c)), netip.AddrPortFrom(standaloneDstIP, in.dport)
 		},
@@ -325,8 +356,12 @@ func runProxy(ctx context.Context, stdout, stderr io.Writer, in *standalone) err
 		go func() { _ = ms.Serve(ml) }()
 		fmt.Fprintf(stderr, "metrics on http://%s/metrics\n", ml.Addr())
 	}
-	fmt.Fprintf(stderr, "proxy listening on %s: %s/%s -> %s/%s:%d via %s\n", l.Addr(),
-		in.src.Namespace, in.src.Name, in.dst.Namespace, in.dst.Name, in.dport, in.upstream)
+	transports := ""
+	if uc != nil {
+		transports = " (DNS over UDP and TCP)"
+	}
+	fmt.Fprintf(stderr, "proxy listening on %s: %s/%s -> %s/%s:%d via %s%s\n", l.Addr(),
+		in.src.Namespace, in.src.Name, in.dst.Namespace, in.dst.Name, in.dport, in.upstream, transports)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

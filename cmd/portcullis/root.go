@@ -92,7 +92,7 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	pol.AddCommand(newTraceCommand(), newValidateCommand(), newConvertCommand())
-	root.AddCommand(pol, newEndpointCommand(), newServiceCommand(), newMonitorCommand(), newProxyCommand())
+	root.AddCommand(pol, newEndpointCommand(), newServiceCommand(), newFQDNCommand(), newMonitorCommand(), newProxyCommand())
 	return root
 }
 

@@ -21,6 +21,7 @@ import (
 // v1alpha1's well-known ones.
 const (
 	DefaultBPFFS         = "/sys/fs/bpf"
+	DefaultStateDir      = "/var/run/portcullis"
 	DefaultLeaseDuration = 15 * time.Second
 	DefaultRenewInterval = 5 * time.Second
 )

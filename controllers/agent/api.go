@@ -99,6 +99,7 @@ func (a *Agent) APIHandler() http.Handler {
 	mux.HandleFunc("GET "+agentclient.PathMonitor, a.serveMonitor)
 	mux.HandleFunc("POST "+agentclient.PathTrace, a.serveTrace)
 	mux.HandleFunc("GET "+agentclient.PathServices, a.serveServices)
+	mux.HandleFunc("GET "+agentclient.PathFQDNCache, a.serveFQDNCache)
 	return mux
 }
 
@@ -340,6 +341,22 @@ func (a *Agent) APIServices() []agentclient.Service {
 
 func (a *Agent) serveServices(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.APIServices())
+}
+
+func (a *Agent) serveFQDNCache(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.APIFQDNCache(time.Now()))
+}
+
+// APIFQDNCache is the toFQDNs cache in the API's terms, with the TTLs
+// left at now.
+func (a *Agent) APIFQDNCache(now time.Time) []agentclient.FQDNCacheEntry {
+	es := a.FQDNCache()
+	out := make([]agentclient.FQDNCacheEntry, 0, len(es))
+	for _, e := range es {
+		out = append(out, agentclient.FQDNCacheEntry{Name: e.Name, Endpoint: e.Endpoint, IP: e.Addr.String(),
+			Expires: e.Expires.UTC(), TTL: int64(max(e.Expires.Sub(now), 0) / time.Second)})
+	}
+	return out
 }
 
 // podByLabelsLocked picks the pod that has every label of ls: a local pod

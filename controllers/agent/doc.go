@@ -61,8 +61,25 @@
 // connection to a new address is already allowed. The hold is bounded by
 // --dns-proxy-hold-timeout (500 ms); an answer whose hold runs out is
 // released and counted (portcullis_dns_hold_timeouts_total; the holds'
-// durations in portcullis_dns_hold_duration_seconds). Expired addresses
-// are forgotten once a second and the engine relearns the name.
+// durations in portcullis_dns_hold_duration_seconds; what is learned in
+// portcullis_fqdn_learned{kind=names|addresses}). Expired addresses
+// are forgotten once a second and the engine relearns the name, except
+// those still in use: an address to which the datapath's conntrack saw a
+// packet within Config.ToFQDNsInUseWindow (a minute) stays selected, as
+// Cilium keeps "zombies" while connections last (the conntrack keeps no
+// TCP state, so recent traffic stands for an open connection; an idle one
+// is cut once its address expires).
+//
+// What was learned survives restarts: the learner writes its cache to
+// <--state-dir>/fqdn-cache.json (/var/run/portcullis, a hostPath in the
+// packaging; in-process agents on a bpffs of their own have none unless
+// Config.StateDir names one) after every change, off the answer's path (at most every
+// 100 ms, and once more on stop), and Run restores the entries not yet
+// expired, teaching the engine every name, before the first sync pass:
+// that pass keeps the addresses' ipcache and policy entries, so
+// connections to names looked up before the restart keep working and
+// stay allowed. A state file that cannot be read fails the start, naming
+// the file.
 //
 // # What it watches
 //
@@ -202,7 +219,9 @@
 // ring buffer (drops per packet; redirects, audits and FORWARDED flows once
 // per flow); portcullis_bpf_map_pressure{map="policy"} (used/capacity,
 // after every sync); portcullis_endpoints{state};
-// portcullis_endpoint_lockdowns_total; and the proxy's
+// portcullis_endpoint_lockdowns_total; portcullis_fqdn_learned; the DNS
+// proxy's holds (portcullis_dns_hold_duration_seconds,
+// portcullis_dns_hold_timeouts_total); and the proxy's
 // portcullis_proxy_requests_total,
 // portcullis_proxy_refused_total{reason} and
 // portcullis_proxy_request_duration_seconds. /readyz answers only once a
@@ -236,7 +255,8 @@
 // For toFQDNs: the engine selects a learned name's addresses for every
 // endpoint whose toFQDNs selector matches it, not only for the endpoints
 // whose lookups taught it (the cache keeps them per endpoint; the
-// engine's selection is not yet); an address is forgotten at its expiry
-// even while connections to it are open; learned names do not survive an
-// agent restart.
+// engine's selection is not yet); an address kept for an open connection
+// stays open to new connections too (the datapath re-checks every packet
+// against the policy, so it cannot tell them apart). While the agent is down its DNS
+// socket is closed, so lookups (not connections) fail until it is back.
 package agent

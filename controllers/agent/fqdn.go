@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"portcullis.dev/portcullis/proxy/dns"
 )
@@ -25,10 +28,14 @@ type fqdnLearner struct {
 	// an answer that taught nothing new still waits until it is synced (an
 	// earlier hold for the same address may have run out).
 	changedRev uint64
+	// dirty asks the state file's saver for a write.
+	dirty chan struct{}
+	// inUseWindow: see DefaultInUseWindow.
+	inUseWindow time.Duration
 }
 
 func newFQDNLearner(a *Agent, minTTL time.Duration, maxIPs int) *fqdnLearner {
-	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs)}
+	return &fqdnLearner{a: a, cache: dns.NewCache(minTTL, maxIPs), dirty: make(chan struct{}, 1), inUseWindow: DefaultInUseWindow}
 }
 
 // Observe implements dns.Observer.
@@ -54,24 +61,57 @@ func (l *fqdnLearner) Observe(ctx context.Context, o dns.Observation) ([]string,
 	}
 	if changed {
 		l.changedRev = l.a.repo.Revision()
+		l.changed()
 	}
 	rev := l.changedRev
 	l.mu.Unlock()
 	return names, l.a.waitSynced(ctx, rev)
 }
 
-// expire forgets what has expired and teaches the engine the names whose
-// addresses changed.
+// updateGauges sets portcullis_fqdn_learned from the cache.
+func (l *fqdnLearner) updateGauges() {
+	names := map[string]bool{}
+	addrs := map[netip.Addr]bool{}
+	for _, e := range l.cache.Entries() {
+		names[e.Name], addrs[e.Addr] = true, true
+	}
+	FQDNLearned.WithLabelValues("names").Set(float64(len(names)))
+	FQDNLearned.WithLabelValues("addresses").Set(float64(len(addrs)))
+}
+
+// DefaultInUseWindow is how recently the datapath must have seen a
+// packet of a flow to an expired address for it to count as in use (the
+// conntrack entries of closed connections linger until the LRU evicts
+// them, so "has an entry" would keep every address forever).
+const DefaultInUseWindow = time.Minute
+
+// inUse returns the expired addresses that flows still use, by the
+// datapath's conntrack.
+func (l *fqdnLearner) inUse(expired map[netip.Addr]bool) map[netip.Addr]bool {
+	if l.a.dp == nil {
+		return nil
+	}
+	used, err := l.a.dp.RecentDestinations(expired, l.inUseWindow)
+	if err != nil {
+		ctrl.Log.WithName("fqdn").Error(err, "finding the connections to expired toFQDNs addresses: they are forgotten")
+		return nil
+	}
+	return used
+}
+
+// expire forgets what has expired, except addresses connections still
+// use, and teaches the engine the names whose addresses changed.
 func (l *fqdnLearner) expire(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	names := l.cache.Expire(now)
+	names := l.cache.Expire(now, l.inUse)
 	for _, n := range names {
 		l.a.repo.ObserveDNS(n, l.cache.Addrs(n))
 	}
 	if len(names) > 0 {
 		l.changedRev = l.a.repo.Revision()
 		l.a.kick()
+		l.changed()
 	}
 }
 

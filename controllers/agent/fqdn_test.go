@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/policytest"
@@ -51,6 +54,10 @@ func TestFQDNLearnerHolds(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Observe: %v", err)
 	}
+	var gm dto.Metric
+	if err := FQDNLearned.WithLabelValues("names").Write(&gm); err != nil || gm.GetGauge().GetValue() != 1 {
+		t.Errorf("portcullis_fqdn_learned{kind=names} = %v (%v), want 1", gm.GetGauge().GetValue(), err)
+	}
 
 	other := obs
 	other.Names = []string{"github.com"}
@@ -85,5 +92,43 @@ func TestFQDNLearnerHolds(t *testing.T) {
 	}
 	if len(a.FQDNCache()) != 0 {
 		t.Errorf("cache after expiry: %v", a.FQDNCache())
+	}
+}
+
+// TestFQDNStateFile: what was learned survives a restart through the
+// state file (expired entries are not restored); a corrupt file is an
+// error naming it.
+func TestFQDNStateFile(t *testing.T) {
+	newAgent := func() (*Agent, *policy.Repository) {
+		repo := policy.NewRepository(policy.Options{})
+		return &Agent{repo: repo, trigger: make(chan struct{}, 1)}, repo
+	}
+	a, _ := newAgent()
+	l := newFQDNLearner(a, time.Minute, 10)
+	now := time.Now()
+	l.cache.Update("default/mediabot", "api.github.com", []netip.Addr{netip.MustParseAddr("10.96.200.1")}, time.Hour, now)
+	l.cache.Update("default/mediabot", "old.github.com", []netip.Addr{netip.MustParseAddr("10.96.200.2")}, 0, now)
+	path := t.TempDir() + "/state/" + fqdnStateFile
+	if err := l.save(path); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newAgent()
+	r := newFQDNLearner(b, time.Minute, 10)
+	n, err := r.restore(path, now.Add(2*time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("restore: %d names, %v; want api.github.com only (old.github.com expired)", n, err)
+	}
+	if got := r.cache.Addrs("api.github.com"); len(got) != 1 || got[0] != netip.MustParseAddr("10.96.200.1") {
+		t.Errorf("restored %v", got)
+	}
+	if n, err := r.restore(t.TempDir()+"/none.json", now); n != 0 || err != nil {
+		t.Errorf("no state file: %d %v, want nothing and no error", n, err)
+	}
+	bad := t.TempDir() + "/bad.json"
+	if err := os.WriteFile(bad, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.restore(bad, now); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("corrupt state file: %v, want an error naming %s", err, bad)
 	}
 }

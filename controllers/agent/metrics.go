@@ -23,6 +23,12 @@ var (
 		Name: "portcullis_endpoints",
 		Help: "Local endpoints by lifecycle state.",
 	}, []string{"state"})
+	// FQDNLearned counts what the DNS proxy's answers taught for
+	// toFQDNs: distinct names and addresses (over the endpoints).
+	FQDNLearned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "portcullis_fqdn_learned",
+		Help: "Names and addresses learned from DNS answers for toFQDNs selectors (kind: names or addresses).",
+	}, []string{"kind"})
 	lockdowns = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "portcullis_endpoint_lockdowns_total",
 		Help: "Times an endpoint was put in lockdown because its policy did not fit in the policy map.",
@@ -30,7 +36,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Verdicts, MapPressure, EndpointStates, lockdowns)
+	ctrlmetrics.Registry.MustRegister(Verdicts, MapPressure, EndpointStates, FQDNLearned, lockdowns)
 }
 
 func (a *Agent) updateGaugesLocked() {

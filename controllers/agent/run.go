@@ -68,6 +68,16 @@ type Config struct {
 	// (zero: 1000), the oldest evicted first.
 	ToFQDNsMinTTL            time.Duration
 	ToFQDNsMaxIPsPerHostname int
+	// ToFQDNsInUseWindow: an expired address stays selected while the
+	// datapath has seen a packet of a flow to it within this window (zero:
+	// DefaultInUseWindow).
+	ToFQDNsInUseWindow time.Duration
+	// StateDir holds the agent's state files (the names and addresses the
+	// DNS proxy learned, restored before the first sync after a restart).
+	// "" means DefaultStateDir with the default BPFFS, and no state file
+	// with another one (a test's own datapath must not read the node's
+	// state).
+	StateDir string
 	// PolicyMapSize is the policy map's capacity; zero keeps the default
 	// (65536). A pinned map of another size makes Run fail: changing it
 	// needs the pins removed (and enforcement lapses meanwhile).
@@ -103,6 +113,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.BPFFS == "" {
 		cfg.BPFFS = DefaultBPFFS
+	}
+	if cfg.StateDir == "" && cfg.BPFFS == DefaultBPFFS {
+		cfg.StateDir = DefaultStateDir
 	}
 	if cfg.ProxyPort == 0 {
 		cfg.ProxyPort = v1alpha1.DefaultProxyPort
@@ -172,6 +185,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	a.fqdn = newFQDNLearner(a, cfg.ToFQDNsMinTTL, cfg.ToFQDNsMaxIPsPerHostname)
+	if cfg.ToFQDNsInUseWindow > 0 {
+		a.fqdn.inUseWindow = cfg.ToFQDNsInUseWindow
+	}
+	// Before the first sync pass: its ipcache and policy entries keep the
+	// addresses learned before the restart.
+	var fqdnPath string
+	restored := 0
+	if cfg.StateDir != "" {
+		fqdnPath = filepath.Join(cfg.StateDir, fqdnStateFile)
+		if restored, err = a.fqdn.restore(fqdnPath, time.Now()); err != nil {
+			return err
+		}
+	}
 	// The proxy listens before the first sync writes a redirect entry.
 	if a.proxy, err = a.startProxy(); err != nil {
 		return err
@@ -186,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("uplink %s: %w", name, err)
 		}
 	}
-	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode, "uplinks", cfg.Uplinks)
+	log.Info("datapath loaded", "pinPath", filepath.Join(cfg.BPFFS, "portcullis"), "pinnedEndpoints", len(prev), "mode", mode, "audit", cfg.AuditMode, "uplinks", cfg.Uplinks, "fqdnNamesRestored", restored)
 
 	if cfg.Started != nil {
 		cfg.Started(a)
@@ -228,6 +254,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := mgr.Add(&fqdnExpiry{l: a.fqdn}); err != nil {
 		return err
+	}
+	if fqdnPath != "" {
+		if err := mgr.Add(&fqdnSaver{l: a.fqdn, path: fqdnPath}); err != nil {
+			return err
+		}
 	}
 	if cfg.APISocket != "" {
 		// Listen before the manager starts, so that a socket in use (another

@@ -132,14 +132,19 @@ func DigAll(t testing.TB, args ...string) []Answer {
 	return ParseDig(string(out))
 }
 
-// DigCommand is the dig command for args, with one try, a 3 s timeout and
-// no search list or .digrc, ready to be run in a namespace by the caller
-// if need be.
+// DigCommand is the dig command for args (DigArgv), with no .digrc.
 func DigCommand(args ...string) *exec.Cmd {
-	full := append([]string{"+tries=1", "+time=3", "+nosearch", "+noall", "+comments", "+answer"}, args...)
-	cmd := exec.Command("dig", full...)
+	argv := DigArgv(args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"HOME=/nonexistent"}
 	return cmd
+}
+
+// DigArgv is dig's command line for args: one try, a 3 s timeout (later
+// args override both), no search list, the header and the answer section
+// printed, for ParseDig. Run it in a pod with Pod.Command(argv...).
+func DigArgv(args ...string) []string {
+	return append([]string{"dig", "+tries=1", "+time=3", "+nosearch", "+noall", "+comments", "+answer"}, args...)
 }
 
 // ParseDig parses dig's output: one Answer per ";; ->>HEADER<<-" line.

@@ -107,16 +107,34 @@ func later(a, b time.Time) time.Time {
 }
 
 // Expire forgets the addresses expired at now and returns the names whose
-// union changed, sorted.
-func (c *Cache) Expire(now time.Time) []string {
+// union changed, sorted. inUse, if set, is asked once with every expired
+// address and returns those still in use (open connections): they are
+// kept until the next Expire, as Cilium keeps such "zombies".
+func (c *Cache) Expire(now time.Time, inUse func(map[netip.Addr]bool) map[netip.Addr]bool) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var keep map[netip.Addr]bool
+	if inUse != nil {
+		expired := map[netip.Addr]bool{}
+		for _, byEP := range c.names {
+			for _, l := range byEP {
+				for a, e := range l.ips {
+					if !now.Before(e.expires) {
+						expired[a] = true
+					}
+				}
+			}
+		}
+		if len(expired) > 0 {
+			keep = inUse(expired)
+		}
+	}
 	var changed []string
 	for name, byEP := range c.names {
 		gone := false
 		for ep, l := range byEP {
 			for a, e := range l.ips {
-				if !now.Before(e.expires) {
+				if !now.Before(e.expires) && !keep[a] {
 					delete(l.ips, a)
 					gone = true
 				}

@@ -39,9 +39,12 @@
 // packets whatever their destination, and IP_RECVORIGDSTADDR, which gives
 // each packet's original destination. [Server.ServeUDP] judges each
 // packet in its own goroutine (at most Options.MaxInFlight at once;
-// beyond, dropped with an event: the client retries) and forwards it from
-// a socket of its own, so every query has a fresh source port and only
-// the server's answer to its ID counts. The answer goes back FROM the
+// beyond, dropped with an event: the client retries) and forwards it over
+// one of four connected UDP sockets the proxy keeps per server (at most
+// 64 servers; beyond, a socket per query), picked at random: answers are
+// matched to queries by the random ID the proxy gave the query, and an
+// answer nobody waits for is dropped. A socket per query cost a quarter
+// of the proxy's CPU under dnsperf. The answer goes back FROM the
 // address the client asked: a stub resolver drops answers from any other
 // address. That needs a socket bound to that address and port, which is
 // not the node's: the proxy keeps one per address (at most 256) bound
@@ -57,9 +60,13 @@
 // server opened at the first. A connection idle for Options.IdleTimeout
 // ([DefaultIdleTimeout]) is closed.
 //
-// Sockets towards servers and answers towards clients carry Options.Mark
-// (bpf.MarkFromProxy in the agent), which the datapath passes without a
-// second policy check: the proxy has judged the query.
+// Sockets towards servers carry Options.Mark (bpf.MarkFromProxy in the
+// agent), which the datapath passes without a second policy check: the
+// proxy has judged the query. Answers towards clients carry no mark: they
+// pass the client's to_pod as replies of its flow, and when the client
+// asked a Service's ClusterIP (translated to a backend before the
+// redirect, so the proxy answers from the backend's address) the
+// datapath's reverse translation gives them the ClusterIP back.
 //
 // # Events and metrics
 //
@@ -81,5 +88,8 @@
 // question echoed, several queries on one TCP connection, SERVFAIL from a
 // silent server, malformed packets dropped, no snapshot. FuzzQuery and
 // FuzzAnswer feed hostile queries and hostile answers (compression loops,
-// huge records, other IDs) through the whole query path.
+// huge records, other IDs) through the whole query path. TestDNSPerf
+// (PORTCULLIS_DNSPERF=1) runs dnsperf direct to dnsmasq and through the
+// proxy: the most queries per second and the latency percentiles at 1,000
+// queries per second.
 package dns

@@ -62,8 +62,8 @@ func TestAnswerHeld(t *testing.T) {
 			t.Errorf("observation %+v: want www.example.com,api2.example.com → 10.96.1.2, TTL 42s, from default/client", o)
 		}
 		ev := e.events.query(t, "www.example.com.", monitor.VerdictForwarded)
-		if strings.Join(ev.L7.DNS.Observed, ",") != "www.example.com,api2.example.com" {
-			t.Errorf("event observed %v", ev.L7.DNS.Observed)
+		if strings.Join(ev.L7.DNS.Observed, ",") != "www.example.com,api2.example.com" || ev.L7.DNS.Hold < 200*time.Millisecond {
+			t.Errorf("event observed %v after a hold of %s: want both names and at least 200ms", ev.L7.DNS.Observed, ev.L7.DNS.Hold)
 		}
 		var hm dto.Metric
 		if err := m.Holds.Write(&hm); err != nil || hm.GetHistogram().GetSampleCount() != 1 || hm.GetHistogram().GetSampleSum() < 0.2 {
@@ -131,10 +131,22 @@ func TestCache(t *testing.T) {
 		t.Errorf("default/a keeps %v: want the 3 newest", aHas)
 	}
 	// Min TTL 10s: .3 (TTL 0) expires at now+10s; .2 lives a minute.
-	if changed := c.Expire(now.Add(9 * time.Second)); len(changed) != 0 {
+	if changed := c.Expire(now.Add(9*time.Second), nil); len(changed) != 0 {
 		t.Errorf("expired early: %v", changed)
 	}
-	if changed := c.Expire(now.Add(13 * time.Second)); strings.Join(changed, ",") != "api.example.com" {
+	// An expired address still in use is kept.
+	asked := 0
+	inUse := func(exp map[netip.Addr]bool) map[netip.Addr]bool {
+		asked++
+		if !exp[netip.MustParseAddr("10.96.1.3")] {
+			t.Errorf("asked about %v, want 10.96.1.3 among them", exp)
+		}
+		return map[netip.Addr]bool{netip.MustParseAddr("10.96.1.3"): true}
+	}
+	if changed := c.Expire(now.Add(13*time.Second), inUse); asked != 1 || !sameAddrs(c.Addrs("api.example.com"), addrs("10.96.1.2", "10.96.1.3")) {
+		t.Errorf("in use: asked %d times, changed %v, kept %v; want 10.96.1.3 kept", asked, changed, c.Addrs("api.example.com"))
+	}
+	if changed := c.Expire(now.Add(13*time.Second), nil); strings.Join(changed, ",") != "api.example.com" {
 		t.Errorf("expired %v", changed)
 	}
 	if got := c.Addrs("api.example.com"); !sameAddrs(got, addrs("10.96.1.2")) {

@@ -59,9 +59,9 @@ type Options struct {
 	// MaxInFlight bounds the UDP queries in flight. 0 means
 	// DefaultMaxInFlight.
 	MaxInFlight int
-	// Mark is the SO_MARK of the sockets towards servers and of the
-	// answers' sockets towards clients (bpf.MarkFromProxy in the agent);
-	// 0 sets none.
+	// Mark is the SO_MARK of the sockets towards servers
+	// (bpf.MarkFromProxy in the agent); 0 sets none. Answers to clients
+	// carry none: they pass as replies of the client's flow.
 	Mark int
 	// Dial opens the TCP connection towards the server of a DNS-over-TCP
 	// client connection. nil: a plain net.Dialer with Mark.
@@ -110,10 +110,11 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	closers map[interface{ Close() error }]struct{}
-	replies *replySockets
+	mu        sync.Mutex
+	closed    bool
+	closers   map[interface{ Close() error }]struct{}
+	replies   *replySockets
+	upstreams *udpUpstreams
 }
 
 // New returns a Server; serve UDP with ServeUDP, TCP with ServeConn.
@@ -126,7 +127,7 @@ func New(o Options) (*Server, error) {
 	}
 	o.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{o: o, ctx: ctx, cancel: cancel, closers: map[interface{ Close() error }]struct{}{}, replies: newReplySockets(o.Mark)}, nil
+	return &Server{o: o, ctx: ctx, cancel: cancel, closers: map[interface{ Close() error }]struct{}{}, replies: newReplySockets(), upstreams: newUDPUpstreams(o.Mark)}, nil
 }
 
 // RejectCode parses the agent's --dns-reject-response-code value, as
@@ -153,6 +154,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.replies.close()
+	s.upstreams.close()
 	return nil
 }
 
@@ -278,10 +280,10 @@ func (s *Server) handle(ctx context.Context, raw []byte, src, dst netip.AddrPort
 	for _, ip := range a.addrs {
 		e.L7.DNS.Answers = append(e.L7.DNS.Answers, ip.String())
 	}
-	if names, err := s.observe(ctx, cp, a); err != nil {
+	names, hold, err := s.observe(ctx, cp, a)
+	e.L7.DNS.Observed, e.L7.DNS.Hold = names, hold
+	if err != nil {
 		e.Reason += fmt.Sprintf("; released after the %s hold ran out, before the datapath had its addresses: %v", s.o.HoldTimeout, err)
-	} else {
-		e.L7.DNS.Observed = names
 	}
 	setID(resp, q.msg.Id)
 	return send(e, resp, a.rcode)
@@ -289,9 +291,9 @@ func (s *Server) handle(ctx context.Context, raw []byte, src, dst netip.AddrPort
 
 // observe hands an allowed answer's addresses to the Observer and waits
 // (at most HoldTimeout) until they are in force.
-func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) ([]string, error) {
+func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) ([]string, time.Duration, error) {
 	if s.o.Observer == nil || cp.Source.Endpoint == nil || a.rcode != mdns.RcodeSuccess || len(a.addrs) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	o := Observation{Endpoint: cp.Source.Endpoint, Addrs: a.addrs, TTL: time.Duration(a.ttl) * time.Second}
 	switch {
@@ -308,15 +310,16 @@ func (s *Server) observe(ctx context.Context, cp *proxy.ConnPolicy, a *answer) (
 	defer cancel()
 	names, err := s.o.Observer.Observe(hctx, o)
 	if len(names) == 0 && err == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
+	hold := time.Since(start)
 	if m := s.o.Metrics; m != nil {
-		m.Holds.Observe(time.Since(start).Seconds())
+		m.Holds.Observe(hold.Seconds())
 		if err != nil {
 			m.HoldTimeouts.Inc()
 		}
 	}
-	return names, err
+	return names, hold, err
 }
 
 func firstSide(cp *proxy.ConnPolicy) *proxy.Side {

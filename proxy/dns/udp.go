@@ -153,11 +153,22 @@ func pktInfo(src netip.Addr) []byte {
 	return b
 }
 
-// exchangeUDP sends a query to server from a socket of its own (a fresh
-// source port per query) and waits for the answer with the query's ID;
-// packets with another ID are ignored (they are not answers to this
-// query), until the timeout.
+// exchangeUDP sends a query to server over one of the server's shared
+// sockets (upstream.go) and waits for the answer to it, until the timeout.
 func (s *Server) exchangeUDP(ctx context.Context, server netip.AddrPort, msg []byte, id uint16) ([]byte, error) {
+	us, err := s.upstreams.socket(server)
+	if err != nil {
+		return nil, err
+	}
+	if us != nil {
+		return us.exchange(ctx, msg, id, s.o.Timeout)
+	}
+	return s.exchangeOwnSocket(ctx, server, msg, id)
+}
+
+// exchangeOwnSocket sends a query from a socket of its own and waits for
+// the answer with the query's ID; packets with another ID are ignored.
+func (s *Server) exchangeOwnSocket(ctx context.Context, server netip.AddrPort, msg []byte, id uint16) ([]byte, error) {
 	d := net.Dialer{Control: markControl(s.o.Mark)}
 	c, err := d.DialContext(ctx, "udp4", server.String())
 	if err != nil {
@@ -171,7 +182,9 @@ func (s *Server) exchangeUDP(ctx context.Context, server netip.AddrPort, msg []b
 	if _, err := c.Write(msg); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, maxUDPMessage)
+	bp := udpBufs.Get().(*[]byte)
+	defer udpBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := c.Read(buf)
 		if err != nil {
@@ -188,6 +201,10 @@ func (s *Server) exchangeUDP(ctx context.Context, server netip.AddrPort, msg []b
 		}
 	}
 }
+
+// udpBufs are the buffers answers are read into: a UDP message may take
+// 64 KiB, and one per query would keep the garbage collector busy.
+var udpBufs = sync.Pool{New: func() any { b := make([]byte, maxUDPMessage); return &b }}
 
 // markControl sets SO_MARK on a socket (nothing for mark 0).
 func markControl(mark int) func(_, _ string, rc syscall.RawConn) error {
@@ -216,14 +233,19 @@ const maxReplySockets = 256
 // the addresses clients sent queries to, for answering from them. The
 // node never delivers packets to them: those addresses are not the
 // node's, and the datapath assigns redirected queries to the listener.
+//
+// They carry no mark: the answer must pass the client's to_pod like any
+// reply of the client's flow, which restores a Service's address when
+// the query went to a ClusterIP (the datapath translated it to the
+// backend before the redirect, so the proxy sees and answers from the
+// backend's address).
 type replySockets struct {
-	mark int
-	mu   sync.Mutex
-	m    map[netip.AddrPort]*net.UDPConn
+	mu sync.Mutex
+	m  map[netip.AddrPort]*net.UDPConn
 }
 
-func newReplySockets(mark int) *replySockets {
-	return &replySockets{mark: mark, m: map[netip.AddrPort]*net.UDPConn{}}
+func newReplySockets() *replySockets {
+	return &replySockets{m: map[netip.AddrPort]*net.UDPConn{}}
 }
 
 func (r *replySockets) send(from, to netip.AddrPort, b []byte) error {
@@ -264,11 +286,6 @@ func (r *replySockets) open(from netip.AddrPort) (*net.UDPConn, error) {
 				if err := unix.SetsockoptInt(int(fd), o.level, o.opt, 1); err != nil {
 					serr = fmt.Errorf("%s: %w", o.name, err)
 					return
-				}
-			}
-			if r.mark != 0 {
-				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, r.mark); err != nil {
-					serr = fmt.Errorf("SO_MARK %#x: %w", r.mark, err)
 				}
 			}
 		}); err != nil {
