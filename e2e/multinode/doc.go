@@ -25,4 +25,7 @@
 // redirect-unsupported drop), while the xwing is still dropped at L3/L4.
 // The first node's agent (the router of the underlay) stopped and
 // restarted does not disturb the tiefighter's traffic to the deathstar.
+// Last, the xwing deleted while the deathstar's agent is down is gone from
+// that node's pinned ipcache after the agent's return (the tiefighter's
+// entry stays, and it still lands).
 package multinode

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -17,10 +19,12 @@ import (
 
 	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/internal/localcluster"
 	"portcullis.dev/portcullis/internal/workloads"
+	"portcullis.dev/portcullis/policy"
 )
 
 // TestMain runs a workload child when asked (internal/workloads), else the
@@ -182,4 +186,37 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	check("first node's agent stopped")
 	agents[0].Start(t)
 	check("first node's agent restarted")
+
+	// A remote pod that goes while the deathstar's agent is down leaves
+	// that node's ipcache at the agent's first sync after its return.
+	pinned := func() map[netip.Prefix]policy.NumericIdentity {
+		t.Helper()
+		m, err := bpf.ReadPinnedIPCache(filepath.Join(agents[2].BPFFS, "portcullis"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	xw, tf := netip.PrefixFrom(pods["xwing"].IP, 32), netip.PrefixFrom(pods["tiefighter"].IP, 32)
+	if m := pinned(); m[xw] == 0 || m[tf] == 0 {
+		t.Fatalf("ipcache of %s lacks the remote pods %s, %s: %v", pods["deathstar"].Node, xw, tf, m)
+	}
+	agents[2].Stop(t)
+	if err := c.DeletePod(ctx, "default", "xwing"); err != nil {
+		t.Fatal(err)
+	}
+	agents[2].Start(t)
+	harness.Eventually(t, "the gone xwing pruned from the ipcache of "+pods["deathstar"].Node, 20*time.Second, func() error {
+		m := pinned()
+		if _, ok := m[xw]; ok {
+			return fmt.Errorf("ipcache still maps %s to %d", xw, m[xw])
+		}
+		if m[tf] == 0 {
+			return fmt.Errorf("ipcache lost the tiefighter %s", tf)
+		}
+		return nil
+	})
+	if r := harness.Curl(t, pods["tiefighter"], "-XPOST", url); r.Code != http.StatusOK {
+		t.Errorf("tiefighter after the deathstar's agent came back: %v", r)
+	}
 }
