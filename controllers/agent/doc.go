@@ -46,7 +46,11 @@
 // Traffic from another node is judged at the destination node, by
 // to_pod with the source's identity from the ipcache, or redirected to
 // this node's proxy at the uplink (from_uplink) for an ingress L7 rule;
-// egress is judged at the source node's from_pod as on one node.
+// egress is judged at the source node's from_pod as on one node. A flow
+// this node's proxy takes from a local client to a pod on another node is
+// dialled from the client's own address when uplinks are attached (its
+// replies are handed back to the proxy at the uplink), so that the
+// server's node judges the client's identity, not remote-node.
 //
 // # toFQDNs
 //

@@ -27,5 +27,9 @@
 // restarted does not disturb the tiefighter's traffic to the deathstar.
 // Last, the xwing deleted while the deathstar's agent is down is gone from
 // that node's pinned ipcache after the agent's return (the tiefighter's
-// entry stays, and it still lands).
+// entry stays, and it still lands). Then an egress L7 rule of the
+// tiefighter as well: its node's proxy forwards the POST (and the PUT) and
+// dials the deathstar from the tiefighter's own address, so the
+// deathstar's node sees the tiefighter (FORWARDED POST, DENIED PUT with
+// 403 there, both with the tiefighter's address as source).
 package multinode

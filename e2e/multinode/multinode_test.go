@@ -219,4 +219,50 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	if r := harness.Curl(t, pods["tiefighter"], "-XPOST", url); r.Code != http.StatusOK {
 		t.Errorf("tiefighter after the deathstar's agent came back: %v", r)
 	}
+
+	// An egress L7 rule of the tiefighter too: its own node's proxy judges
+	// the request first and dials the deathstar from the tiefighter's own
+	// address (the replies come back by the uplink, handed to the proxy's
+	// socket there), so the deathstar's node still sees the tiefighter's
+	// identity (from the node's address it would be remote-node: denied).
+	eg := &v1alpha1.TrafficPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "tiefighter-egress"},
+		Spec: &v1alpha1.Rule{
+			EndpointSelector: &v1alpha1.EndpointSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"class": "tiefighter"}}},
+			Egress: []v1alpha1.EgressRule{{
+				EgressCommonRule: v1alpha1.EgressCommonRule{ToEndpoints: []v1alpha1.EndpointSelector{{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"class": "deathstar"}}}}},
+				ToPorts: []v1alpha1.PortRule{{
+					Ports: []v1alpha1.PortProtocol{{Port: "80", Protocol: v1alpha1.ProtoTCP}},
+					Rules: &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "POST", Path: "/v1/request-landing"}, {Method: "PUT"}}},
+				}},
+			}},
+		},
+	}
+	if err := k8s.Create(ctx, eg); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, eg)
+	waitDS = agents[2].Follow(t)
+	waitTF := agents[1].Follow(t)
+	if r := harness.Curl(t, pods["tiefighter"], "-XPOST", url); r.Code != http.StatusOK || r.Body != "Ship landed\n" {
+		t.Errorf("tiefighter POST through both proxies: %v, want 200 Ship landed", r)
+	}
+	seenBy := func(wait func(func(agentclient.Event) bool, time.Duration) (agentclient.Event, bool), verdict, method string) bool {
+		_, ok := wait(func(e agentclient.Event) bool {
+			return e.Type == "l7" && e.Verdict == verdict && e.Source.IP == pods["tiefighter"].IP.String() && e.L7 != nil && e.L7.Method == method
+		}, 10*time.Second)
+		return ok
+	}
+	if !seenBy(waitTF, "FORWARDED", "POST") {
+		t.Errorf("no FORWARDED POST of the tiefighter on its own node's agent (%s)", pods["tiefighter"].Node)
+	}
+	if !seenBy(waitDS, "FORWARDED", "POST") {
+		t.Errorf("the deathstar's node did not see the proxied POST from the tiefighter's own address")
+	}
+	if r := harness.Curl(t, pods["tiefighter"], "-XPUT", "http://"+pods["deathstar"].IP.String()+"/v1/exhaust-port"); r.Code != http.StatusForbidden {
+		t.Errorf("tiefighter PUT through both proxies: %v, want 403 from the deathstar's node", r)
+	}
+	if !seenBy(waitDS, "DENIED", "PUT") {
+		t.Errorf("no DENIED PUT from the tiefighter's own address on the deathstar's node")
+	}
 }
