@@ -8,8 +8,10 @@
 // apiserver. Clients are the real curl in the pods' namespaces.
 //
 // TestStarWarsAcrossNodes: the xwing, the tiefighter and the deathstar on
-// three different nodes. Each agent lists exactly its node's pod as an
-// endpoint. Without a policy the xwing lands. With Cilium's Star Wars
+// three different nodes, and a pod with the tiefighter's labels in
+// another namespace (rogue) on the xwing's node. Each agent lists exactly
+// its node's pods as endpoints. The rogue tiefighter is dropped wherever
+// the xwing is (policy peers are namespaced, also across nodes). Without a policy the xwing lands. With Cilium's Star Wars
 // L3/L4 policy programmed on every node, the tiefighter lands (200) and
 // the xwing's connection is dropped (curl exit 28) by the deathstar's
 // node, whose agent reports a DROPPED ingress event with both sides'

@@ -58,6 +58,12 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		}
 		pods[s.name] = p
 	}
+	// The same labels in another namespace, on the xwing's node: policy
+	// peers are namespaced, so it is not one of the deathstar's empire.
+	rogue, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: "rogue", Name: "tiefighter", Labels: map[string]string{"org": "empire", "class": "tiefighter"}, Node: nodes[0].Name})
+	if err != nil {
+		t.Fatal(err)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -76,17 +82,25 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		agents[i] = harness.StartNodeAgent(t, c, n, bin)
 		names[i] = n.Name
 	}
-	// One agent per node: each lists its node's pod as an endpoint, and
-	// only that one.
+	// One agent per node: each lists its node's pods as endpoints, and
+	// only those.
 	for i, a := range agents {
-		want := map[int]string{0: "xwing", 1: "tiefighter", 2: "deathstar"}[i]
+		want := map[int][]string{0: {"default/xwing", "rogue/tiefighter"}, 1: {"default/tiefighter"}, 2: {"default/deathstar"}}[i]
 		harness.Eventually(t, "the endpoints of "+a.String(), 30*time.Second, func() error {
 			eps, err := a.API.Endpoints(ctx)
 			if err != nil {
 				return err
 			}
-			if len(eps) != 1 || eps[0].Pod != want || eps[0].State != "ready" {
-				return fmt.Errorf("endpoints %+v, want %s ready", eps, want)
+			var got []string
+			for _, e := range eps {
+				if e.State != "ready" {
+					return fmt.Errorf("endpoint %s/%s %s", e.Namespace, e.Pod, e.State)
+				}
+				got = append(got, e.Namespace+"/"+e.Pod)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("endpoints %v, want %v", got, want)
 			}
 			return nil
 		})
@@ -122,6 +136,9 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		}
 		if r := harness.Curl(t, pods["xwing"], "-XPOST", url); r.Exit != 28 {
 			t.Errorf("%s: xwing on %s -> deathstar on %s: %v, want a timeout (dropped)", when, pods["xwing"].Node, pods["deathstar"].Node, r)
+		}
+		if r := harness.Curl(t, rogue, "-XPOST", url); r.Exit != 28 {
+			t.Errorf("%s: rogue/tiefighter on %s -> deathstar on %s: %v, want a timeout (another namespace: dropped)", when, rogue.Node, pods["deathstar"].Node, r)
 		}
 	}
 	check("policy in force")
