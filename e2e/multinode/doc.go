@@ -33,5 +33,8 @@
 // tiefighter as well: its node's proxy forwards the POST (and the PUT) and
 // dials the deathstar from the tiefighter's own address, so the
 // deathstar's node sees the tiefighter (FORWARDED POST, DENIED PUT with
-// 403 there, both with the tiefighter's address as source).
+// 403 there, both with the tiefighter's address as source). Last, the
+// gRPC door manager of examples/grpc with the public terminal on another
+// node (grpc-go): GetName and RequestMaintenance OK, SetAccessCode
+// PERMISSION_DENIED from the door manager's node.
 package multinode

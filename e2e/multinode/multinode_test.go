@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
@@ -64,15 +65,20 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	// Cloud City: the door manager on the deathstar's node, a public
+	// terminal on the tiefighter's.
+	for _, s := range []ship{
+		{"cc-door-mgr", map[string]string{"app": "cc-door-mgr"}, 2},
+		{"public-terminal", map[string]string{"app": "public-terminal"}, 1},
+	} {
+		p, err := c.AddPod(ctx, localcluster.PodSpec{Name: s.name, Labels: s.labels, Node: nodes[s.node].Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods[s.name] = p
 	}
-	ds, err := workloads.Start(pods["deathstar"].Command(exe), workloads.RoleDeathstar, "0.0.0.0:80")
-	if err != nil {
-		t.Fatalf("deathstar: %v", err)
-	}
-	t.Cleanup(func() { _ = ds.Stop() })
+	start(t, pods["deathstar"], workloads.RoleDeathstar, "0.0.0.0:80")
+	start(t, pods["cc-door-mgr"], workloads.RoleDoorManager, "0.0.0.0:50051")
 
 	harness.StartOperator(t, c)
 	bin := harness.AgentBinary(t)
@@ -85,7 +91,7 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	// One agent per node: each lists its node's pods as endpoints, and
 	// only those.
 	for i, a := range agents {
-		want := map[int][]string{0: {"default/xwing", "rogue/tiefighter"}, 1: {"default/tiefighter"}, 2: {"default/deathstar"}}[i]
+		want := map[int][]string{0: {"default/xwing", "rogue/tiefighter"}, 1: {"default/public-terminal", "default/tiefighter"}, 2: {"default/cc-door-mgr", "default/deathstar"}}[i]
 		harness.Eventually(t, "the endpoints of "+a.String(), 30*time.Second, func() error {
 			eps, err := a.API.Endpoints(ctx)
 			if err != nil {
@@ -282,4 +288,55 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	if !seenBy(waitDS, "DENIED", "PUT") {
 		t.Errorf("no DENIED PUT from the tiefighter's own address on the deathstar's node")
 	}
+
+	// The gRPC door manager across nodes: Cilium's Cloud City policy from
+	// examples/, the terminal's calls judged by the door manager's node.
+	door := examplePolicy(t, "grpc/door-manager.yaml")
+	if err := k8s.Create(ctx, door); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, door)
+	gc := start(t, pods["public-terminal"], workloads.RoleGRPCClient, pods["cc-door-mgr"].IP.String()+":50051")
+	for _, tc := range []struct{ method, code string }{
+		{"GetName", "OK"},
+		{"RequestMaintenance", "OK"},
+		{"SetAccessCode", "PermissionDenied"},
+	} {
+		r, err := gc.Do(workloads.Command{Method: tc.method}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Code != tc.code {
+			t.Errorf("public-terminal on %s -> %s on %s: %s %q, want %s", pods["public-terminal"].Node, tc.method, pods["cc-door-mgr"].Node, r.Code, r.Message, tc.code)
+		}
+	}
+}
+
+// start runs a workload child of this binary in pod until the test ends.
+func start(t *testing.T, pod *localcluster.Pod, role string, args ...string) *workloads.Process {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := workloads.Start(pod.Command(exe), role, args...)
+	if err != nil {
+		t.Fatalf("%s in %s/%s: %v", role, pod.Namespace, pod.Name, err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return p
+}
+
+// examplePolicy reads a TrafficPolicy from examples/.
+func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p v1alpha1.TrafficPolicy
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return &p
 }
