@@ -1052,13 +1052,43 @@ int to_pod(struct __sk_buff *skb)
 	return handle(skb, 0, &f);
 }
 
+// upstream_reply hands a packet from another node to the proxy's socket
+// when it is a reply on an upstream leg that the proxy bound to a local
+// client pod's address (the server is a pod on another node): addressed
+// to the pod, it would otherwise be forwarded there. Only the proxy has
+// sockets on pod addresses in the node's namespace; a pure SYN never
+// belongs to one.
+static __always_inline int upstream_reply(struct __sk_buff *skb, struct flow *f)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	int assigned;
+
+	if (f->proto != IPPROTO_TCP || (f->syn && !f->ack))
+		return 0;
+	t.ipv4.saddr = f->saddr;
+	t.ipv4.daddr = f->daddr;
+	t.ipv4.sport = f->sport;
+	t.ipv4.dport = f->dport;
+	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	assigned = sk->state != BPF_TCP_LISTEN && bpf_sk_assign(skb, sk, 0) == 0;
+	bpf_sk_release(sk);
+	if (assigned)
+		skb->mark = (skb->mark & ~MARK_MASK) | MARK_TO_PROXY;
+	return assigned;
+}
+
 // from_uplink runs at TC ingress of a node's uplink, for traffic from other
 // nodes to this node's pods. It only takes the flows that an ingress L7
 // rule of the destination selects and hands them to the node's proxy,
 // here where bpf_sk_assign works (at to_pod, TC egress of the pod's veth,
 // it does not). Everything else passes unchanged to to_pod, which judges
 // it as before (its drops and their events included): transit traffic,
-// the node's own traffic, replies, and flows without a redirect.
+// the node's own traffic, replies, and flows without a redirect. Replies
+// on the proxy's upstream legs bound to a local client pod's address go
+// to the proxy's socket (upstream_reply).
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
@@ -1073,14 +1103,24 @@ int from_uplink(struct __sk_buff *skb)
 	if (parse(skb, &f) < 0)
 		return TC_ACT_OK;
 	ep = bpf_map_lookup_elem(&endpoints, &f.daddr);
-	if (!ep || (ep->flags & EP_LOCKDOWN) || !(ep->flags & EP_ENFORCE_INGRESS))
+	if (!ep)
+		return TC_ACT_OK;
+
+	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
+	if (!ct) {
+		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		if (bpf_map_lookup_elem(&conntrack, &rk))
+			return TC_ACT_OK; // a reply: to_pod lets it ride its flow
+		if (upstream_reply(skb, &f))
+			return TC_ACT_OK;
+	}
+	if ((ep->flags & EP_LOCKDOWN) || !(ep->flags & EP_ENFORCE_INGRESS))
 		return TC_ACT_OK;
 	d.dir = DIR_INGRESS;
 	d.ep_id = ep->ep_id;
 	src_id = identity_of(f.saddr);
 
-	struct ct_key k = {.saddr = f.saddr, .daddr = f.daddr, .sport = f.sport, .dport = f.dport, .proto = f.proto};
-	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &k);
 	int established = ct && !(f.proto == IPPROTO_TCP && f.syn && !f.ack);
 	if (established) {
 		if (ct->path != PATH_PROXIED)
@@ -1097,11 +1137,6 @@ int from_uplink(struct __sk_buff *skb)
 			return drop(&f, &d, src_id, identity_of(f.daddr));
 		}
 		return TC_ACT_OK;
-	}
-	if (!ct) {
-		struct ct_key rk = {.saddr = f.daddr, .daddr = f.saddr, .sport = f.dport, .dport = f.sport, .proto = f.proto};
-		if (bpf_map_lookup_elem(&conntrack, &rk))
-			return TC_ACT_OK; // a reply: to_pod lets it ride its flow
 	}
 	policy_check(&d, ep, DIR_INGRESS, src_id, &f);
 	if (d.verdict != VERDICT_REDIRECT)

@@ -230,6 +230,38 @@ func (d *Datapath) DeleteIPCache(prefix netip.Prefix) error {
 	return nil
 }
 
+// IPCache returns the ipcache's entries: after a restart, the pinned map's
+// as the previous agent left it.
+func (d *Datapath) IPCache() (map[netip.Prefix]policy.NumericIdentity, error) {
+	return readIPCache(d.objs.Ipcache)
+}
+
+// ReadPinnedIPCache returns the entries of the ipcache pinned under
+// pinPath (an agent's <bpffs>/portcullis) without loading the datapath:
+// what that node's programs look sources up in.
+func ReadPinnedIPCache(pinPath string) (map[netip.Prefix]policy.NumericIdentity, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, "ipcache"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("opening the pinned ipcache: %w", err)
+	}
+	defer m.Close()
+	return readIPCache(m)
+}
+
+func readIPCache(m *ebpf.Map) (map[netip.Prefix]policy.NumericIdentity, error) {
+	out := map[netip.Prefix]policy.NumericIdentity{}
+	var k datapathIpcacheKey
+	var v uint32
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out[netip.PrefixFrom(u32Addr(k.Addr), int(k.Prefixlen))] = policy.NumericIdentity(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading the ipcache: %w", err)
+	}
+	return out, nil
+}
+
 func ipcacheKey(prefix netip.Prefix) (datapathIpcacheKey, error) {
 	if !prefix.Addr().Is4() {
 		return datapathIpcacheKey{}, fmt.Errorf("%s: %w", prefix, ErrNotIPv4)

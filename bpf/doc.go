@@ -48,7 +48,14 @@
 // judges as for any non-local source (a denial's drop and its event stay
 // there, at the destination node). The proxy dials such a flow's upstream
 // from the node's address (the client is not local), so the server's
-// replies reach the proxy without an assignment.
+// replies reach the proxy without an assignment. The other way round, a
+// local client's flow that this node's proxy took (an egress L7 rule, or
+// an ingress one of a local server) to a pod on another node is dialled
+// from the client pod's own address, so that the server's node judges the
+// client's identity; its replies come in by the uplink addressed to the
+// pod, and from_uplink hands them to the proxy's socket (a socket lookup
+// of the tuple in the node's namespace, where only the proxy has sockets
+// on pod addresses; pure SYNs never match).
 //
 // # Maps
 //
@@ -231,10 +238,11 @@
 //     uplinks attached: the packet reaches the pod's to_pod at TC egress,
 //     where sk_assign does not work, so it is dropped with reason
 //     redirect-unsupported (fail closed).
-//   - Preserving the client's source address upstream when either side is
-//     not a local pod (the server's replies do not pass a program that
-//     could assign them, or would be routed to the remote client: the
-//     proxy uses the node's address then).
+//   - Preserving the client's source address upstream when the client is
+//     not a local pod (the server's replies would be routed to the remote
+//     client), or when the server is neither a local pod nor a pod on
+//     another node with uplinks attached: the proxy uses the node's
+//     address then.
 //   - SCTP ports: the program reads ports of TCP and UDP only, so SCTP (like
 //     VRRP, IGMP and every other protocol) is looked up as port 0 and only
 //     a rule for every SCTP port matches it (fail closed).

@@ -2,6 +2,8 @@ package bpf
 
 import (
 	"errors"
+	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"portcullis.dev/portcullis/internal/netnstest"
+	"portcullis.dev/portcullis/policy"
 )
 
 // bpffs mounts a throwaway bpf filesystem; unmounting it on cleanup also
@@ -85,4 +88,37 @@ func TestRestartKeepsEnforcement(t *testing.T) {
 		t.Errorf("pin path left after Remove: %v %v", err, entries)
 	}
 	f.mustConnect(t, a, addr(b.ip, 9190))
+}
+
+// TestIPCacheSurvivesReload: what one datapath wrote to the pinned
+// ipcache, the next Load of the same pins reads back (the agent prunes
+// the entries of pods that went away while it was down from this).
+func TestIPCacheSurvivesReload(t *testing.T) {
+	pin := filepath.Join(bpffs(t), "portcullis")
+	want := map[netip.Prefix]policy.NumericIdentity{
+		netip.MustParsePrefix("10.244.193.7/32"): 4242,
+		netip.MustParsePrefix("10.244.255.1/32"): policy.IdentityRemoteNode,
+		netip.MustParsePrefix("10.244.128.0/20"): 16777300,
+	}
+	d := loadDP(t, Options{PinPath: pin})
+	for p, id := range want {
+		if err := d.SetIPCache(p, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := loadDP(t, Options{PinPath: pin})
+	t.Cleanup(func() { _ = d2.Remove() })
+	got, err := d2.IPCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("ipcache after reload: %v, want %v", got, want)
+	}
+	if got, err := ReadPinnedIPCache(pin); err != nil || !maps.Equal(got, want) {
+		t.Errorf("ReadPinnedIPCache: %v, %v; want %v", got, err, want)
+	}
 }

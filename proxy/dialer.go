@@ -49,10 +49,12 @@ type Dialer struct {
 	// Timeout bounds the connect; 0 means DefaultDialTimeout.
 	Timeout time.Duration
 	// Transparent reports whether the upstream leg of src→dst keeps src's
-	// address. Nil means never. The agent answers true when both are local
-	// endpoints: the server's replies then pass the datapath's from_pod,
-	// which hands them to the proxy's socket; replies arriving from
-	// elsewhere would be routed to the client pod instead.
+	// address. Nil means never. The agent answers true when the client is
+	// a local endpoint and the server a local one (its replies pass the
+	// datapath's from_pod, which hands them to the proxy's socket) or a
+	// pod on another node with uplinks attached (from_uplink does the
+	// same); replies arriving from elsewhere would be routed to the client
+	// pod instead.
 	Transparent func(src, dst netip.AddrPort) bool
 	// Fallback, if set, is called when a transparent bind failed and the
 	// node's address was used instead.

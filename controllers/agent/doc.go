@@ -39,12 +39,18 @@
 // the binary under `ip netns exec`, e2e/multinode). Every agent watches
 // every Pod and Node: all running pods get identities and /32 ipcache
 // entries (remote ones too, dropped when the agent sees the pod move or
-// go), other nodes' InternalIP/ExternalIP addresses map to remote-node,
-// only pods with this node's name become endpoints.
+// go; at start the agent reads the pinned ipcache, so its first sync also
+// removes the entries of pods that went away while it was down), other
+// nodes' InternalIP/ExternalIP addresses map to remote-node, only pods
+// with this node's name become endpoints.
 // Traffic from another node is judged at the destination node, by
 // to_pod with the source's identity from the ipcache, or redirected to
 // this node's proxy at the uplink (from_uplink) for an ingress L7 rule;
-// egress is judged at the source node's from_pod as on one node.
+// egress is judged at the source node's from_pod as on one node. A flow
+// this node's proxy takes from a local client to a pod on another node is
+// dialled from the client's own address when uplinks are attached (its
+// replies are handed back to the proxy at the uplink), so that the
+// server's node judges the client's identity, not remote-node.
 //
 // # toFQDNs
 //
@@ -249,8 +255,7 @@
 // # Not done yet
 //
 // Host policies (nodeSelector: the node itself as an endpoint), persistent
-// identity numbers (hence the restart lockdown), pruning of ipcache
-// entries of remote pods that disappeared while the agent was down, and
+// identity numbers (hence the restart lockdown), and
 // IPv6: only a pod's IPv4 podIP becomes an endpoint and an ipcache entry.
 // For toFQDNs: the engine selects a learned name's addresses for every
 // endpoint whose toFQDNs selector matches it, not only for the endpoints

@@ -50,13 +50,22 @@ func (a *Agent) startProxy() (*nodeProxy, error) {
 	}
 	dialer := &proxy.Dialer{
 		Mark: bpf.MarkFromProxy,
-		// The upstream sees the client pod's address when both pods are
-		// local: the server's replies then pass its from_pod, which hands
-		// them to the proxy's socket (bpf assign_proxy_leg). Elsewhere they
+		// The upstream sees the client pod's address when the client is
+		// local and the server a local pod (its replies pass its from_pod,
+		// which hands them to the proxy's socket: bpf assign_proxy_leg) or,
+		// with uplinks attached, a pod on another node (its replies come in
+		// by an uplink, whose from_uplink does the same), so that the
+		// server's node judges the client's own identity. Elsewhere replies
 		// would be routed to the client pod, so the node's address is used.
 		Transparent: func(src, dst netip.AddrPort) bool {
 			s := np.store.Load()
-			return s != nil && s.Endpoints[src.Addr()] != nil && s.Endpoints[dst.Addr()] != nil
+			if s == nil || s.Endpoints[src.Addr()] == nil {
+				return false
+			}
+			if s.Endpoints[dst.Addr()] != nil {
+				return true
+			}
+			return len(a.cfg.Uplinks) > 0 && s.Identities != nil && remotePod(s.Identities(dst.Addr()))
 		},
 		Fallback: func(src, dst netip.AddrPort, err error) {
 			log.Info("upstream leg uses the node's address: transparent bind failed", "src", src, "dst", dst, "error", err.Error())
@@ -147,6 +156,12 @@ func (a *Agent) newDNSProxy(store *proxy.Store, dialer *proxy.Dialer, record fun
 		HoldTimeout: a.cfg.DNSHoldTimeout,
 		Metrics:     m,
 	})
+}
+
+// remotePod reports whether id is a pod's identity (not a reserved or a
+// CIDR one): an address the ipcache has from a Pod object.
+func remotePod(id *policy.Identity) bool {
+	return id != nil && !id.IsReserved() && !id.IsCIDR()
 }
 
 // stop closes the listener and the open connections.

@@ -184,6 +184,12 @@ func Run(ctx context.Context, cfg Config) error {
 			a.nextID = e.ID + 1
 		}
 	}
+	// The pinned ipcache as the previous agent left it: the first sync,
+	// which has the whole cluster from the caches (bootstrap), removes
+	// the entries of pods, nodes and CIDRs that went away meanwhile.
+	if a.ipcache, err = dp.IPCache(); err != nil {
+		return err
+	}
 	a.fqdn = newFQDNLearner(a, cfg.ToFQDNsMinTTL, cfg.ToFQDNsMaxIPsPerHostname)
 	if cfg.ToFQDNsInUseWindow > 0 {
 		a.fqdn.inUseWindow = cfg.ToFQDNsInUseWindow

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -14,13 +16,16 @@ import (
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
+	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/e2e/internal/nodelock"
 	"portcullis.dev/portcullis/internal/localcluster"
 	"portcullis.dev/portcullis/internal/workloads"
+	"portcullis.dev/portcullis/policy"
 )
 
 // TestMain runs a workload child when asked (internal/workloads), else the
@@ -54,15 +59,26 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		}
 		pods[s.name] = p
 	}
-	exe, err := os.Executable()
+	// The same labels in another namespace, on the xwing's node: policy
+	// peers are namespaced, so it is not one of the deathstar's empire.
+	rogue, err := c.AddPod(ctx, localcluster.PodSpec{Namespace: "rogue", Name: "tiefighter", Labels: map[string]string{"org": "empire", "class": "tiefighter"}, Node: nodes[0].Name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := workloads.Start(pods["deathstar"].Command(exe), workloads.RoleDeathstar, "0.0.0.0:80")
-	if err != nil {
-		t.Fatalf("deathstar: %v", err)
+	// Cloud City: the door manager on the deathstar's node, a public
+	// terminal on the tiefighter's.
+	for _, s := range []ship{
+		{"cc-door-mgr", map[string]string{"app": "cc-door-mgr"}, 2},
+		{"public-terminal", map[string]string{"app": "public-terminal"}, 1},
+	} {
+		p, err := c.AddPod(ctx, localcluster.PodSpec{Name: s.name, Labels: s.labels, Node: nodes[s.node].Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods[s.name] = p
 	}
-	t.Cleanup(func() { _ = ds.Stop() })
+	start(t, pods["deathstar"], workloads.RoleDeathstar, "0.0.0.0:80")
+	start(t, pods["cc-door-mgr"], workloads.RoleDoorManager, "0.0.0.0:50051")
 
 	harness.StartOperator(t, c)
 	bin := harness.AgentBinary(t)
@@ -72,17 +88,25 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		agents[i] = harness.StartNodeAgent(t, c, n, bin)
 		names[i] = n.Name
 	}
-	// One agent per node: each lists its node's pod as an endpoint, and
-	// only that one.
+	// One agent per node: each lists its node's pods as endpoints, and
+	// only those.
 	for i, a := range agents {
-		want := map[int]string{0: "xwing", 1: "tiefighter", 2: "deathstar"}[i]
+		want := map[int][]string{0: {"default/xwing", "rogue/tiefighter"}, 1: {"default/public-terminal", "default/tiefighter"}, 2: {"default/cc-door-mgr", "default/deathstar"}}[i]
 		harness.Eventually(t, "the endpoints of "+a.String(), 30*time.Second, func() error {
 			eps, err := a.API.Endpoints(ctx)
 			if err != nil {
 				return err
 			}
-			if len(eps) != 1 || eps[0].Pod != want || eps[0].State != "ready" {
-				return fmt.Errorf("endpoints %+v, want %s ready", eps, want)
+			var got []string
+			for _, e := range eps {
+				if e.State != "ready" {
+					return fmt.Errorf("endpoint %s/%s %s", e.Namespace, e.Pod, e.State)
+				}
+				got = append(got, e.Namespace+"/"+e.Pod)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("endpoints %v, want %v", got, want)
 			}
 			return nil
 		})
@@ -118,6 +142,9 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		}
 		if r := harness.Curl(t, pods["xwing"], "-XPOST", url); r.Exit != 28 {
 			t.Errorf("%s: xwing on %s -> deathstar on %s: %v, want a timeout (dropped)", when, pods["xwing"].Node, pods["deathstar"].Node, r)
+		}
+		if r := harness.Curl(t, rogue, "-XPOST", url); r.Exit != 28 {
+			t.Errorf("%s: rogue/tiefighter on %s -> deathstar on %s: %v, want a timeout (another namespace: dropped)", when, rogue.Node, pods["deathstar"].Node, r)
 		}
 	}
 	check("policy in force")
@@ -182,4 +209,134 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 	check("first node's agent stopped")
 	agents[0].Start(t)
 	check("first node's agent restarted")
+
+	// A remote pod that goes while the deathstar's agent is down leaves
+	// that node's ipcache at the agent's first sync after its return.
+	pinned := func() map[netip.Prefix]policy.NumericIdentity {
+		t.Helper()
+		m, err := bpf.ReadPinnedIPCache(filepath.Join(agents[2].BPFFS, "portcullis"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	xw, tf := netip.PrefixFrom(pods["xwing"].IP, 32), netip.PrefixFrom(pods["tiefighter"].IP, 32)
+	if m := pinned(); m[xw] == 0 || m[tf] == 0 {
+		t.Fatalf("ipcache of %s lacks the remote pods %s, %s: %v", pods["deathstar"].Node, xw, tf, m)
+	}
+	agents[2].Stop(t)
+	if err := c.DeletePod(ctx, "default", "xwing"); err != nil {
+		t.Fatal(err)
+	}
+	agents[2].Start(t)
+	harness.Eventually(t, "the gone xwing pruned from the ipcache of "+pods["deathstar"].Node, 20*time.Second, func() error {
+		m := pinned()
+		if _, ok := m[xw]; ok {
+			return fmt.Errorf("ipcache still maps %s to %d", xw, m[xw])
+		}
+		if m[tf] == 0 {
+			return fmt.Errorf("ipcache lost the tiefighter %s", tf)
+		}
+		return nil
+	})
+	if r := harness.Curl(t, pods["tiefighter"], "-XPOST", url); r.Code != http.StatusOK {
+		t.Errorf("tiefighter after the deathstar's agent came back: %v", r)
+	}
+
+	// An egress L7 rule of the tiefighter too: its own node's proxy judges
+	// the request first and dials the deathstar from the tiefighter's own
+	// address (the replies come back by the uplink, handed to the proxy's
+	// socket there), so the deathstar's node still sees the tiefighter's
+	// identity (from the node's address it would be remote-node: denied).
+	eg := &v1alpha1.TrafficPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "tiefighter-egress"},
+		Spec: &v1alpha1.Rule{
+			EndpointSelector: &v1alpha1.EndpointSelector{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"class": "tiefighter"}}},
+			Egress: []v1alpha1.EgressRule{{
+				EgressCommonRule: v1alpha1.EgressCommonRule{ToEndpoints: []v1alpha1.EndpointSelector{{LabelSelector: metav1.LabelSelector{MatchLabels: map[string]string{"class": "deathstar"}}}}},
+				ToPorts: []v1alpha1.PortRule{{
+					Ports: []v1alpha1.PortProtocol{{Port: "80", Protocol: v1alpha1.ProtoTCP}},
+					Rules: &v1alpha1.L7Rules{HTTP: []v1alpha1.PortRuleHTTP{{Method: "POST", Path: "/v1/request-landing"}, {Method: "PUT"}}},
+				}},
+			}},
+		},
+	}
+	if err := k8s.Create(ctx, eg); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, eg)
+	waitDS = agents[2].Follow(t)
+	waitTF := agents[1].Follow(t)
+	if r := harness.Curl(t, pods["tiefighter"], "-XPOST", url); r.Code != http.StatusOK || r.Body != "Ship landed\n" {
+		t.Errorf("tiefighter POST through both proxies: %v, want 200 Ship landed", r)
+	}
+	seenBy := func(wait func(func(agentclient.Event) bool, time.Duration) (agentclient.Event, bool), verdict, method string) bool {
+		_, ok := wait(func(e agentclient.Event) bool {
+			return e.Type == "l7" && e.Verdict == verdict && e.Source.IP == pods["tiefighter"].IP.String() && e.L7 != nil && e.L7.Method == method
+		}, 10*time.Second)
+		return ok
+	}
+	if !seenBy(waitTF, "FORWARDED", "POST") {
+		t.Errorf("no FORWARDED POST of the tiefighter on its own node's agent (%s)", pods["tiefighter"].Node)
+	}
+	if !seenBy(waitDS, "FORWARDED", "POST") {
+		t.Errorf("the deathstar's node did not see the proxied POST from the tiefighter's own address")
+	}
+	if r := harness.Curl(t, pods["tiefighter"], "-XPUT", "http://"+pods["deathstar"].IP.String()+"/v1/exhaust-port"); r.Code != http.StatusForbidden {
+		t.Errorf("tiefighter PUT through both proxies: %v, want 403 from the deathstar's node", r)
+	}
+	if !seenBy(waitDS, "DENIED", "PUT") {
+		t.Errorf("no DENIED PUT from the tiefighter's own address on the deathstar's node")
+	}
+
+	// The gRPC door manager across nodes: Cilium's Cloud City policy from
+	// examples/, the terminal's calls judged by the door manager's node.
+	door := examplePolicy(t, "grpc/door-manager.yaml")
+	if err := k8s.Create(ctx, door); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitProgrammedOn(t, k8s, names, door)
+	gc := start(t, pods["public-terminal"], workloads.RoleGRPCClient, pods["cc-door-mgr"].IP.String()+":50051")
+	for _, tc := range []struct{ method, code string }{
+		{"GetName", "OK"},
+		{"RequestMaintenance", "OK"},
+		{"SetAccessCode", "PermissionDenied"},
+	} {
+		r, err := gc.Do(workloads.Command{Method: tc.method}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Code != tc.code {
+			t.Errorf("public-terminal on %s -> %s on %s: %s %q, want %s", pods["public-terminal"].Node, tc.method, pods["cc-door-mgr"].Node, r.Code, r.Message, tc.code)
+		}
+	}
+}
+
+// start runs a workload child of this binary in pod until the test ends.
+func start(t *testing.T, pod *localcluster.Pod, role string, args ...string) *workloads.Process {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := workloads.Start(pod.Command(exe), role, args...)
+	if err != nil {
+		t.Fatalf("%s in %s/%s: %v", role, pod.Namespace, pod.Name, err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return p
+}
+
+// examplePolicy reads a TrafficPolicy from examples/.
+func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p v1alpha1.TrafficPolicy
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return &p
 }

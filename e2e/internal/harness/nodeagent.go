@@ -46,6 +46,8 @@ type NodeAgent struct {
 	// BPFFS holds the agent's pins; ProxyPort is its proxy's port.
 	BPFFS     string
 	ProxyPort uint16
+	// ProbePort serves /readyz on the node's loopback.
+	ProbePort uint16
 	// API is a client of the agent's local API socket.
 	API *agentclient.Client
 
@@ -64,7 +66,7 @@ type NodeAgent struct {
 func StartNodeAgent(t testing.TB, c *localcluster.Cluster, n *localcluster.Node, bin string) *NodeAgent {
 	t.Helper()
 	dir := t.TempDir()
-	a := &NodeAgent{Node: n, BPFFS: n.BPFFS, ProxyPort: FreePort(t), bin: bin, kubeconfig: n.Kubeconfig,
+	a := &NodeAgent{Node: n, BPFFS: n.BPFFS, ProxyPort: FreePort(t), ProbePort: FreePort(t), bin: bin, kubeconfig: n.Kubeconfig,
 		log: filepath.Join(dir, "agent.log"), uplinks: c.Uplinks(n)}
 	if n.NetNS == "" {
 		a.BPFFS, a.kubeconfig = MountBPFFS(t), c.KubeconfigPath()
@@ -82,7 +84,9 @@ func StartNodeAgent(t testing.TB, c *localcluster.Cluster, n *localcluster.Node,
 	return a
 }
 
-// Start (re)starts the agent process and waits until its API answers.
+// Start (re)starts the agent process and waits until it is ready: its
+// /readyz (the first full sync after start is written) answers 200, from
+// inside the node, and its API answers.
 func (a *NodeAgent) Start(t testing.TB) {
 	t.Helper()
 	log, err := os.OpenFile(a.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -92,7 +96,7 @@ func (a *NodeAgent) Start(t testing.TB) {
 	argv := []string{a.bin,
 		"--node-name=" + a.Node.Name, "--kubeconfig=" + a.kubeconfig, "--bpffs=" + a.BPFFS,
 		"--proxy-port=" + strconv.Itoa(int(a.ProxyPort)), "--api-socket=" + a.API.Socket(),
-		"--metrics-bind-address=0", "--health-probe-bind-address=0"}
+		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(int(a.ProbePort))}
 	if len(a.uplinks) > 0 {
 		argv = append(argv, "--uplink="+strings.Join(a.uplinks, ","))
 	}
@@ -114,7 +118,11 @@ func (a *NodeAgent) Start(t testing.TB) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err := a.API.Endpoints(ctx)
+		out, err := a.Node.CommandContext(ctx, "curl", "-sSf", "-o", "/dev/null", fmt.Sprintf("http://127.0.0.1:%d/readyz", a.ProbePort)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("readyz: %v: %s", err, bytes.TrimSpace(out))
+		}
+		_, err = a.API.Endpoints(ctx)
 		return err
 	})
 }
