@@ -62,6 +62,11 @@ func main() {
 		run = func(ctx context.Context, e *env) error {
 			return memory(ctx, e, memoryOpts{*namespaces, *perNS, *localPods, *remotePods, *workers})
 		}
+	case "remote":
+		remotePods := fs.Int("remote-pods", 1000, "Pod objects on other nodes (API objects only)")
+		samples := fs.Int("samples", 100, "remote pods created one by one and timed to their ipcache entry")
+		workers := fs.Int("workers", 8, "concurrent API writers")
+		run = func(ctx context.Context, e *env) error { return remote(ctx, e, *remotePods, *samples, *workers) }
 	default:
 		usage()
 	}
@@ -80,7 +85,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: agentbench latency|throughput|memory [flags]  (-h for the flags of one)")
+	fmt.Fprintln(os.Stderr, "usage: agentbench latency|throughput|memory|remote [flags]  (-h for the flags of one)")
 	os.Exit(2)
 }
 
