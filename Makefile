@@ -89,10 +89,11 @@ bench: ## Run the benchmarks reported in docs/benchmarks.md.
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./apis/policy/validation/
 
 .PHONY: bench-agent
-bench-agent: tools ## Agent change-to-map latency, pod throughput with/without programs, agent memory with 10,000 policies (root; about 10 minutes).
+bench-agent: tools ## Agent change-to-map latency, pod throughput with/without programs, agent memory with 10,000 policies, one agent with remote pods (root; about 15 minutes).
 	bench/agent-latency.sh
 	bench/throughput.sh
 	bench/agent-memory.sh
+	bench/agent-remote.sh
 
 .PHONY: bench-proxy
 bench-proxy: ## The L7 proxy against direct and haproxy (root; wrk, h2load, haproxy from apt; about 5 minutes).
