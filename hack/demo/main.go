@@ -150,7 +150,7 @@ type demo struct {
 }
 
 // totalSteps is the number of section headers.
-const totalSteps = 10 // with one traffic scenario and the L7 traffic
+const totalSteps = 13 // twelve sections (one traffic scenario) and the teardown
 
 // section prints a section header.
 func (d *demo) section(title string) {
@@ -194,6 +194,9 @@ func (d *demo) run(ctx context.Context) error {
 		if _, err := d.cluster.AddPod(ctx, spec); err != nil {
 			return err
 		}
+	}
+	if err := d.addTLSHosts(); err != nil {
+		return err
 	}
 	if err := d.kubectl(ctx, kubectl, "get", "pods", "-A", "-o",
 		"custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase,IP:.status.podIP,NODE:.spec.nodeName,LABELS:.metadata.labels"); err != nil {
@@ -255,6 +258,11 @@ func (d *demo) run(ctx context.Context) error {
 
 	d.section("Real Kafka traffic through the proxy: Cilium's Kafka demo with kcat and franz-go")
 	if err := d.kafkaTraffic(ctx, kubectl); err != nil {
+		return err
+	}
+
+	d.section("Real TLS traffic: Cilium's TLS inspection guide with curl and openssl s_client")
+	if err := d.tlsTraffic(ctx, kubectl); err != nil {
 		return err
 	}
 

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -92,19 +93,35 @@ func (c *CA) Issue(t testing.TB, cn string, names ...string) (crt, key []byte) {
 // NAME.crt and NAME.key.
 func OpenSSL(t testing.TB, dir, ca string, names ...string) {
 	t.Helper()
-	run := func(args ...string) {
+	if err := OpenSSLFiles(dir, ca, names...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// OpenSSLFiles is OpenSSL for programs that are not tests (hack/demo): it
+// returns the first failure, with openssl's output.
+func OpenSSLFiles(dir, ca string, names ...string) error {
+	run := func(args ...string) error {
 		cmd := exec.Command("openssl", args...)
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("openssl %s: %w\n%s", strings.Join(args, " "), err, out)
 		}
+		return nil
 	}
-	run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca+".key", "-out", ca+".crt", "-subj", "/CN="+ca, "-days", "1")
+	if err := run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca+".key", "-out", ca+".crt", "-subj", "/CN="+ca, "-days", "1"); err != nil {
+		return err
+	}
 	for _, n := range names {
-		run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", n+".key", "-out", n+".csr", "-subj", "/CN="+n)
-		if err := os.WriteFile(filepath.Join(dir, n+".ext"), []byte("subjectAltName=DNS:"+n+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+		if err := run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", n+".key", "-out", n+".csr", "-subj", "/CN="+n); err != nil {
+			return err
 		}
-		run("x509", "-req", "-in", n+".csr", "-CA", ca+".crt", "-CAkey", ca+".key", "-CAcreateserial", "-out", n+".crt", "-days", "1", "-extfile", n+".ext")
+		if err := os.WriteFile(filepath.Join(dir, n+".ext"), []byte("subjectAltName=DNS:"+n+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing the extensions of %s: %w", n, err)
+		}
+		if err := run("x509", "-req", "-in", n+".csr", "-CA", ca+".crt", "-CAkey", ca+".key", "-CAcreateserial", "-out", n+".crt", "-days", "1", "-extfile", n+".ext"); err != nil {
+			return err
+		}
 	}
+	return nil
 }
