@@ -62,54 +62,34 @@ func newEnv(t *testing.T) *env {
 // DROPPED events by source address and every flow event of its hub (what
 // `portcullis monitor` shows).
 func (e *env) startAgent() {
-	t := e.t
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
 	var sub *monitor.Subscription
-	go func() {
-		done <- agent.Run(ctx, agent.Config{
-			RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
-			BPFFS: e.bpffs, ProxyPort: e.port,
-			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
-			OnEvent: func(ev bpf.Event) {
-				if ev.Verdict == bpf.EventDrop {
-					e.mu.Lock()
-					e.drops[ev.Src.Addr()]++
-					e.mu.Unlock()
-				}
-			},
-			Ready: ready,
-			Started: func(a *agent.Agent) {
-				sub = a.Monitor().Subscribe(4096)
-				go func() {
-					for ev := range sub.C {
-						e.mu.Lock()
-						e.events = append(e.events, ev)
-						e.mu.Unlock()
-					}
-				}()
-			},
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("agent exited: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("agent not ready after 30s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
+	e.t.Cleanup(func() {
 		if sub != nil {
 			sub.Close()
 		}
+	})
+	harness.RunAgent(e.t, agent.Config{
+		RESTConfig: e.c.RESTConfig(), NodeName: e.c.NodeName(),
+		BPFFS: e.bpffs, ProxyPort: e.port,
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+		LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
+		OnEvent: func(ev bpf.Event) {
+			if ev.Verdict == bpf.EventDrop {
+				e.mu.Lock()
+				e.drops[ev.Src.Addr()]++
+				e.mu.Unlock()
+			}
+		},
+		Started: func(a *agent.Agent) {
+			sub = a.Monitor().Subscribe(4096)
+			go func() {
+				for ev := range sub.C {
+					e.mu.Lock()
+					e.events = append(e.events, ev)
+					e.mu.Unlock()
+				}
+			}()
+		},
 	})
 }
 

@@ -70,46 +70,27 @@ func (ev *events) find(t *testing.T, what string, match func(monitor.Event) bool
 func startAgent(t *testing.T, c *localcluster.Cluster) *events {
 	t.Helper()
 	ev := &events{}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
 	var sub *monitor.Subscription
-	go func() {
-		done <- agent.Run(ctx, agent.Config{
-			RESTConfig: c.RESTConfig(), NodeName: c.NodeName(),
-			BPFFS: harness.MountBPFFS(t), ProxyPort: harness.FreePort(t),
-			MetricsBindAddress: "0", HealthProbeBindAddress: "0",
-			LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
-			Ready: ready,
-			Started: func(a *agent.Agent) {
-				sub = a.Monitor().Subscribe(4096)
-				go func() {
-					for e := range sub.C {
-						ev.mu.Lock()
-						ev.all = append(ev.all, e)
-						ev.mu.Unlock()
-					}
-				}()
-			},
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("agent exited: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("agent not ready after 30s")
-	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
 		if sub != nil {
 			sub.Close()
 		}
+	})
+	harness.RunAgent(t, agent.Config{
+		RESTConfig: c.RESTConfig(), NodeName: c.NodeName(),
+		BPFFS: harness.MountBPFFS(t), ProxyPort: harness.FreePort(t),
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+		LeaseDuration: 10 * time.Second, RenewInterval: time.Second,
+		Started: func(a *agent.Agent) {
+			sub = a.Monitor().Subscribe(4096)
+			go func() {
+				for e := range sub.C {
+					ev.mu.Lock()
+					ev.all = append(ev.all, e)
+					ev.mu.Unlock()
+				}
+			}()
+		},
 	})
 	return ev
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
+	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/controllers/operator"
 	"portcullis.dev/portcullis/internal/localcluster"
 )
@@ -230,4 +232,37 @@ func ClusterWith(t testing.TB, opts localcluster.Options) (*localcluster.Cluster
 		t.Fatal(err)
 	}
 	return c, k8s
+}
+
+// RunAgent runs agent.Run in-process with cfg (its Ready is set here) and
+// returns once the agent is ready; the test fails if it exits or is not
+// ready within 30 s. stop cancels it and waits for it to return (the
+// test's cleanup calls stop too; later calls do nothing).
+func RunAgent(t testing.TB, cfg agent.Config) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	cfg.Ready = ready
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, cfg) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("agent exited: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("agent not ready after 30s")
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
