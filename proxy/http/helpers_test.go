@@ -16,6 +16,7 @@ import (
 	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
+	"portcullis.dev/portcullis/proxy/proxytest"
 )
 
 // The test's endpoints: the client dials from clientIP, upstream servers
@@ -149,30 +150,7 @@ func newEnv(t testing.TB, upstream netip.AddrPort, yaml string, mod func(*proxyh
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				e.srv.ServeConn(ctx, c, src, upstream)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		cancel()
-		e.srv.Close()
-		wg.Wait()
-	})
+	proxytest.Serve(t, ln, upstream, e.srv, e.srv.Close)
 	return e
 }
 

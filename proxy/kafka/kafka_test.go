@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	"portcullis.dev/portcullis/proxy/kafka"
+	"portcullis.dev/portcullis/proxy/proxytest"
 )
 
 // The client dials from clientIP; the broker listens on serverIP.
@@ -109,30 +109,7 @@ func serve(t testing.TB, o kafka.Options, advertise bool, upstream netip.AddrPor
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(ctx, c, src, upstream)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		cancel()
-		srv.Close()
-		wg.Wait()
-	})
+	proxytest.Serve(t, ln, upstream, srv, srv.Close)
 	return ln.Addr().String()
 }
 

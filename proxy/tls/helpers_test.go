@@ -20,6 +20,7 @@ import (
 	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
 	proxyhttp "portcullis.dev/portcullis/proxy/http"
+	"portcullis.dev/portcullis/proxy/proxytest"
 	proxytls "portcullis.dev/portcullis/proxy/tls"
 )
 
@@ -163,30 +164,7 @@ func newEnv(t testing.TB, upstream netip.AddrPort, yaml string) *env {
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().(*net.TCPAddr).AddrPort()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ts.ServeConn(ctx, c, src, upstream)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		cancel()
-		hs.Close()
-		wg.Wait()
-	})
+	proxytest.Serve(t, ln, upstream, ts, hs.Close)
 	return e
 }
 
