@@ -168,7 +168,7 @@ func TestHTTP1AllowDeny(t *testing.T) {
 	if got := up.requests.Load(); got != 2 {
 		t.Errorf("upstream got %d requests, want 2", got)
 	}
-	evs := e.rec.wait(t, len(tests))
+	evs := e.rec.Wait(t, len(tests))
 	for i, tc := range tests {
 		ev := evs[i]
 		want := monitor.VerdictForwarded
@@ -207,7 +207,7 @@ func TestHTTP1PolicyChangeOnKeepAlive(t *testing.T) {
 	if res := do(t, c, newReq(t, "GET", "http://h/other", nil)); res.status != 200 || !res.reused {
 		t.Fatalf("allowed by the new policy: %d %q reused=%v", res.status, res.body, res.reused)
 	}
-	evs := e.rec.wait(t, 3)
+	evs := e.rec.Wait(t, 3)
 	if evs[1].Policy != "TrafficPolicy default/other" {
 		t.Errorf("the denial names %q", evs[1].Policy)
 	}
@@ -227,7 +227,7 @@ func TestHTTP1NoVerdictRefused(t *testing.T) {
 					t.Fatalf("got %d %q, want 403", res.status, res.body)
 				}
 			}
-			for _, ev := range e.rec.wait(t, 2) {
+			for _, ev := range e.rec.Wait(t, 2) {
 				if ev.Verdict != monitor.VerdictDenied {
 					t.Errorf("event %+v", ev)
 				}
@@ -408,7 +408,7 @@ func TestHTTP1BadRequests(t *testing.T) {
 	if n := up.requests.Load(); n != 0 {
 		t.Fatalf("upstream got %d requests", n)
 	}
-	for _, ev := range e.rec.wait(t, len(tests)) {
+	for _, ev := range e.rec.Wait(t, len(tests)) {
 		if ev.Verdict != monitor.VerdictError {
 			t.Errorf("event %+v, want ERROR", ev)
 		}
@@ -434,7 +434,7 @@ func TestHTTP1UpstreamDown(t *testing.T) {
 	if res.status != 502 {
 		t.Fatalf("got %d %q, want 502", res.status, res.body)
 	}
-	if ev := e.rec.wait(t, 1)[0]; ev.Verdict != monitor.VerdictError || ev.L7.Status != 502 {
+	if ev := e.rec.Wait(t, 1)[0]; ev.Verdict != monitor.VerdictError || ev.L7.Status != 502 {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
 }
@@ -517,7 +517,7 @@ func TestHTTP1Audit(t *testing.T) {
 	if res := do(t, e.client(), newReq(t, "GET", "http://h/private", nil)); res.status != 200 {
 		t.Fatalf("got %d %q, want 200", res.status, res.body)
 	}
-	if ev := e.rec.wait(t, 1)[0]; ev.Verdict != monitor.VerdictAudited || ev.Policy != "TrafficPolicy default/web" {
+	if ev := e.rec.Wait(t, 1)[0]; ev.Verdict != monitor.VerdictAudited || ev.Policy != "TrafficPolicy default/web" {
 		t.Fatalf("event %+v", ev)
 	}
 }
@@ -760,7 +760,7 @@ func TestHTTP1L4DenyAfterChange(t *testing.T) {
 	if res := do(t, c, newReq(t, "GET", "http://h/public/x", nil)); res.status != 403 || !res.reused {
 		t.Fatalf("after: %d reused=%v, want 403 on the same connection", res.status, res.reused)
 	}
-	if ev := e.rec.wait(t, 2)[1]; ev.Verdict != monitor.VerdictDenied || ev.Direction != "ingress" {
+	if ev := e.rec.Wait(t, 2)[1]; ev.Verdict != monitor.VerdictDenied || ev.Direction != "ingress" {
 		t.Fatalf("event %+v", ev)
 	}
 	if n := up.requests.Load(); n != 1 {

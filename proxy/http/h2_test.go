@@ -63,7 +63,7 @@ func TestH2AllowDeny(t *testing.T) {
 			t.Errorf("%s %s: denial header %v", tc.method, tc.path, res.header)
 		}
 	}
-	evs := e.rec.wait(t, len(tests))
+	evs := e.rec.Wait(t, len(tests))
 	for i, tc := range tests {
 		want := monitor.VerdictForwarded
 		if tc.status == 403 {
@@ -219,7 +219,7 @@ func TestGRPC(t *testing.T) {
 	if got, err := call(cc, "GetName", "B2"); err != nil || got != "door B2" {
 		t.Fatalf("GetName after a denial: %q %v", got, err)
 	}
-	evs := e.rec.wait(t, 3)
+	evs := e.rec.Wait(t, 3)
 	for i, want := range []struct {
 		verdict string
 		grpc    int
@@ -237,7 +237,7 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.Unavailable {
 		t.Fatalf("got %v, want Unavailable", err)
 	}
-	if ev := e.rec.wait(t, 1)[0]; ev.Verdict != monitor.VerdictError || *ev.L7.GRPCStatus != 14 {
+	if ev := e.rec.Wait(t, 1)[0]; ev.Verdict != monitor.VerdictError || *ev.L7.GRPCStatus != 14 {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
 }

@@ -96,7 +96,7 @@ func TestHeadDeadlineFromAccept(t *testing.T) {
 	if n := up.requests.Load(); n != 0 {
 		t.Fatalf("upstream got %d requests", n)
 	}
-	for _, ev := range e.rec.wait(t, len(tests)) {
+	for _, ev := range e.rec.Wait(t, len(tests)) {
 		if ev.Verdict != monitor.VerdictError || ev.L7.Refused != "header-timeout" {
 			t.Errorf("event %+v %+v, want an ERROR header-timeout refusal", ev, ev.L7)
 		}
@@ -167,9 +167,9 @@ func TestConnectionSlotsReclaimed(t *testing.T) {
 	store := &proxy.Store{}
 	store.Set(snapshot(t, webPolicy, up.addr.Port()))
 	rec := &recorder{}
-	hs := proxyhttp.New(proxyhttp.Options{Resolver: store, Record: rec.record, ReadHeaderTimeout: time.Minute})
+	hs := proxyhttp.New(proxyhttp.Options{Resolver: store, Record: rec.Record, ReadHeaderTimeout: time.Minute})
 	const limit = 4
-	p, err := proxy.New(proxy.Options{Resolver: store, HTTP: hs, Record: rec.record, MaxConns: limit,
+	p, err := proxy.New(proxy.Options{Resolver: store, HTTP: hs, Record: rec.Record, MaxConns: limit,
 		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(clientIP, c.RemoteAddr().(*net.TCPAddr).AddrPort().Port()), up.addr
 		}})
@@ -210,15 +210,13 @@ func TestConnectionSlotsReclaimed(t *testing.T) {
 	if res, _ := busy.response(t, "GET"); res.StatusCode != 200 {
 		t.Fatalf("the busy client: got %d", res.StatusCode)
 	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
 	n := 0
-	for _, ev := range rec.events {
+	for _, ev := range rec.Events() {
 		if ev.L7 != nil && ev.L7.Refused == proxy.RefusedSlotReclaimed {
 			n++
 		}
 	}
 	if n == 0 {
-		t.Fatalf("no slot-reclaimed event in %+v", rec.events)
+		t.Fatalf("no slot-reclaimed event in %+v", rec.Events())
 	}
 }

@@ -76,9 +76,7 @@ func (a *h2attacker) goAway() (http2.ErrCode, error) {
 
 // abuseEvents counts the h2-abuse refusals recorded.
 func abuseEvents(e *env) (n int, reasons []string) {
-	e.rec.mu.Lock()
-	defer e.rec.mu.Unlock()
-	for _, ev := range e.rec.events {
+	for _, ev := range e.rec.Events() {
 		if ev.L7 != nil && ev.L7.Refused == "h2-abuse" {
 			n++
 			reasons = append(reasons, ev.Reason)
@@ -225,7 +223,7 @@ func TestH2ResetStreamsNotForwarded(t *testing.T) {
 	}
 	// The reset streams were dropped, not reported as upstream failures
 	// one by one: the only event is the last request's.
-	if ev := e.rec.wait(t, 1)[0]; ev.L7.Path != "/public/after" {
+	if ev := e.rec.Wait(t, 1)[0]; ev.L7.Path != "/public/after" {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
 }
@@ -275,9 +273,7 @@ func TestH2DeniedEventsBounded(t *testing.T) {
 			break
 		}
 	}
-	e.rec.mu.Lock()
-	events := len(e.rec.events)
-	e.rec.mu.Unlock()
+	events := len(e.rec.Events())
 	_, summaries := abuseEvents(e)
 	t.Logf("%d streams denied, %d events, summaries %q", denied, events, summaries)
 	if denied < 300 {
@@ -327,13 +323,11 @@ func TestH2HeaderBlockDeadline(t *testing.T) {
 	n := 0
 	for deadline := time.Now().Add(2 * time.Second); n < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		n = 0
-		e.rec.mu.Lock()
-		for _, ev := range e.rec.events {
+		for _, ev := range e.rec.Events() {
 			if ev.L7 != nil && ev.L7.Refused == "header-timeout" {
 				n++
 			}
 		}
-		e.rec.mu.Unlock()
 	}
 	if n != 2 || up.requests.Load() != 0 {
 		t.Fatalf("%d header-timeout events, %d upstream requests", n, up.requests.Load())

@@ -133,7 +133,7 @@ func TestTLSOnPlainPort(t *testing.T) {
 	if res.StatusCode != 400 || time.Since(start) > time.Second {
 		t.Fatalf("got %d after %s, want 400 at once", res.StatusCode, time.Since(start))
 	}
-	if ev := e.rec.wait(t, 1)[0]; ev.L7.Refused != "tls-on-plain-port" {
+	if ev := e.rec.Wait(t, 1)[0]; ev.L7.Refused != "tls-on-plain-port" {
 		t.Fatalf("event %+v %+v", ev, ev.L7)
 	}
 }

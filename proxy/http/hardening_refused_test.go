@@ -33,7 +33,7 @@ func TestRefusalsCounted(t *testing.T) {
 	e = newEnv(t, up.addr, webPolicy, func(o *proxyhttp.Options) {
 		o.ReadHeaderTimeout = 300 * time.Millisecond
 		o.MaxHeaderBytes = 4096
-		o.Record = func(ev monitor.Event) { m.Observe(ev); e.rec.record(ev) }
+		o.Record = func(ev monitor.Event) { m.Observe(ev); e.rec.Record(ev) }
 	})
 	count := func(reason string) float64 {
 		var d dto.Metric

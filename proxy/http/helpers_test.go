@@ -7,11 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
@@ -83,35 +80,8 @@ func snapshotAudit(t testing.TB, yaml string, port uint16, audit bool) *proxy.Sn
 	return policytest.Snapshot(repo, client, server)
 }
 
-// recorder collects access events.
-type recorder struct {
-	mu     sync.Mutex
-	events []monitor.Event
-}
-
-func (r *recorder) record(e monitor.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-// wait returns the events once there are n of them (events may be
-// recorded just after the response reached the client).
-func (r *recorder) wait(t *testing.T, n int) []monitor.Event {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		r.mu.Lock()
-		got := append([]monitor.Event(nil), r.events...)
-		r.mu.Unlock()
-		if len(got) >= n || time.Now().After(deadline) {
-			if len(got) != n {
-				t.Fatalf("got %d events, want %d: %+v", len(got), n, got)
-			}
-			return got
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// recorder collects the server's events.
+type recorder = proxytest.Recorder
 
 // env is a proxy on 127.0.0.1 in front of one upstream address.
 type env struct {
@@ -140,7 +110,7 @@ func newEnv(t testing.TB, upstream netip.AddrPort, yaml string, mod func(*proxyh
 	if yaml != "" {
 		e.store.Set(snapshot(t, yaml, upstream.Port()))
 	}
-	o := proxyhttp.Options{Resolver: e.store, Record: e.rec.record}
+	o := proxyhttp.Options{Resolver: e.store, Record: e.rec.Record}
 	if mod != nil {
 		mod(&o)
 	}

@@ -9,7 +9,9 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
+	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/proxy"
 )
 
@@ -45,4 +47,48 @@ func Serve(t testing.TB, ln net.Listener, upstream netip.AddrPort, s proxy.ConnS
 		}
 		wg.Wait()
 	})
+}
+
+// Recorder collects a server's events (its Options.Record).
+type Recorder struct {
+	mu     sync.Mutex
+	events []monitor.Event
+}
+
+// Record adds an event.
+func (r *Recorder) Record(e monitor.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+// Events returns a copy of the events so far.
+func (r *Recorder) Events() []monitor.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]monitor.Event(nil), r.events...)
+}
+
+// Reset forgets the events so far.
+func (r *Recorder) Reset() {
+	r.mu.Lock()
+	r.events = nil
+	r.mu.Unlock()
+}
+
+// Wait returns the events once there are n of them (an event may be
+// recorded just after the client saw the response), failing the test if
+// there are not exactly n within 5 s.
+func (r *Recorder) Wait(t testing.TB, n int) []monitor.Event {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got := r.Events()
+		if len(got) >= n || time.Now().After(deadline) {
+			if len(got) != n {
+				t.Fatalf("got %d events, want %d: %+v", len(got), n, got)
+			}
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

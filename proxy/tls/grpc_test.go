@@ -79,19 +79,19 @@ rules:
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "TrafficPolicy default/tls") {
 		t.Fatalf("List: %v, want PermissionDenied naming the policy", err)
 	}
-	evs := e.rec.wait(t, 2)
+	evs := e.rec.Wait(t, 2)
 	if evs[0].Verdict != monitor.VerdictForwarded || evs[0].L7.Protocol != "grpc" || evs[0].L7.ServerName != "grpc.example.com" || evs[1].Verdict != monitor.VerdictDenied {
 		t.Errorf("events %+v %+v", evs[0].L7, evs[1].L7)
 	}
 
-	e.rec.reset()
+	e.rec.Reset()
 	e.secrets.Put("default", "back", map[string][]byte{"ca.crt": newCA(t, "other CA").PEM})
 	// A new client connection: one keeps the trust it started with.
 	_, err = client().Check(ctx, &healthpb.HealthCheckRequest{})
 	if st := status.Convert(err); st.Code() != codes.Unavailable {
 		t.Fatalf("Check with an untrusted upstream: %v, want Unavailable", err)
 	}
-	ev := e.rec.wait(t, 1)[0]
+	ev := e.rec.Wait(t, 1)[0]
 	if ev.Verdict != monitor.VerdictError || !strings.Contains(ev.Reason, "certificate signed by unknown authority") {
 		t.Errorf("event %s %q", ev.Verdict, ev.Reason)
 	}

@@ -10,12 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"portcullis.dev/portcullis/internal/tlstest"
-	"portcullis.dev/portcullis/monitor"
 	"portcullis.dev/portcullis/policy"
 	"portcullis.dev/portcullis/policy/policytest"
 	"portcullis.dev/portcullis/proxy"
@@ -81,39 +79,8 @@ func startUpstreamALPN(t testing.TB, c *ca, alpn []string, names ...string) neti
 }
 
 // recorder collects events.
-type recorder struct {
-	mu     sync.Mutex
-	events []monitor.Event
-}
-
-func (r *recorder) record(e monitor.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-// wait returns the events once there are n.
-func (r *recorder) wait(t testing.TB, n int) []monitor.Event {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		r.mu.Lock()
-		got := append([]monitor.Event(nil), r.events...)
-		r.mu.Unlock()
-		if len(got) >= n || time.Now().After(deadline) {
-			if len(got) != n {
-				t.Fatalf("got %d events, want %d: %+v", len(got), n, got)
-			}
-			return got
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (r *recorder) reset() {
-	r.mu.Lock()
-	r.events = nil
-	r.mu.Unlock()
-}
+// recorder collects the server's events.
+type recorder = proxytest.Recorder
 
 // env is the TLS server (with an HTTP server for intercepted streams) on
 // 127.0.0.1 in front of one upstream address.
@@ -154,8 +121,8 @@ func newEnv(t testing.TB, upstream netip.AddrPort, yaml string) *env {
 	t.Helper()
 	e := &env{store: &proxy.Store{}, secrets: proxytls.NewSecrets(), rec: &recorder{}}
 	e.setPolicy(t, yaml, upstream.Port())
-	hs := proxyhttp.New(proxyhttp.Options{Resolver: e.store, Record: e.rec.record})
-	ts, err := proxytls.New(proxytls.Options{Resolver: e.store, Record: e.rec.record, HTTP: hs, Secrets: e.secrets, HandshakeTimeout: 2 * time.Second})
+	hs := proxyhttp.New(proxyhttp.Options{Resolver: e.store, Record: e.rec.Record})
+	ts, err := proxytls.New(proxytls.Options{Resolver: e.store, Record: e.rec.Record, HTTP: hs, Secrets: e.secrets, HandshakeTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

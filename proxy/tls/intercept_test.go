@@ -68,12 +68,12 @@ func TestInterceptCurl(t *testing.T) {
 		{"--http1.1", "/private", "Access denied\r\n", 403, monitor.VerdictDenied},
 	} {
 		t.Run(tt.proto+tt.path, func(t *testing.T) {
-			ic.rec.reset()
+			ic.rec.Reset()
 			out, code := curl(t, ic.env, ic.internalFile, "api.example.com", tt.path, tt.proto)
 			if code != 0 || out != tt.want {
 				t.Fatalf("curl: exit %d, output %q, want %q", code, out, tt.want)
 			}
-			ev := ic.rec.wait(t, 1)[0]
+			ev := ic.rec.Wait(t, 1)[0]
 			if ev.Verdict != tt.verdict || ev.L7.Method != "GET" || ev.L7.Path != tt.path || ev.L7.Status != tt.status || ev.L7.ServerName != "api.example.com" {
 				t.Errorf("event %s %+v", ev.Verdict, ev.L7)
 			}
@@ -103,12 +103,12 @@ func TestInterceptUntrustedUpstream(t *testing.T) {
 	ic := newInterception(t, interceptPolicy)
 	ic.secrets.Put("default", "back", map[string][]byte{"ca.crt": newCA(t, "some other CA").PEM})
 	for _, proto := range []string{"--http2", "--http1.1"} {
-		ic.rec.reset()
+		ic.rec.Reset()
 		out, code := curl(t, ic.env, ic.internalFile, "api.example.com", "/public", proto, "-o", "/dev/null", "-w", "%{http_code}")
 		if code != 0 || out != "502" {
 			t.Fatalf("curl %s: exit %d, %q, want 502", proto, code, out)
 		}
-		ev := ic.rec.wait(t, 1)[0]
+		ev := ic.rec.Wait(t, 1)[0]
 		if ev.Verdict != monitor.VerdictError || ev.L7.Status != 502 || !strings.Contains(ev.Reason, "certificate signed by unknown authority") || !strings.Contains(ev.Reason, "default/back") {
 			t.Errorf("event %s %q %+v", ev.Verdict, ev.Reason, ev.L7)
 		}
@@ -123,7 +123,7 @@ func TestInterceptClientCertificates(t *testing.T) {
 	if out, code := curl(t, ic.env, ic.internalFile, "api.example.com", "/public"); code == 0 {
 		t.Fatalf("curl without a client certificate: %q, want a handshake failure", out)
 	}
-	ev := ic.rec.wait(t, 1)[0]
+	ev := ic.rec.Wait(t, 1)[0]
 	if ev.Verdict != monitor.VerdictError || ev.L7.Refused != "tls-handshake" {
 		t.Errorf("event %s %q %+v", ev.Verdict, ev.Reason, ev.L7)
 	}
@@ -156,12 +156,12 @@ func TestInterceptSecretUnusable(t *testing.T) {
 		}, `secret default/back has no key "ca.crt"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ic.rec.reset()
+			ic.rec.Reset()
 			tt.setup()
 			if out, code := curl(t, ic.env, ic.internalFile, "api.example.com", "/public"); code == 0 {
 				t.Fatalf("curl: %q, want a failure", out)
 			}
-			ev := ic.rec.wait(t, 1)[0]
+			ev := ic.rec.Wait(t, 1)[0]
 			if ev.Verdict != monitor.VerdictError || ev.L7.Refused != "tls-secret" || !strings.Contains(ev.Reason, tt.want) || !strings.Contains(ev.Reason, "TrafficPolicy default/tls") {
 				t.Errorf("event %s %q %+v", ev.Verdict, ev.Reason, ev.L7)
 			}

@@ -57,9 +57,9 @@ func TestServerNamesOpenSSL(t *testing.T) {
 		{"", false},
 	} {
 		t.Run(fmt.Sprintf("sni=%q", tt.sni), func(t *testing.T) {
-			e.rec.reset()
+			e.rec.Reset()
 			out, err := opensslConnect(t, e, caFile, tt.sni)
-			ev := e.rec.wait(t, 1)[0]
+			ev := e.rec.Wait(t, 1)[0]
 			if ev.L7 == nil || ev.L7.ServerName != tt.sni || ev.Policy != "TrafficPolicy default/tls" {
 				t.Errorf("event %+v %+v: want server name %q and the policy", ev, ev.L7, tt.sni)
 			}
@@ -141,7 +141,7 @@ func TestServerNamesAudit(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Verification: OK") {
 		t.Fatalf("openssl: %v\n%s", err, out)
 	}
-	ev := e.rec.wait(t, 1)[0]
+	ev := e.rec.Wait(t, 1)[0]
 	if ev.Verdict != monitor.VerdictAudited || ev.L7.ServerName != "other.example.com" || !strings.Contains(ev.Reason, "TrafficPolicy default/tls") {
 		t.Errorf("event %s %q %+v", ev.Verdict, ev.Reason, ev.L7)
 	}
@@ -162,7 +162,7 @@ func TestNotTLS(t *testing.T) {
 	if n, err := c.Read(make([]byte, 100)); err == nil || isTimeout(err) {
 		t.Fatalf("read %d bytes, err %v: want the connection refused", n, err)
 	}
-	ev := e.rec.wait(t, 1)[0]
+	ev := e.rec.Wait(t, 1)[0]
 	if ev.Verdict != monitor.VerdictError || ev.L7.Refused != "not-tls" || !strings.Contains(ev.Reason, "TLS connections only") {
 		t.Errorf("event %s %q %+v", ev.Verdict, ev.Reason, ev.L7)
 	}

@@ -22,11 +22,11 @@ func TestSlotsReclaimedBeforeHello(t *testing.T) {
 	up := startUpstream(t, upCA, "api.example.com")
 	e := &env{store: &proxy.Store{}, secrets: proxytls.NewSecrets(), rec: &recorder{}}
 	e.setPolicy(t, portRule(serverNamesPolicy), up.Port())
-	ts, err := proxytls.New(proxytls.Options{Resolver: e.store, Record: e.rec.record})
+	ts, err := proxytls.New(proxytls.Options{Resolver: e.store, Record: e.rec.Record})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(proxy.Options{Resolver: e.store, TLS: ts, Record: e.rec.record, MaxConns: 2,
+	p, err := proxy.New(proxy.Options{Resolver: e.store, TLS: ts, Record: e.rec.Record, MaxConns: 2,
 		Flow: func(c net.Conn) (netip.AddrPort, netip.AddrPort) {
 			return netip.AddrPortFrom(clientIP, c.RemoteAddr().(*net.TCPAddr).AddrPort().Port()), up
 		}})
@@ -76,10 +76,8 @@ func TestSlotsReclaimedBeforeHello(t *testing.T) {
 	if _, err := busy.Read(buf); err != nil || string(buf) != "HTTP/1.1 200" {
 		t.Fatalf("the busy connection: %q %v", buf, err)
 	}
-	e.rec.mu.Lock()
-	defer e.rec.mu.Unlock()
 	found := false
-	for _, ev := range e.rec.events {
+	for _, ev := range e.rec.Events() {
 		found = found || (ev.L7 != nil && ev.L7.Refused == proxy.RefusedSlotReclaimed)
 	}
 	if !found {
