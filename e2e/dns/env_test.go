@@ -72,11 +72,7 @@ func (e *env) startAgent(cfg agent.Config) (stop func()) {
 	cfg.BPFFS, cfg.ProxyPort = e.bpffs, e.port
 	cfg.MetricsBindAddress, cfg.HealthProbeBindAddress = "0", "0"
 	cfg.LeaseDuration, cfg.RenewInterval = 10*time.Second, time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
 	var sub *monitor.Subscription
-	cfg.Ready = ready
 	cfg.OnEvent = func(ev bpf.Event) {
 		if ev.Verdict == bpf.EventDrop {
 			e.mu.Lock()
@@ -94,23 +90,11 @@ func (e *env) startAgent(cfg agent.Config) (stop func()) {
 			}
 		}()
 	}
-	go func() { done <- agent.Run(ctx, cfg) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("agent exited: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("agent not ready after 30s")
-	}
+	stopAgent := harness.RunAgent(t, cfg)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("agent: %v", err)
-			}
+			stopAgent()
 			if sub != nil {
 				sub.Close()
 			}
