@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"portcullis.dev/portcullis/agentclient"
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
@@ -77,8 +75,8 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 		}
 		pods[s.name] = p
 	}
-	start(t, pods["deathstar"], workloads.RoleDeathstar, "0.0.0.0:80")
-	start(t, pods["cc-door-mgr"], workloads.RoleDoorManager, "0.0.0.0:50051")
+	harness.StartWorkload(t, pods["deathstar"], workloads.RoleDeathstar, "0.0.0.0:80")
+	harness.StartWorkload(t, pods["cc-door-mgr"], workloads.RoleDoorManager, "0.0.0.0:50051")
 
 	harness.StartOperator(t, c)
 	bin := harness.AgentBinary(t)
@@ -291,12 +289,12 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 
 	// The gRPC door manager across nodes: Cilium's Cloud City policy from
 	// examples/, the terminal's calls judged by the door manager's node.
-	door := examplePolicy(t, "grpc/door-manager.yaml")
+	door := harness.ExamplePolicy(t, "grpc/door-manager.yaml")
 	if err := k8s.Create(ctx, door); err != nil {
 		t.Fatal(err)
 	}
 	harness.WaitProgrammedOn(t, k8s, names, door)
-	gc := start(t, pods["public-terminal"], workloads.RoleGRPCClient, pods["cc-door-mgr"].IP.String()+":50051")
+	gc := harness.StartWorkload(t, pods["public-terminal"], workloads.RoleGRPCClient, pods["cc-door-mgr"].IP.String()+":50051")
 	for _, tc := range []struct{ method, code string }{
 		{"GetName", "OK"},
 		{"RequestMaintenance", "OK"},
@@ -310,33 +308,4 @@ func TestStarWarsAcrossNodes(t *testing.T) {
 			t.Errorf("public-terminal on %s -> %s on %s: %s %q, want %s", pods["public-terminal"].Node, tc.method, pods["cc-door-mgr"].Node, r.Code, r.Message, tc.code)
 		}
 	}
-}
-
-// start runs a workload child of this binary in pod until the test ends.
-func start(t *testing.T, pod *localcluster.Pod, role string, args ...string) *workloads.Process {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := workloads.Start(pod.Command(exe), role, args...)
-	if err != nil {
-		t.Fatalf("%s in %s/%s: %v", role, pod.Namespace, pod.Name, err)
-	}
-	t.Cleanup(func() { _ = p.Stop() })
-	return p
-}
-
-// examplePolicy reads a TrafficPolicy from examples/.
-func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "examples", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p v1alpha1.TrafficPolicy
-	if err := yaml.UnmarshalStrict(b, &p); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
-	return &p
 }

@@ -8,9 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,14 +16,11 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
-	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/e2e/internal/harness"
 	"portcullis.dev/portcullis/internal/localcluster"
-	"portcullis.dev/portcullis/internal/workloads"
 	"portcullis.dev/portcullis/monitor"
 )
 
@@ -139,35 +134,6 @@ func (e *env) addService(ns, name string, selector map[string]string, port int32
 		e.t.Fatal(err)
 	}
 	return name + "." + ns + ".svc." + localcluster.ClusterDomain
-}
-
-// start runs a workload (this test binary re-executed) inside pod.
-func start(t *testing.T, pod *localcluster.Pod, role string, args ...string) *workloads.Process {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := workloads.Start(pod.Command(exe), role, args...)
-	if err != nil {
-		t.Fatalf("%s in %s/%s: %v", role, pod.Namespace, pod.Name, err)
-	}
-	t.Cleanup(func() { _ = p.Stop() })
-	return p
-}
-
-// examplePolicy reads a TrafficPolicy from examples/.
-func examplePolicy(t *testing.T, file string) *v1alpha1.TrafficPolicy {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "examples", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p v1alpha1.TrafficPolicy
-	if err := yaml.UnmarshalStrict(b, &p); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
-	return &p
 }
 
 // curlResult is what curl did, as a user sees it.

@@ -59,7 +59,7 @@ func TestKafka(t *testing.T) {
 	outpost2 := e.addPod("default", "empire-outpost-9999", map[string]string{"app": "empire-outpost"})
 	backup := e.addPod("default", "empire-backup", map[string]string{"app": "empire-backup"})
 	addr := hostPort(kafka, 9092)
-	broker := start(t, kafka, workloads.RoleKafkaBroker, addr, "empire-announce", "deathstar-plans")
+	broker := harness.StartWorkload(t, kafka, workloads.RoleKafkaBroker, addr, "empire-announce", "deathstar-plans")
 	records := func(t *testing.T, topic string) string {
 		t.Helper()
 		r := kafkaDo(t, broker, workloads.Command{Method: workloads.KafkaRecords, Topic: topic})
@@ -71,7 +71,7 @@ func TestKafka(t *testing.T) {
 
 	harness.StartOperator(t, e.c)
 	e.startAgent()
-	pol := examplePolicy(t, "kafka/secure-empire-kafka.yaml")
+	pol := harness.ExamplePolicy(t, "kafka/secure-empire-kafka.yaml")
 	if err := e.k8s.Create(ctx, pol); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestKafka(t *testing.T) {
 			t.Errorf("portcullis_proxy_requests_total{kafka,DENIED} = %v, want >= 1", n)
 		}
 		// franz-go gets the typed error.
-		gc := start(t, outpost, workloads.RoleKafkaClient, addr)
+		gc := harness.StartWorkload(t, outpost, workloads.RoleKafkaClient, addr)
 		if r := kafkaDo(t, gc, workloads.Command{Method: workloads.KafkaProduce, Topic: "empire-announce", Value: "more lies"}); r.Code != "TOPIC_AUTHORIZATION_FAILED" {
 			t.Errorf("franz-go produce from the outpost: %+v, want TOPIC_AUTHORIZATION_FAILED", r)
 		}
@@ -138,7 +138,7 @@ func TestKafka(t *testing.T) {
 		if out, stderr, err := consume(outpost, "empire-announce"); err != nil || !strings.Contains(out, "parade on friday") {
 			t.Fatalf("outpost kcat consume empire-announce: %q, %v\n%s", out, err, stderr)
 		}
-		gc := start(t, outpost2, workloads.RoleKafkaClient, addr)
+		gc := harness.StartWorkload(t, outpost2, workloads.RoleKafkaClient, addr)
 		r := kafkaDo(t, gc, workloads.Command{Method: workloads.KafkaGroupConsume, Topic: "empire-announce", Group: "outposts"})
 		if r.Code != "OK" || !strings.Contains(r.Body, "parade on friday") {
 			t.Fatalf("franz-go group consume from outpost 9999: %+v", r)
@@ -159,7 +159,7 @@ func TestKafka(t *testing.T) {
 		if strings.Contains(out, "thermal") || !strings.Contains(stderr, "Topic authorization failed") {
 			t.Fatalf("outpost kcat consume deathstar-plans: %q, stderr:\n%s\nwant Topic authorization failed", out, stderr)
 		}
-		gc := start(t, outpost, workloads.RoleKafkaClient, addr)
+		gc := harness.StartWorkload(t, outpost, workloads.RoleKafkaClient, addr)
 		if r := kafkaDo(t, gc, workloads.Command{Method: workloads.KafkaConsume, Topic: "deathstar-plans"}); r.Code != "TOPIC_AUTHORIZATION_FAILED" || strings.Contains(r.Body, "thermal") {
 			t.Errorf("franz-go consume of deathstar-plans from the outpost: %+v, want TOPIC_AUTHORIZATION_FAILED", r)
 		}
@@ -172,7 +172,7 @@ func TestKafka(t *testing.T) {
 	})
 
 	t.Run("policy change on an open connection", func(t *testing.T) {
-		gc := start(t, hq, workloads.RoleKafkaClient, addr)
+		gc := harness.StartWorkload(t, hq, workloads.RoleKafkaClient, addr)
 		produce := func(topic string) workloads.Result {
 			return kafkaDo(t, gc, workloads.Command{Method: workloads.KafkaProduce, Topic: topic, Value: "from hq"})
 		}
@@ -180,7 +180,7 @@ func TestKafka(t *testing.T) {
 		if first.Code != "OK" {
 			t.Fatalf("hq produce: %+v", first)
 		}
-		original := examplePolicy(t, "kafka/secure-empire-kafka.yaml").Specs[0].Ingress[0].ToPorts[0].Rules.Kafka
+		original := harness.ExamplePolicy(t, "kafka/secure-empire-kafka.yaml").Specs[0].Ingress[0].ToPorts[0].Rules.Kafka
 		// hq may produce to deathstar-plans only. (Its client keeps to
 		// the one topic here: a Metadata request naming a denied topic
 		// besides an allowed one is denied whole, as in Cilium.)

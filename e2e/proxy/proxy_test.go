@@ -59,8 +59,8 @@ func TestProxy(t *testing.T) {
 	xwing := e.addPod("default", "xwing", map[string]string{"org": "alliance", "class": "xwing"})
 	doorMgr := e.addPod("default", "cc-door-mgr", map[string]string{"app": "cc-door-mgr"})
 	terminal := e.addPod("default", "public-terminal", map[string]string{"app": "public-terminal"})
-	ds := start(t, deathstar, workloads.RoleDeathstar, "0.0.0.0:80")
-	dm := start(t, doorMgr, workloads.RoleDoorManager, "0.0.0.0:50051")
+	ds := harness.StartWorkload(t, deathstar, workloads.RoleDeathstar, "0.0.0.0:80")
+	dm := harness.StartWorkload(t, doorMgr, workloads.RoleDoorManager, "0.0.0.0:50051")
 	// Their Services, and kube-dns: clients call the servers by name, as
 	// users do (the names resolve through CoreDNS at its ClusterIP, both
 	// translated by the datapath).
@@ -78,7 +78,7 @@ func TestProxy(t *testing.T) {
 	t.Run("without policy", func(t *testing.T) {
 		expectCurl(t, tiefighter, 200, "Ship landed\n", "-X", "POST", dsURL+"/v1/request-landing")
 		expectCurl(t, xwing, 503, "Panic: deathstar exploded\n", "-X", "PUT", dsURL+"/v1/exhaust-port")
-		gc := start(t, terminal, workloads.RoleGRPCClient, doorAddr)
+		gc := harness.StartWorkload(t, terminal, workloads.RoleGRPCClient, doorAddr)
 		defer gc.Stop()
 		for _, m := range workloads.DoorManagerMethods {
 			if r, err := gc.Do(workloads.Command{Method: m}, 10*time.Second); err != nil || r.Code != "OK" {
@@ -87,8 +87,8 @@ func TestProxy(t *testing.T) {
 		}
 	})
 
-	rule1 := examplePolicy(t, "starwars/rule1.yaml")
-	doorPolicy := examplePolicy(t, "grpc/door-manager.yaml")
+	rule1 := harness.ExamplePolicy(t, "starwars/rule1.yaml")
+	doorPolicy := harness.ExamplePolicy(t, "grpc/door-manager.yaml")
 	for _, p := range []*v1alpha1.TrafficPolicy{rule1, doorPolicy} {
 		if err := e.k8s.Create(ctx, p); err != nil {
 			t.Fatal(err)
@@ -180,7 +180,7 @@ func TestProxy(t *testing.T) {
 
 	t.Run("grpc door manager", func(t *testing.T) {
 		mark := len(dm.Seen())
-		gc := start(t, terminal, workloads.RoleGRPCClient, doorAddr)
+		gc := harness.StartWorkload(t, terminal, workloads.RoleGRPCClient, doorAddr)
 		var last workloads.Result
 		for _, tc := range []struct {
 			method string
@@ -261,7 +261,7 @@ func TestProxy(t *testing.T) {
 			}
 			return r
 		}
-		original := examplePolicy(t, "grpc/door-manager.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP
+		original := harness.ExamplePolicy(t, "grpc/door-manager.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP
 		setHTTPRules(t, e.k8s, doorPolicy, []v1alpha1.PortRuleHTTP{{Method: "POST", Path: workloads.DoorManagerPath("GetLocation")}})
 		harness.WaitProgrammed(t, e.c, e.k8s, doorPolicy)
 		harness.Eventually(t, "GetName denied on the open connection", 10*time.Second, func() error {
@@ -287,7 +287,7 @@ func TestProxy(t *testing.T) {
 		// examples/headers: a second policy on the deathstar, GET /v1/
 		// with a numeric X-Token (headerMatches[].regex, a Portcullis
 		// extension; the whole value must match).
-		token := examplePolicy(t, "headers/deathstar-token.yaml")
+		token := harness.ExamplePolicy(t, "headers/deathstar-token.yaml")
 		if err := e.k8s.Create(ctx, token); err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestProxy(t *testing.T) {
 	})
 
 	t.Run("policy change under a keep-alive connection", func(t *testing.T) {
-		hc := start(t, tiefighter, workloads.RoleHTTPClient)
+		hc := harness.StartWorkload(t, tiefighter, workloads.RoleHTTPClient)
 		do := func(method, path string) workloads.Result {
 			t.Helper()
 			r, err := hc.Do(workloads.Command{Method: method, URL: dsURL + path}, 10*time.Second)
@@ -339,7 +339,7 @@ func TestProxy(t *testing.T) {
 			t.Errorf("request 3: %+v, want 200 on the same connection", r)
 		}
 		// And back.
-		setHTTPRules(t, e.k8s, rule1, examplePolicy(t, "starwars/rule1.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP)
+		setHTTPRules(t, e.k8s, rule1, harness.ExamplePolicy(t, "starwars/rule1.yaml").Spec.Ingress[0].ToPorts[0].Rules.HTTP)
 		harness.WaitProgrammed(t, e.c, e.k8s, rule1)
 		expect(t, "tiefighter", 200, "Ship landed\n", "-X", "POST", dsURL+"/v1/request-landing")
 		if r := do("POST", "/v1/request-landing"); r.Status != 200 || r.Conns != 1 {

@@ -31,12 +31,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	"sigs.k8s.io/yaml"
 
 	"portcullis.dev/portcullis/apis/policy/v1alpha1"
 	"portcullis.dev/portcullis/bpf"
 	"portcullis.dev/portcullis/controllers/agent"
 	"portcullis.dev/portcullis/controllers/operator"
 	"portcullis.dev/portcullis/internal/localcluster"
+	"portcullis.dev/portcullis/internal/workloads"
 )
 
 // WaitProgrammed waits until c's node reports p's current generation in
@@ -265,4 +267,35 @@ func RunAgent(t testing.TB, cfg agent.Config) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// StartWorkload runs an internal/workloads role in pod (this test binary
+// re-executed there) until the test ends.
+func StartWorkload(t testing.TB, pod *localcluster.Pod, role string, args ...string) *workloads.Process {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := workloads.Start(pod.Command(exe), role, args...)
+	if err != nil {
+		t.Fatalf("%s in %s/%s: %v", role, pod.Namespace, pod.Name, err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return p
+}
+
+// ExamplePolicy reads a TrafficPolicy from the repository's examples/ (the
+// e2e packages run two directories below the root).
+func ExamplePolicy(t testing.TB, file string) *v1alpha1.TrafficPolicy {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p v1alpha1.TrafficPolicy
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return &p
 }
